@@ -1,0 +1,107 @@
+"""``rolling``: replace instances in readiness-gated batches, keeping the fleet's capacity.
+
+Like a Kubernetes Deployment's RollingUpdate: at most ``max_surge`` instances above the desired count,
+at most ``max_unavailable`` below it. New instances take traffic only once ready; old ones leave the
+router, drain, and stop. The probes gate every batch.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from zdu.context import UpgradeContext
+from zdu.errors import ZduError
+from zdu.platform import InstanceGroup
+from zdu.strategy import Step
+
+__all__ = ["Rolling", "RollingConfig"]
+
+
+def _not_both_zero(instance: RollingConfig, _attribute: attrs.Attribute[int], value: int) -> None:
+    if value == 0 and instance.max_surge == 0:
+        raise ValueError("max_surge and max_unavailable cannot both be 0: the rollout could never progress")
+
+
+@attrs.frozen
+class RollingConfig:
+    """Options of ``rolling``.
+
+    :ivar max_surge: instances allowed above the desired count during the rollout.
+    :ivar max_unavailable: instances allowed below the desired count during the rollout (0 keeps
+        full capacity, as GitLab advises for zero downtime).
+    """
+
+    max_surge: int = attrs.field(default=1, validator=attrs.validators.ge(0))
+    max_unavailable: int = attrs.field(default=0, validator=[attrs.validators.ge(0), _not_both_zero])
+
+
+def _count(groups: list[InstanceGroup], name: str) -> int:
+    return next((g.replicas for g in groups if g.name == name), 0)
+
+
+class Rolling:
+    """Replace instances batch by batch."""
+
+    def __init__(self, config: RollingConfig) -> None:
+        self.config = config
+
+    def _batches(self, total: int, old: int, new: int) -> list[tuple[str, int, int]]:
+        """The sequence of (action, old count, new count) from ``old``/``new`` to ``0``/``total``."""
+        steps: list[tuple[str, int, int]] = []
+        surge, unavailable = self.config.max_surge, self.config.max_unavailable
+        while not (new >= total and old == 0):
+            up = min(total + surge - (old + new), total - new)
+            if up > 0:
+                new += up
+                steps.append(("up", old, new))
+                continue
+            down = min(old, (old + new) - (total - unavailable))
+            if down <= 0:
+                raise ZduError(f"rolling cannot progress from {old} old and {new} new instances")
+            old -= down
+            steps.append(("down", old, new))
+        return steps
+
+    def plan(self, ctx: UpgradeContext) -> list[Step]:
+        """The batches, from the platform's current state."""
+        groups = list(ctx.platform.groups())
+        old, new = _count(groups, ctx.old_group), _count(groups, ctx.new_group)
+        return [
+            Step(
+                "rollout",
+                "scale up" if action == "up" else "drain and scale down",
+                f"{ctx.old_group}={old_count}, {ctx.new_group}={new_count}",
+            )
+            for action, old_count, new_count in self._batches(ctx.replicas, old, new)
+        ]
+
+    def rollout(self, ctx: UpgradeContext) -> None:
+        """Scale the new group up and the old one down, a batch at a time, gating each batch."""
+        platform = ctx.platform
+        platform.router.set_weights({ctx.old_group: 1, ctx.new_group: 1})
+        groups = list(platform.groups())
+        old, new = _count(groups, ctx.old_group), _count(groups, ctx.new_group)
+        for action, old_count, new_count in self._batches(ctx.replicas, old, new):
+            if action == "up":
+                with ctx.step(f"scale {ctx.new_group} to {new_count}"):
+                    platform.scale(ctx.new_group, ctx.release.version, new_count)
+            else:
+                with ctx.step(f"scale {ctx.old_group} to {old_count}"):
+                    platform.scale(ctx.old_group, ctx.from_version, old_count)
+            ctx.gate(f"{ctx.old_group}={old_count}, {ctx.new_group}={new_count}")
+        with ctx.step(f"route only {ctx.new_group}"):
+            platform.router.set_weights({ctx.new_group: 1})
+            platform.remove_group(ctx.old_group)
+
+    def finalize(self, ctx: UpgradeContext) -> None:
+        """Nothing is left to remove: the old group went in the last batch."""
+
+    def rollback(self, ctx: UpgradeContext) -> None:
+        """Bring the old group back to full size (readiness-gated), then drain the new one."""
+        platform = ctx.platform
+        with ctx.step(f"scale {ctx.old_group} back to {ctx.replicas}"):
+            platform.router.set_weights({ctx.old_group: 1, ctx.new_group: 1})
+            platform.scale(ctx.old_group, ctx.from_version, ctx.replicas)
+        with ctx.step(f"remove {ctx.new_group}"):
+            platform.router.set_weights({ctx.old_group: 1})
+            platform.remove_group(ctx.new_group)

@@ -1,0 +1,353 @@
+"""The ``zdu`` command: a thin layer over the library.
+
+Results go to stdout (only JSON with ``--json``); progress goes to stderr. Exit codes:
+
+* 0: done (the upgrade succeeded and every probe passed);
+* 1: the upgrade failed, was rolled back, or an error stopped the command;
+* 2: bad input (configuration, versions, names, arguments): nothing was changed;
+* 3: the target has another upgrade in progress;
+* 4: the upgrade paused for a person to decide (``zdu resume ID`` or ``zdu rollback ID``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+from rich.console import Console
+
+from zdu.context import UpgradeInfo
+from zdu.errors import ConfigError, TargetBusy, UsageError, ZduError
+from zdu.journal import Journal, default_journal_path
+from zdu.model import Event, Report, UpgradeStatus
+from zdu.plugins import hookimpl
+from zdu.registry import ZduPluginManager, get_plugin_manager
+from zdu.upgrade import Upgrade
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_BUSY", "EXIT_FAILED", "EXIT_PAUSED", "cli", "main", "report_exit_code"]
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_BUSY = 3
+EXIT_PAUSED = 4
+
+_PROGRESS_EVENTS = {"step-started", "gate-failed", "rollback", "analysis", "paused", "error", "migrations-applied"}
+
+
+class ProgressObserver:
+    """Prints an upgrade's phases and main events on stderr (a spinner line on a terminal)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    @hookimpl
+    def zdu_phase_started(self, upgrade: UpgradeInfo, phase: str) -> None:
+        """Show the phase."""
+        self.console.print(f"[bold]{upgrade.target}[/bold] {phase} …", highlight=False)
+
+    @hookimpl
+    def zdu_phase_finished(self, upgrade: UpgradeInfo, phase: str, outcome: str, duration_s: float) -> None:
+        """Show how the phase ended."""
+        colour = "green" if outcome == "succeeded" else "red"
+        self.console.print(
+            f"[bold]{upgrade.target}[/bold] {phase} [{colour}]{outcome}[/{colour}] in {duration_s:.1f}s",
+            highlight=False,
+        )
+
+    @hookimpl
+    def zdu_event(self, upgrade: UpgradeInfo, event: Event) -> None:
+        """Show the steps and every gate failure."""
+        if event.kind in _PROGRESS_EVENTS:
+            style = "red" if event.kind in {"gate-failed", "rollback", "error"} else "dim"
+            self.console.print(f"  [{style}]{event.message}[/{style}]", highlight=False)
+
+
+def stderr_console() -> Console:
+    """The console progress goes to."""
+    return Console(stderr=True, highlight=False)
+
+
+def manager_from(ctx: click.Context) -> ZduPluginManager:
+    """The plugin manager the command line runs with."""
+    manager = ctx.find_object(ZduPluginManager)
+    if manager is None:
+        manager = get_plugin_manager()
+        ctx.obj = manager
+    return manager
+
+
+def emit(data: Any, as_json: bool, text: str | Callable[[], str]) -> None:
+    """Print a result: JSON when asked, else text."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        click.echo(text() if callable(text) else text)
+
+
+def report_exit_code(report: Report) -> int:
+    """The exit code a report stands for."""
+    if report.status is UpgradeStatus.PAUSED:
+        return EXIT_PAUSED
+    return 0 if report.ok else EXIT_FAILED
+
+
+@contextmanager
+def interruptible(cancel: threading.Event, console: Console) -> Iterator[None]:
+    """First Ctrl-C (or SIGTERM) asks the upgrade to stop and roll back; a second one stops at once."""
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        console.print(
+            "[yellow]interrupted: rolling back after the current step (again to stop at once)[/yellow]"
+        )
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[int(signum)] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v: info, -vv: debug).")
+@click.version_option(package_name="zdu")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """Zero-downtime upgrades of GitLab deployments, measured."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    manager_from(ctx)
+
+
+config_argument = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+json_option = click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
+
+
+@cli.command()
+@config_argument
+@json_option
+@click.pass_context
+def plan(ctx: click.Context, config: Path, as_json: bool) -> None:
+    """Print what an upgrade would do, step by step, changing nothing."""
+    upgrade = Upgrade.from_config(config, manager_from(ctx))
+    try:
+        result = upgrade.plan()
+    finally:
+        upgrade.close()
+
+    def text() -> str:
+        lines = [
+            f"{result.target}: {result.from_version} -> {result.to_version} with "
+            f"{' + '.join((result.strategy, *result.layers))}"
+        ]
+        lines += [f"  {s.phase:<14} {s.action:<22} {s.detail}" for s in result.steps]
+        return "\n".join(lines)
+
+    emit(result.to_dict(), as_json, text)
+
+
+def run_upgrade(upgrade: Upgrade, *, as_json: bool, resume: str | None = None) -> None:
+    """Run ``upgrade`` with progress on stderr, print its report, and exit with its code."""
+    console = stderr_console()
+    observer = ProgressObserver(console)
+    upgrade.manager.register(observer, name="zdu-cli-progress")
+    try:
+        with interruptible(upgrade.cancel, console):
+            report = upgrade.run(resume=resume)
+    finally:
+        upgrade.manager.unregister(observer)
+        upgrade.close()
+    emit(report.to_dict(), as_json, report.summary)
+    sys.exit(report_exit_code(report))
+
+
+@cli.command()
+@config_argument
+@json_option
+@click.option("--resume", "resume", metavar="ID", help="Continue the paused or interrupted upgrade ID.")
+@click.pass_context
+def upgrade(ctx: click.Context, config: Path, as_json: bool, resume: str | None) -> None:
+    """Upgrade the target in CONFIG to its release, gated by the probes."""
+    run_upgrade(Upgrade.from_config(config, manager_from(ctx)), as_json=as_json, resume=resume)
+
+
+def _config_of(journal: Journal, upgrade_id: str, config: Path | None) -> Path:
+    record = journal.get(upgrade_id)
+    if record is None:
+        raise UsageError(f"no upgrade {upgrade_id!r} in the journal {journal.path}")
+    if config is not None:
+        return config
+    source = str(record.config.get("source") or "")
+    if not source:
+        raise UsageError(f"upgrade {upgrade_id} was not started from a file: give --config CONFIG")
+    return Path(source)
+
+
+journal_option = click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The journal file (default: $ZDU_STATE_DIR/journal.sqlite).",
+)
+
+
+@cli.command()
+@click.argument("upgrade_id", metavar="ID")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="Configuration (default: the one the upgrade started with).")
+@json_option
+@journal_option
+@click.pass_context
+def resume(ctx: click.Context, upgrade_id: str, config: Path | None, as_json: bool, journal_path: Path | None) -> None:
+    """Resume a paused or interrupted upgrade from the phase it was in."""
+    journal = Journal(journal_path or default_journal_path())
+    upgrade_ = Upgrade.from_config(_config_of(journal, upgrade_id, config), manager_from(ctx))
+    run_upgrade(upgrade_, as_json=as_json, resume=upgrade_id)
+
+
+@cli.command()
+@click.argument("upgrade_id", metavar="ID")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="Configuration (default: the one the upgrade started with).")
+@json_option
+@journal_option
+@click.pass_context
+def rollback(ctx: click.Context, upgrade_id: str, config: Path | None, as_json: bool, journal_path: Path | None) -> None:
+    """Roll back a paused or interrupted upgrade (refused after post-deployment migrations)."""
+    journal = Journal(journal_path or default_journal_path())
+    upgrade_ = Upgrade.from_config(_config_of(journal, upgrade_id, config), manager_from(ctx))
+    try:
+        report = upgrade_.rollback(upgrade_id)
+    finally:
+        upgrade_.close()
+    emit(report.to_dict(), as_json, report.summary)
+    sys.exit(0 if report.status is UpgradeStatus.ROLLED_BACK else EXIT_FAILED)
+
+
+@cli.command()
+@click.option("--target", help="Only this target's upgrades.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@json_option
+@journal_option
+def status(target: str | None, limit: int, as_json: bool, journal_path: Path | None) -> None:
+    """List recent upgrades, those in progress first."""
+    journal = Journal(journal_path or default_journal_path())
+    records = journal.upgrades(target, limit)
+    records.sort(key=lambda r: (not r.status.in_progress, -r.started_at))
+
+    def text() -> str:
+        if not records:
+            return "no upgrades recorded"
+        return "\n".join(
+            f"{r.id}  {r.target:<20} {r.from_version} -> {r.to_version:<12} {r.strategy:<10} "
+            f"{r.status.value:<12} {r.phase or ''}"
+            for r in records
+        )
+
+    emit({"upgrades": [r.to_dict() for r in records]}, as_json, text)
+
+
+@cli.command()
+@click.argument("upgrade_id", metavar="ID")
+@json_option
+@journal_option
+def report(upgrade_id: str, as_json: bool, journal_path: Path | None) -> None:
+    """Print the report and the events of one upgrade."""
+    journal = Journal(journal_path or default_journal_path())
+    record = journal.get(upgrade_id)
+    if record is None:
+        raise UsageError(f"no upgrade {upgrade_id!r} in the journal {journal.path}")
+    events = journal.events(upgrade_id)
+    data = {
+        **record.to_dict(),
+        "report": record.report,
+        "events": [{"at": e.at, "phase": e.phase, "kind": e.kind, "message": e.message} for e in events],
+    }
+
+    def text() -> str:
+        lines = [f"{record.id} {record.target} {record.from_version} -> {record.to_version}: {record.status.value}"]
+        if record.error:
+            lines.append(f"  reason: {record.error}")
+        lines += [f"  {e.phase:<14} {e.kind:<20} {e.message}" for e in events]
+        return "\n".join(lines)
+
+    emit(data, as_json, text)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List installed strategies, traffic layers, probes, platforms and migration runners."""
+    manager = manager_from(ctx)
+    kinds = {
+        "strategies": manager.strategies(),
+        "traffic_layers": manager.traffic_layers(),
+        "probes": manager.probes(),
+        "platforms": manager.platforms(),
+        "migration_runners": manager.migration_runners(),
+    }
+    data: dict[str, Any] = {
+        kind: [
+            {"name": name, "summary": record.summary, "distribution": manager.provider_of(record)}
+            for name, record in records.items()
+        ]
+        for kind, records in kinds.items()
+    }
+    data["failed"] = [
+        {"plugin": f.name, "distribution": f.distribution, "error": f.error, "extra": f.extra} for f in manager.failures
+    ]
+
+    def text() -> str:
+        lines = []
+        for kind, records in kinds.items():
+            lines.append(f"{kind.replace('_', ' ')}:")
+            lines += [f"  {name:<14} {record.summary}  [{manager.provider_of(record)}]" for name, record in records.items()]
+        lines += [f"not loaded: {f.describe()}" for f in manager.failures]
+        return "\n".join(lines)
+
+    emit(data, as_json, text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``zdu`` command."""
+    manager = get_plugin_manager()
+    manager.notify("zdu_commands", cli=cli)
+    console = stderr_console()
+    try:
+        code = cli.main(args=argv, prog_name="zdu", obj=manager, standalone_mode=False)
+    except click.exceptions.Exit as done:
+        code = done.exit_code
+    except click.ClickException as error:
+        error.show()
+        code = error.exit_code
+    except click.Abort:
+        console.print("aborted")
+        code = 130
+    except UsageError as error:
+        for line in error.problems if isinstance(error, ConfigError) else [str(error)]:
+            console.print(f"zdu: error: {line}", markup=False)
+        code = EXIT_BAD_INPUT
+    except TargetBusy as error:
+        console.print(f"zdu: error: {error}", markup=False)
+        code = EXIT_BUSY
+    except ZduError as error:
+        console.print(f"zdu: error: {error}", markup=False)
+        code = EXIT_FAILED
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,415 @@
+"""Configuration: a TOML file (or a mapping) structured into attrs types with cattrs.
+
+Every bad field is reported, each on its own line, by its dotted path and value
+(``strategy.max_surge: expected an integer, got 'one'``), and nothing is applied when any is bad.
+
+The file::
+
+    [target]
+    name = "uat-cell-1"
+    platform = "local"          # a registered platform
+    version = "16.5.0"          # the version it runs now
+
+    [platform]                  # options of that platform
+    replicas = 3
+
+    [release]
+    version = "16.6.0"
+
+    [strategy]
+    name = "rolling"            # a registered strategy
+    layers = ["sticky-nginx"]   # registered traffic layers
+    max_surge = 1               # options of that strategy
+
+    [layers.sticky-nginx]       # options of a layer (optional)
+
+    [[probes]]
+    name = "http"               # a registered probe
+    failure_limit = 0           # gate settings every probe has
+    rps = 100                   # options of that probe
+
+    [migrations]                # optional
+    name = "sql"
+
+    [upgrade]                   # optional
+    state_dir = "/var/lib/zdu"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.v import transform_error
+
+from zdu.errors import ConfigError, UsageError
+from zdu.journal import default_state_dir
+from zdu.model import Release, Target, Version
+from zdu.plugins import PluginRecord
+from zdu.probe import GateSettings
+from zdu.registry import ZduPluginManager
+from zdu.secret import Secret
+
+__all__ = ["ComponentSpec", "ProbeSpec", "UpgradeConfig", "load_config", "structure", "unstructure"]
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class ComponentSpec:
+    """A named implementation picked by configuration, with its structured options."""
+
+    name: str
+    record: PluginRecord[Any]
+    options: Any
+
+    def build(self, *args: Any) -> Any:
+        """Call the record's factory with the structured options (and ``args``)."""
+        factory: Any = getattr(self.record, "factory")  # noqa: B009 - every record subclass has one
+        return factory(self.options, *args)
+
+
+@attrs.frozen
+class ProbeSpec(ComponentSpec):
+    """A probe, with the gate settings every probe has."""
+
+    gate: GateSettings = GateSettings()
+
+
+@attrs.frozen
+class UpgradeConfig:
+    """A whole upgrade, as configured."""
+
+    target: Target
+    release: Release
+    platform: ComponentSpec
+    strategy: ComponentSpec
+    layers: tuple[ComponentSpec, ...] = ()
+    probes: tuple[ProbeSpec, ...] = ()
+    migrations: ComponentSpec | None = None
+    state_dir: Path = attrs.field(factory=default_state_dir)
+    source: Path | None = None
+
+    @property
+    def target_state_dir(self) -> Path:
+        """The directory the platform keeps this target's state in."""
+        return self.state_dir / "targets" / self.target.name
+
+    @property
+    def journal_path(self) -> Path:
+        """The journal file."""
+        return self.state_dir / "journal.sqlite"
+
+    def redacted(self) -> dict[str, Any]:
+        """The configuration as plain data, every secret replaced by ``***``: what the journal keeps."""
+        return {
+            "target": {"name": self.target.name, "platform": self.target.platform, "version": str(self.target.version)},
+            "release": {"version": str(self.release.version)},
+            "platform": unstructure(self.platform.options),
+            "strategy": {"name": self.strategy.name, **unstructure(self.strategy.options)},
+            "layers": {layer.name: unstructure(layer.options) for layer in self.layers},
+            "probes": [
+                {"name": p.name, **unstructure(p.gate), **unstructure(p.options)} for p in self.probes
+            ],
+            "migrations": (
+                {"name": self.migrations.name, **unstructure(self.migrations.options)} if self.migrations else None
+            ),
+        }
+
+
+# -- a strict converter -----------------------------------------------------------------------------
+
+
+class _FieldValueError(ValueError):
+    """A value of the wrong type; the message names the value."""
+
+
+def _strict_int(value: object, _type: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _FieldValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _strict_float(value: object, _type: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _FieldValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _strict_str(value: object, _type: type) -> str:
+    if not isinstance(value, str):
+        raise _FieldValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _strict_bool(value: object, _type: type) -> bool:
+    if not isinstance(value, bool):
+        raise _FieldValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _version(value: object, _type: type) -> Version:
+    if isinstance(value, Version):
+        return value
+    return Version.parse(_strict_str(value, str))
+
+
+def _secret(value: object, _type: type) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    return Secret(_strict_str(value, str))
+
+
+def _path(value: object, _type: type) -> Path:
+    return Path(_strict_str(value, str)).expanduser()
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook(float, _strict_float)
+    converter.register_structure_hook(str, _strict_str)
+    converter.register_structure_hook(bool, _strict_bool)
+    converter.register_structure_hook(Version, _version)
+    converter.register_structure_hook(Secret, _secret)
+    converter.register_structure_hook(Path, _path)
+    converter.register_unstructure_hook(Secret, str)
+    converter.register_unstructure_hook(Version, str)
+    converter.register_unstructure_hook(Path, str)
+    return converter
+
+
+_converter = _make_converter()
+
+
+def _describe(error: BaseException, type_: type | None) -> str:
+    if isinstance(error, KeyError):
+        return "required field missing"
+    if isinstance(error, ForbiddenExtraKeysError):
+        known = ", ".join(a.name for a in attrs.fields(error.cl)) if attrs.has(error.cl) else ""
+        unknown = ", ".join(repr(k) for k in sorted(error.extra_fields))
+        return f"unknown field {unknown}" + (f" (known: {known})" if known else " (this takes no options)")
+    if isinstance(error, ValueError | TypeError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def structure(data: Mapping[str, Any], type_: type[T], path: str) -> T:
+    """Structure ``data`` into ``type_``; raise :class:`~zdu.errors.ConfigError` naming every bad field."""
+    try:
+        return _converter.structure(dict(data), type_)
+    except Exception as error:  # cattrs wraps field errors in exception groups
+        messages = transform_error(error, path="$", format_exception=_describe)
+        raise ConfigError([_with_path(path, message) for message in messages]) from None
+
+
+def unstructure(value: Any) -> dict[str, Any]:
+    """Plain data from an attrs configuration object (secrets stay :class:`Secret` until redacted)."""
+    data = _converter.unstructure(value)
+    return data if isinstance(data, dict) else {}
+
+
+def _with_path(prefix: str, message: str) -> str:
+    text, _, where = message.rpartition(" @ ")
+    if not text:
+        text, where = message, "$"
+    where = where.removeprefix("$").removeprefix(".")
+    full = ".".join(part for part in (prefix, where) if part)
+    return f"{full}: {text}" if full else text
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+_TOP_LEVEL = ("target", "platform", "release", "strategy", "layers", "probes", "migrations", "upgrade")
+
+
+def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManager) -> UpgradeConfig:
+    """Read and check a whole configuration; raise :class:`ConfigError` listing every problem.
+
+    :param source: a TOML file, or the same content as a mapping (for callers that build it in code).
+    :param manager: the plugin manager that resolves strategy, layer, probe, platform and runner names.
+    """
+    path: Path | None = None
+    if isinstance(source, Mapping):
+        raw: dict[str, Any] = dict(source)
+    else:
+        path = Path(source)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    problems: list[str] = []
+    collector = _Collector(problems)
+
+    for key in raw:
+        if key not in _TOP_LEVEL:
+            problems.append(f"{key}: unknown section (known: {', '.join(_TOP_LEVEL)})")
+
+    target_raw = collector.table(raw, "target", required=True)
+    target = collector.call(
+        "target",
+        lambda: Target(
+            name=_require(target_raw, "target", "name"),
+            platform=_require(target_raw, "target", "platform"),
+            version=_require(target_raw, "target", "version"),
+        ),
+    )
+    for key in target_raw:
+        if key not in ("name", "platform", "version"):
+            problems.append(f"target.{key}: unknown field (known: name, platform, version)")
+
+    release_raw = collector.table(raw, "release", required=True)
+    release = collector.call("release", lambda: Release(version=_require(release_raw, "release", "version")))
+    for key in release_raw:
+        if key != "version":
+            problems.append(f"release.{key}: unknown field (known: version)")
+
+    platform = None
+    if target is not None:
+        platform = collector.component(
+            "platform", target.platform, collector.table(raw, "platform"), manager.platform, name_field="target.platform"
+        )
+
+    strategy_raw = dict(collector.table(raw, "strategy", required=True))
+    strategy_name = strategy_raw.pop("name", None)
+    layer_names = strategy_raw.pop("layers", [])
+    strategy = None
+    if strategy_name is None:
+        problems.append("strategy.name: required field missing")
+    else:
+        strategy = collector.component("strategy", strategy_name, strategy_raw, manager.strategy)
+    layers_raw = collector.table(raw, "layers")
+    layers: list[ComponentSpec] = []
+    if not isinstance(layer_names, list) or not all(isinstance(n, str) for n in layer_names):
+        problems.append(f"strategy.layers: expected a list of layer names, got {layer_names!r}")
+    else:
+        if len(set(layer_names)) != len(layer_names):
+            problems.append(f"strategy.layers: a layer is named twice in {layer_names!r}")
+        for name in layer_names:
+            options = layers_raw.get(name, {})
+            spec = collector.component(f"layers.{name}", name, options, manager.traffic_layer, name_field="strategy.layers")
+            if spec is not None:
+                layers.append(spec)
+        for name in layers_raw:
+            if name not in layer_names:
+                problems.append(f"layers.{name}: options for a layer that strategy.layers does not name")
+
+    probes: list[ProbeSpec] = []
+    probes_raw = raw.get("probes", [])
+    if not isinstance(probes_raw, list):
+        problems.append(f"probes: expected a list of tables ([[probes]]), got {probes_raw!r}")
+        probes_raw = []
+    for index, probe_raw in enumerate(probes_raw):
+        where = f"probes[{index}]"
+        if not isinstance(probe_raw, dict):
+            problems.append(f"{where}: expected a table, got {probe_raw!r}")
+            continue
+        options = dict(probe_raw)
+        name = options.pop("name", None)
+        gate_raw = {f.name: options.pop(f.name) for f in attrs.fields(GateSettings) if f.name in options}
+        gate = collector.call(where, lambda gate_raw=gate_raw, where=where: structure(gate_raw, GateSettings, where))
+        if name is None:
+            problems.append(f"{where}.name: required field missing")
+            continue
+        spec = collector.component(where, name, options, manager.probe, name_field=f"{where}.name")
+        if spec is not None and gate is not None:
+            probes.append(ProbeSpec(name=spec.name, record=spec.record, options=spec.options, gate=gate))
+
+    migrations = None
+    if "migrations" in raw:
+        migrations_raw = dict(collector.table(raw, "migrations"))
+        runner_name = migrations_raw.pop("name", None)
+        if runner_name is None:
+            problems.append("migrations.name: required field missing")
+        else:
+            migrations = collector.component("migrations", runner_name, migrations_raw, manager.migration_runner)
+
+    upgrade_raw = collector.table(raw, "upgrade")
+    state_dir = default_state_dir()
+    for key, value in upgrade_raw.items():
+        if key == "state_dir":
+            resolved = collector.call("upgrade.state_dir", lambda value=value: _path(value, Path))
+            if resolved is not None:
+                state_dir = resolved if resolved.is_absolute() or path is None else path.parent / resolved
+        else:
+            problems.append(f"upgrade.{key}: unknown field (known: state_dir)")
+
+    if problems:
+        raise ConfigError(problems)
+    assert target is not None and release is not None and platform is not None and strategy is not None
+    return UpgradeConfig(
+        target=target,
+        release=release,
+        platform=platform,
+        strategy=strategy,
+        layers=tuple(layers),
+        probes=tuple(probes),
+        migrations=migrations,
+        state_dir=state_dir,
+        source=path,
+    )
+
+
+def _require(table: Mapping[str, Any], section: str, key: str) -> Any:
+    if key not in table:
+        raise ConfigError(f"{section}.{key}: required field missing")
+    return table[key]
+
+
+@attrs.define
+class _Collector:
+    """Runs checks, turning their errors into problem lines instead of stopping at the first."""
+
+    problems: list[str]
+
+    def table(self, raw: Mapping[str, Any], key: str, *, required: bool = False) -> Mapping[str, Any]:
+        if key not in raw:
+            if required:
+                self.problems.append(f"{key}: required section missing")
+            return {}
+        value = raw[key]
+        if not isinstance(value, dict):
+            self.problems.append(f"{key}: expected a table, got {value!r}")
+            return {}
+        return value
+
+    def call(self, where: str, function: Any) -> Any:
+        try:
+            return function()
+        except ConfigError as error:
+            self.problems.extend(error.problems)
+        except UsageError as error:
+            self.problems.append(f"{where}: {error}")
+        except (ValueError, TypeError) as error:
+            self.problems.append(f"{where}: {error}")
+        return None
+
+    def component(
+        self,
+        where: str,
+        name: object,
+        options: Mapping[str, Any],
+        lookup: Any,
+        *,
+        name_field: str | None = None,
+    ) -> ComponentSpec | None:
+        name_where = name_field or f"{where}.name"
+        if not isinstance(name, str):
+            self.problems.append(f"{name_where}: expected a name, got {name!r}")
+            return None
+        try:
+            record = lookup(name)
+        except UsageError as error:
+            self.problems.append(f"{name_where}: {error}")
+            return None
+        structured = self.call(where, lambda: structure(options, record.config, where))
+        if structured is None:
+            return None
+        return ComponentSpec(name=name, record=record, options=structured)

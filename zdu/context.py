@@ -1,0 +1,212 @@
+"""What strategies, layers and migration runners are given while an upgrade runs.
+
+:class:`UpgradeContext` is their one handle on the upgrade: the platform, the versions, the journal
+(through :meth:`UpgradeContext.event`), and the probes (through :meth:`UpgradeContext.gate`,
+:meth:`UpgradeContext.wait` and :meth:`UpgradeContext.analyse`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import attrs
+
+from zdu.errors import GateFailed, UpgradeInterrupted, ZduError
+from zdu.model import Measurement, MeasurementStatus, Release, Target, Verdict, VerdictStatus, Version
+from zdu.platform import Platform
+from zdu.probe import GateSettings, Probe, ProbeContext
+
+__all__ = ["ProbeGate", "UpgradeContext", "UpgradeInfo", "UpgradePaused"]
+
+
+class UpgradePaused(ZduError):
+    """A probe was inconclusive too often: the upgrade waits for a person to resume or roll back."""
+
+
+@attrs.frozen
+class UpgradeInfo:
+    """Who an upgrade is, for observers: id, target, versions, strategy and layers."""
+
+    id: str
+    target: str
+    from_version: str
+    to_version: str
+    strategy: str
+    layers: tuple[str, ...] = ()
+
+
+@attrs.define
+class ProbeGate:
+    """One running probe and its gate counters (Argo Rollouts' failureLimit / inconclusiveLimit)."""
+
+    probe: Probe
+    settings: GateSettings
+    failures: int = 0
+    inconclusives: int = 0
+    measurements: list[Measurement] = attrs.field(factory=list)
+    last: float = attrs.field(factory=time.monotonic)
+
+    def due_in(self) -> float:
+        """Seconds until the next measurement is due (0 when due now)."""
+        return max(0.0, self.last + self.settings.interval - time.monotonic())
+
+    def judge(self) -> Measurement:
+        """Take a measurement and count it."""
+        measurement = self.probe.measure()
+        self.last = time.monotonic()
+        self.measurements.append(measurement)
+        if measurement.status is MeasurementStatus.FAILED:
+            self.failures += 1
+        elif measurement.status is MeasurementStatus.INCONCLUSIVE:
+            self.inconclusives += 1
+        return measurement
+
+    @property
+    def failed(self) -> bool:
+        """Whether failed measurements went past the limit (never for a dry-run probe)."""
+        return not self.settings.dry_run and self.failures > self.settings.failure_limit
+
+    @property
+    def inconclusive(self) -> bool:
+        """Whether inconclusive measurements went past the limit (never for a dry-run probe)."""
+        return not self.settings.dry_run and self.inconclusives > self.settings.inconclusive_limit
+
+
+@attrs.define
+class UpgradeContext:
+    """The running upgrade, as strategies, layers and migration runners see it.
+
+    :ivar info: the upgrade's id, target, versions, strategy and layers.
+    :ivar target: the deployment being upgraded.
+    :ivar release: the version being rolled out.
+    :ivar from_version: the version the deployment ran when the upgrade started.
+    :ivar platform: the platform the target runs on.
+    :ivar replicas: how many instances serve when the fleet is whole (the old group's size at start).
+    :ivar dry_run: ``True`` while planning: nothing may be changed.
+    """
+
+    info: UpgradeInfo
+    target: Target
+    release: Release
+    from_version: Version
+    platform: Platform
+    record_event: Callable[[str, str, dict[str, Any]], None]
+    replicas: int = 1
+    gates: Sequence[ProbeGate] = ()
+    probe_factories: Sequence[tuple[Callable[[], Probe], GateSettings]] = ()
+    cancel: threading.Event = attrs.field(factory=threading.Event)
+    dry_run: bool = False
+    phase: str = "preflight"
+    gate_interval: float = 1.0
+
+    @property
+    def old_group(self) -> str:
+        """The platform's name for the group of the version the upgrade started from."""
+        return self.platform.group_name(self.from_version)
+
+    @property
+    def new_group(self) -> str:
+        """The platform's name for the group of the release."""
+        return self.platform.group_name(self.release.version)
+
+    def event(self, kind: str, message: str, **data: Any) -> None:
+        """Record an event in the journal (and tell observers). ``data`` must be JSON-ready."""
+        self.record_event(kind, message, data)
+
+    @contextlib.contextmanager
+    def step(self, action: str, **data: Any) -> Iterator[None]:
+        """Record ``action`` in the journal before it starts and after it ends (or fails)."""
+        self.event("step-started", action, **data)
+        try:
+            yield
+        except BaseException as error:
+            self.event("step-failed", f"{action}: {error}", **data)
+            raise
+        self.event("step-finished", action, **data)
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`~zdu.errors.UpgradeInterrupted` when the upgrade was asked to stop."""
+        if self.cancel.is_set():
+            raise UpgradeInterrupted("the upgrade was interrupted")
+
+    def gate(self, step: str, *, force: bool = False) -> None:
+        """Measure every probe that is due and check the platform's health; raise when the upgrade must stop.
+
+        Strategies call this after every step that changes what serves traffic. A probe measured less
+        than its ``interval`` ago is skipped, unless ``force`` is set: then the gate waits until it is
+        due (the orchestrator forces a gate before the point of no return). Raises
+        :class:`~zdu.errors.GateFailed` when a probe went past its failure limit or the platform
+        reports a problem (an instance died), and :class:`UpgradePaused` when a probe went past its
+        inconclusive limit.
+        """
+        self.check_cancelled()
+        problems = self.platform.check_health()
+        if problems:
+            self.event("gate-failed", f"after {step}: platform unhealthy: {'; '.join(problems)}", problems=problems)
+            raise GateFailed(f"after {step}: platform unhealthy: {'; '.join(problems)}")
+        for gate in self.gates:
+            if force and self.cancel.wait(gate.due_in()):
+                self.check_cancelled()
+            if gate.due_in() > 0:
+                continue
+            measurement = gate.judge()
+            data = {
+                "probe": measurement.probe,
+                "status": measurement.status.value,
+                "values": dict(measurement.values),
+                "reasons": list(measurement.reasons),
+                "step": step,
+            }
+            if measurement.status is not MeasurementStatus.SUCCESSFUL:
+                self.event(f"measurement-{measurement.status.value}", f"{measurement.probe} after {step}", **data)
+            if gate.failed:
+                reasons = "; ".join(measurement.reasons) or "failed"
+                self.event("gate-failed", f"probe {measurement.probe} after {step}: {reasons}", **data)
+                raise GateFailed(f"probe {measurement.probe} failed after {step}: {reasons}")
+            if gate.inconclusive:
+                self.event("paused", f"probe {measurement.probe} inconclusive after {step}", **data)
+                raise UpgradePaused(
+                    f"probe {measurement.probe} was inconclusive {gate.inconclusives} times after {step}; "
+                    "a person must decide: resume or roll back"
+                )
+
+    def wait(self, seconds: float, step: str) -> None:
+        """Wait ``seconds`` while gating every ``gate_interval`` (``blue-green``'s scale-down delay)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.cancel.wait(min(left, self.gate_interval)):
+                self.check_cancelled()
+            self.gate(step)
+
+    def analyse(self, url: str, seconds: float, step: str) -> list[Verdict]:
+        """Run a fresh instance of every probe against ``url`` for ``seconds``; raise if one fails.
+
+        ``blue-green`` uses this to verify the new set through its preview URL before the switch
+        (Argo Rollouts' pre-promotion analysis).
+        """
+        probes = []
+        context = ProbeContext(url=url, target=self.target, release=self.release, from_version=self.from_version)
+        try:
+            for factory, settings in self.probe_factories:
+                probe = factory()
+                probe.start(context)
+                probes.append((probe, settings))
+            if self.cancel.wait(seconds):
+                self.check_cancelled()
+        finally:
+            verdicts = [(probe.stop(), settings) for probe, settings in probes]
+        for verdict, settings in verdicts:
+            self.event(
+                "analysis",
+                f"{verdict.probe} against {url}: {verdict.status.value}",
+                step=step,
+                values=dict(verdict.values),
+                reasons=list(verdict.reasons),
+            )
+            if verdict.status is VerdictStatus.FAILED and not settings.dry_run:
+                raise GateFailed(f"analysis of {step} by {verdict.probe} failed: {'; '.join(verdict.reasons)}")
+        return [verdict for verdict, _ in verdicts]

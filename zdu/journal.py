@@ -1,0 +1,337 @@
+"""The journal: a durable record of every upgrade, phase and event (SQLite, standard library).
+
+Every phase and step is written *before* it starts and *after* it ends, so that after a crash the
+journal says exactly where the upgrade stood. It also holds each Target's lock: a Target with an
+upgrade in progress (running, paused or interrupted) refuses a second one, enforced by a unique index
+inside one write transaction, so two processes cannot both win.
+
+Nothing secret is written: callers pass configuration through :func:`zdu.secret.redact`, and the
+journal redacts again what it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import psutil
+
+from zdu.errors import TargetBusy
+from zdu.model import Event, UpgradeStatus
+from zdu.secret import redact
+
+__all__ = ["Journal", "UpgradeRecord", "default_journal_path", "default_state_dir"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS upgrades (
+    id TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    from_version TEXT NOT NULL,
+    to_version TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    layers TEXT NOT NULL,
+    status TEXT NOT NULL,
+    phase TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    owner_host TEXT NOT NULL,
+    owner_pid INTEGER NOT NULL,
+    owner_started REAL NOT NULL,
+    config TEXT NOT NULL,
+    report TEXT,
+    error TEXT,
+    in_progress INTEGER GENERATED ALWAYS AS (status IN ('running', 'paused', 'interrupted')) VIRTUAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_upgrade_in_progress_per_target
+    ON upgrades (target) WHERE status IN ('running', 'paused', 'interrupted');
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    upgrade_id TEXT NOT NULL REFERENCES upgrades (id),
+    at REAL NOT NULL,
+    phase TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_upgrade ON events (upgrade_id, seq);
+"""
+
+
+def default_state_dir() -> Path:
+    """Where zdu keeps its journal and platform state: ``$ZDU_STATE_DIR`` or ``$XDG_STATE_HOME/zdu``."""
+    explicit = os.environ.get("ZDU_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "zdu"
+
+
+def default_journal_path() -> Path:
+    """The journal file in :func:`default_state_dir`."""
+    return default_state_dir() / "journal.sqlite"
+
+
+@attrs.frozen
+class UpgradeRecord:
+    """One upgrade as the journal holds it."""
+
+    id: str
+    target: str
+    from_version: str
+    to_version: str
+    strategy: str
+    layers: tuple[str, ...]
+    status: UpgradeStatus
+    phase: str | None
+    started_at: float
+    finished_at: float | None
+    owner_host: str
+    owner_pid: int
+    config: Mapping[str, Any]
+    report: Mapping[str, Any] | None
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary (configuration already redacted)."""
+        return {
+            "id": self.id,
+            "target": self.target,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "strategy": self.strategy,
+            "layers": list(self.layers),
+            "status": self.status.value,
+            "phase": self.phase,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": self.error,
+        }
+
+
+class Journal:
+    """The upgrade journal in one SQLite file. Safe to use from several processes at once."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.row_factory = sqlite3.Row
+            yield db
+        finally:
+            db.close()
+
+    # -- upgrades ----------------------------------------------------------------------------------
+
+    def begin(
+        self,
+        *,
+        target: str,
+        from_version: str,
+        to_version: str,
+        strategy: str,
+        layers: tuple[str, ...] = (),
+        config: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Record a new running upgrade of ``target`` and return its id.
+
+        Raises :class:`~zdu.errors.TargetBusy` when ``target`` has an upgrade in progress. An upgrade
+        whose owning process has died is marked ``interrupted`` first; it still holds the Target
+        until it is resumed, rolled back or abandoned.
+        """
+        upgrade_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        me = psutil.Process()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._mark_dead_owners(db, target)
+                row = db.execute(
+                    "SELECT id, status, owner_host, owner_pid FROM upgrades WHERE target = ? AND in_progress",
+                    (target,),
+                ).fetchone()
+                if row is not None:
+                    raise TargetBusy(
+                        f"target {target!r} has upgrade {row['id']} {row['status']} "
+                        f"(owner pid {row['owner_pid']} on {row['owner_host']}); "
+                        + (
+                            f"resume it with 'zdu resume {row['id']}' or give it up with "
+                            f"'zdu abandon {row['id']}'"
+                            if row["status"] != "running"
+                            else "wait for it to finish"
+                        )
+                    )
+                db.execute(
+                    "INSERT INTO upgrades (id, target, from_version, to_version, strategy, layers, status, "
+                    "started_at, owner_host, owner_pid, owner_started, config) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                    (
+                        upgrade_id,
+                        target,
+                        from_version,
+                        to_version,
+                        strategy,
+                        json.dumps(list(layers)),
+                        time.time(),
+                        socket.gethostname(),
+                        me.pid,
+                        me.create_time(),
+                        json.dumps(redact(dict(config or {})), default=str),
+                    ),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return upgrade_id
+
+    def _mark_dead_owners(self, db: sqlite3.Connection, target: str) -> None:
+        rows = db.execute(
+            "SELECT id, owner_host, owner_pid, owner_started FROM upgrades WHERE target = ? AND status = 'running'",
+            (target,),
+        ).fetchall()
+        for row in rows:
+            if row["owner_host"] == socket.gethostname() and not _alive(row["owner_pid"], row["owner_started"]):
+                db.execute("UPDATE upgrades SET status = 'interrupted' WHERE id = ?", (row["id"],))
+
+    def set_phase(self, upgrade_id: str, phase: str) -> None:
+        """Record the phase an upgrade is in."""
+        with self._connect() as db:
+            db.execute("UPDATE upgrades SET phase = ? WHERE id = ?", (phase, upgrade_id))
+
+    def finish(
+        self,
+        upgrade_id: str,
+        status: UpgradeStatus,
+        *,
+        report: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record how an upgrade ended (or that it paused)."""
+        with self._connect() as db:
+            db.execute(
+                "UPDATE upgrades SET status = ?, finished_at = ?, report = ?, error = ? WHERE id = ?",
+                (
+                    status.value,
+                    None if status.in_progress else time.time(),
+                    json.dumps(redact(dict(report)), default=str) if report is not None else None,
+                    error,
+                    upgrade_id,
+                ),
+            )
+
+    def claim(self, upgrade_id: str) -> None:
+        """Make the calling process the owner of a paused or interrupted upgrade, and mark it running."""
+        me = psutil.Process()
+        with self._connect() as db:
+            db.execute(
+                "UPDATE upgrades SET status = 'running', owner_host = ?, owner_pid = ?, owner_started = ? "
+                "WHERE id = ?",
+                (socket.gethostname(), me.pid, me.create_time(), upgrade_id),
+            )
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def record(
+        self, upgrade_id: str, phase: str, kind: str, message: str, data: Mapping[str, Any] | None = None
+    ) -> Event:
+        """Append an event to an upgrade's history and return it."""
+        event = Event(
+            upgrade_id=upgrade_id,
+            at=time.time(),
+            phase=phase,
+            kind=kind,
+            message=message,
+            data=redact(dict(data or {})),
+        )
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO events (upgrade_id, at, phase, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)",
+                (upgrade_id, event.at, phase, kind, message, json.dumps(event.data, default=str)),
+            )
+        return event
+
+    def events(self, upgrade_id: str) -> list[Event]:
+        """Every event of an upgrade, oldest first."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT upgrade_id, at, phase, kind, message, data FROM events WHERE upgrade_id = ? ORDER BY seq",
+                (upgrade_id,),
+            ).fetchall()
+        return [
+            Event(
+                upgrade_id=row["upgrade_id"],
+                at=row["at"],
+                phase=row["phase"],
+                kind=row["kind"],
+                message=row["message"],
+                data=json.loads(row["data"]),
+            )
+            for row in rows
+        ]
+
+    # -- queries -----------------------------------------------------------------------------------
+
+    def get(self, upgrade_id: str) -> UpgradeRecord | None:
+        """One upgrade, or ``None``."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM upgrades WHERE id = ?", (upgrade_id,)).fetchone()
+        return _record(row) if row is not None else None
+
+    def upgrades(self, target: str | None = None, limit: int = 20) -> list[UpgradeRecord]:
+        """The most recent upgrades, newest first, of one target or of all."""
+        with self._connect() as db:
+            for row in db.execute(
+                "SELECT target FROM upgrades WHERE status = 'running' GROUP BY target"
+            ).fetchall():
+                self._mark_dead_owners(db, row["target"])
+            if target is None:
+                rows = db.execute("SELECT * FROM upgrades ORDER BY started_at DESC LIMIT ?", (limit,))
+            else:
+                rows = db.execute(
+                    "SELECT * FROM upgrades WHERE target = ? ORDER BY started_at DESC LIMIT ?", (target, limit)
+                )
+            return [_record(row) for row in rows.fetchall()]
+
+
+def _alive(pid: int, started: float) -> bool:
+    try:
+        process = psutil.Process(pid)
+        return abs(process.create_time() - started) < 1.0 and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _record(row: sqlite3.Row) -> UpgradeRecord:
+    return UpgradeRecord(
+        id=row["id"],
+        target=row["target"],
+        from_version=row["from_version"],
+        to_version=row["to_version"],
+        strategy=row["strategy"],
+        layers=tuple(json.loads(row["layers"])),
+        status=UpgradeStatus(row["status"]),
+        phase=row["phase"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        owner_host=row["owner_host"],
+        owner_pid=row["owner_pid"],
+        config=json.loads(row["config"]),
+        report=json.loads(row["report"]) if row["report"] else None,
+        error=row["error"],
+    )

@@ -1,0 +1,163 @@
+"""The Platform interface: what rollout strategies and traffic layers act on.
+
+A Platform runs *instance groups*: the instances of one version of the application. A Router in front
+of them decides which groups receive traffic. Strategies are written once over these two protocols, so
+``rolling`` and ``blue-green`` work on every platform that implements them (``local``: processes behind
+a real nginx; ``kubernetes``: Deployments, Services, Ingresses).
+
+Every method that changes something is idempotent: called twice with the same arguments, the second call
+finds the work done and returns. That is what lets an interrupted upgrade be resumed from the journal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from zdu.model import Target, Version
+
+__all__ = ["Instance", "InstanceGroup", "Platform", "PlatformEnv", "Router"]
+
+
+@attrs.frozen
+class Instance:
+    """One running instance (a process, a pod) of one version.
+
+    :ivar id: stable identifier, unique within the platform.
+    :ivar group: the name of the group it belongs to.
+    :ivar address: where it listens (``host:port``), for diagnostics.
+    :ivar ready: its readiness check answers.
+    :ivar alive: its process (pod) is running.
+    :ivar routed: the router sends it traffic.
+    """
+
+    id: str
+    group: str
+    version: str
+    address: str
+    ready: bool
+    alive: bool
+    routed: bool
+
+
+@attrs.frozen
+class InstanceGroup:
+    """The instances of one version."""
+
+    name: str
+    version: Version
+    instances: tuple[Instance, ...] = ()
+
+    @property
+    def replicas(self) -> int:
+        """How many instances the group has (alive or not)."""
+        return len(self.instances)
+
+    @property
+    def ready(self) -> int:
+        """How many instances are alive and ready."""
+        return sum(1 for i in self.instances if i.alive and i.ready)
+
+    @property
+    def routed(self) -> int:
+        """How many instances the router sends traffic to."""
+        return sum(1 for i in self.instances if i.routed)
+
+
+@attrs.frozen
+class PlatformEnv:
+    """What a platform factory is given besides its own configuration.
+
+    :ivar target: the deployment the platform manages.
+    :ivar state_dir: a directory the platform may keep state in (per target).
+    """
+
+    target: Target
+    state_dir: Path
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Decides which instance groups receive traffic; changed only gracefully (no dropped request).
+
+    Modelled on Argo Rollouts' traffic router plugins (``SetWeight``, ``VerifyWeight``,
+    ``RemoveManagedRoutes``).
+    """
+
+    @property
+    def url(self) -> str:
+        """The URL users (and the probes) reach the deployment at."""
+        ...
+
+    def weights(self) -> Mapping[str, int]:
+        """The weight of every group the router knows; 0 means out of the router."""
+        ...
+
+    def set_weights(self, weights: Mapping[str, int]) -> None:
+        """Route traffic by ``weights`` (group name to weight; groups left out get 0).
+
+        Called by strategies during ``rollout`` and ``rollback``. Within a group, every ready instance
+        gets the group's weight; an instance that is not ready never receives traffic. Returns once the
+        new routing is in force (for nginx: the reload has taken effect), so that the caller may then
+        stop instances that are no longer routed. Idempotent.
+        """
+        ...
+
+    def verify_weights(self, weights: Mapping[str, int]) -> bool:
+        """Whether the router, as it runs now, routes by ``weights``."""
+        ...
+
+    def set_preview(self, group: str | None) -> str | None:
+        """Make ``group`` reachable directly, outside user traffic; return its URL (``None`` removes it).
+
+        Used by ``blue-green`` to let the probes verify the new set before the switch.
+        """
+        ...
+
+    def remove_managed_routes(self) -> None:
+        """Remove every route zdu added for an upgrade (previews, affinity, asset routes). Idempotent."""
+        ...
+
+
+@runtime_checkable
+class Platform(Protocol):
+    """Runs instance groups and owns the Router in front of them."""
+
+    @property
+    def router(self) -> Router:
+        """The router in front of the instances."""
+        ...
+
+    def groups(self) -> Sequence[InstanceGroup]:
+        """Every group the platform runs now, oldest version first."""
+        ...
+
+    def group_name(self, version: Version) -> str:
+        """The name the group of ``version`` has (or will have) on this platform."""
+        ...
+
+    def scale(self, group: str, version: Version, replicas: int) -> InstanceGroup:
+        """Make ``group`` (of ``version``) have ``replicas`` instances; create it when missing.
+
+        Scaling up starts instances and returns once they are ready (they join the router by the
+        group's weight only then), or raises :class:`~zdu.errors.ReadinessTimeout` after stopping those
+        that did not become ready. Scaling down drains first: the instance leaves the router, its
+        in-flight requests finish (bounded by a drain timeout), then it is stopped gracefully.
+        Idempotent.
+        """
+        ...
+
+    def remove_group(self, group: str) -> None:
+        """Drain and stop every instance of ``group`` and forget it. Idempotent."""
+        ...
+
+    def check_health(self) -> list[str]:
+        """Problems seen now (an instance that died, one that stopped being ready); empty when healthy."""
+        ...
+
+    def close(self) -> None:
+        """Release client resources. Leaves the fleet running."""
+        ...

@@ -1,0 +1,119 @@
+"""Everything a plugin author imports: the hook marker and the registration records.
+
+This import path is stable: write ``from zdu.plugins import hookimpl, StrategyPlugin``.
+
+A plugin is a module (or object) with functions marked ``@hookimpl`` whose names match the hook
+specifications in :mod:`zdu.hookspecs`. It is found through an entry point in group ``zdu``::
+
+    [project.entry-points.zdu]
+    my-strategies = "my_package.zdu_plugin"
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import attrs
+import pluggy
+
+if TYPE_CHECKING:
+    from zdu.migrations import MigrationEnv, MigrationRunner
+    from zdu.platform import Platform, PlatformEnv
+    from zdu.probe import Probe
+    from zdu.strategy import Strategy, TrafficLayer
+
+__all__ = [
+    "PROJECT_NAME",
+    "MigrationRunnerPlugin",
+    "NoConfig",
+    "PlatformPlugin",
+    "PluginRecord",
+    "ProbePlugin",
+    "StrategyPlugin",
+    "TrafficLayerPlugin",
+    "hookimpl",
+]
+
+PROJECT_NAME = "zdu"
+
+#: Marks a function as an implementation of a zdu hook.
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+_NAME = re.compile(r"^[a-z][a-z0-9]*([-_][a-z0-9]+)*$")
+
+ConfigT = TypeVar("ConfigT")
+
+
+@attrs.frozen
+class NoConfig:
+    """The configuration type of a plugin that takes no options."""
+
+
+def _valid_plugin_name(_instance: object, _attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ValueError(
+            f"plugin name {value!r} is not valid: use lowercase letters and digits, words joined by '-' "
+            "or '_' (for example 'blue-green')"
+        )
+
+
+@attrs.frozen
+class PluginRecord(Generic[ConfigT]):
+    """What every registration hook returns: a named implementation and its configuration type.
+
+    :ivar name: the name configuration uses to pick it (``strategy.name = "rolling"``).
+    :ivar summary: one line for ``zdu plugins``.
+    :ivar config: an attrs class; the implementation's table in the configuration file is structured
+        into it with cattrs, and every bad field is reported by name.
+    """
+
+    name: str = attrs.field(validator=_valid_plugin_name)
+    summary: str = attrs.field(kw_only=True)
+    config: type[ConfigT] = attrs.field(kw_only=True, default=NoConfig)  # type: ignore[assignment]
+
+
+@attrs.frozen
+class StrategyPlugin(PluginRecord[ConfigT]):
+    """A rollout strategy (``recreate``, ``rolling``, ``blue-green``, ...).
+
+    :ivar factory: builds the strategy from its structured configuration.
+    """
+
+    factory: Callable[[ConfigT], Strategy] = attrs.field(kw_only=True)
+
+
+@attrs.frozen
+class TrafficLayerPlugin(PluginRecord[ConfigT]):
+    """A traffic layer (``sticky-nginx``, ``assets-shim``), combined with any rollout strategy."""
+
+    factory: Callable[[ConfigT], TrafficLayer] = attrs.field(kw_only=True)
+
+
+@attrs.frozen
+class ProbePlugin(PluginRecord[ConfigT]):
+    """A probe (``http``, ``apdex``, ``prometheus``, ``qa``)."""
+
+    factory: Callable[[ConfigT], Probe] = attrs.field(kw_only=True)
+
+
+@attrs.frozen
+class PlatformPlugin(PluginRecord[ConfigT]):
+    """A platform (``local``, ``kubernetes``).
+
+    :ivar factory: builds the platform for one target from its configuration and a
+        :class:`~zdu.platform.PlatformEnv`.
+    """
+
+    factory: Callable[[ConfigT, PlatformEnv], Platform] = attrs.field(kw_only=True)
+
+
+@attrs.frozen
+class MigrationRunnerPlugin(PluginRecord[ConfigT]):
+    """A migration runner (``sql``, ``gitlab-rake``)."""
+
+    factory: Callable[[ConfigT, MigrationEnv], MigrationRunner] = attrs.field(kw_only=True)
+
+
+AnyRecord = PluginRecord[Any]
