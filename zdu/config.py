@@ -253,20 +253,22 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
             problems.append(f"{key}: unknown section (known: {', '.join(_TOP_LEVEL)})")
 
     target_raw = collector.table(raw, "target", required=True)
-    target = collector.call(
-        "target",
-        lambda: Target(
-            name=_require(target_raw, "target", "name"),
-            platform=_require(target_raw, "target", "platform"),
-            version=_require(target_raw, "target", "version"),
-        ),
-    )
+    target = None
+    if target_raw:
+        fields = {
+            key: collector.call(f"target.{key}", lambda key=key: check(_require(target_raw, "target", key)))
+            for key, check in (("name", _target_name), ("platform", _plugin_name), ("version", _version_text))
+        }
+        if all(value is not None for value in fields.values()):
+            target = Target(**fields)
     for key in target_raw:
         if key not in ("name", "platform", "version"):
             problems.append(f"target.{key}: unknown field (known: name, platform, version)")
 
     release_raw = collector.table(raw, "release", required=True)
-    release = collector.call("release", lambda: Release(version=_require(release_raw, "release", "version")))
+    release = collector.call(
+        "release.version", lambda: Release(version=_require(release_raw, "release", "version"))
+    )
     for key in release_raw:
         if key != "version":
             problems.append(f"release.{key}: unknown field (known: version)")
@@ -355,6 +357,20 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
         state_dir=state_dir,
         source=path,
     )
+
+
+def _target_name(value: object) -> str:
+    name = _strict_str(value, str)
+    Target(name=name, platform="-", version="0.0.0")  # runs the name's validator
+    return name
+
+
+def _plugin_name(value: object) -> str:
+    return _strict_str(value, str)
+
+
+def _version_text(value: object) -> Version:
+    return _version(value, Version)
 
 
 def _require(table: Mapping[str, Any], section: str, key: str) -> Any:

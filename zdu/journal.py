@@ -166,6 +166,7 @@ class Journal:
                     (target,),
                 ).fetchone()
                 if row is not None:
+                    db.execute("COMMIT")  # keep the interrupted mark of a dead owner
                     raise TargetBusy(
                         f"target {target!r} has upgrade {row['id']} {row['status']} "
                         f"(owner pid {row['owner_pid']} on {row['owner_host']}); "
@@ -195,6 +196,8 @@ class Journal:
                     ),
                 )
                 db.execute("COMMIT")
+            except TargetBusy:
+                raise
             except BaseException:
                 db.execute("ROLLBACK")
                 raise

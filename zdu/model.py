@@ -59,7 +59,7 @@ class Version:
 
     Versions order by ``(major, minor, patch)`` and, within one ``MAJOR.MINOR.0``, auto-deploy packages
     (by timestamp) come before release candidates (by number), which come before the release. Edition
-    and package build do not take part in the order.
+    and package build take part neither in the order nor in equality (``16.6.0-ee == 16.6.0``).
 
     >>> Version.parse("16.6.0-rc42") < Version.parse("16.6.0")
     True
@@ -69,8 +69,8 @@ class Version:
     minor: int
     patch: int = 0
     rc: int | None = None
-    edition: str | None = None
-    build: int | None = None
+    edition: str | None = attrs.field(default=None, eq=False)
+    build: int | None = attrs.field(default=None, eq=False)
     auto_deploy_timestamp: str | None = None
     auto_deploy_shas: tuple[str, str] | None = None
 
@@ -123,12 +123,12 @@ class Version:
         """``(major, minor)``."""
         return (self.major, self.minor)
 
-    def _key(self) -> tuple[int, int, int, int, int | str]:
+    def _key(self) -> tuple[int, int, int, int, int | str, tuple[str, str] | tuple[()]]:
         if self.auto_deploy_timestamp is not None:
-            return (self.major, self.minor, self.patch, 0, self.auto_deploy_timestamp)
+            return (self.major, self.minor, self.patch, 0, self.auto_deploy_timestamp, self.auto_deploy_shas or ())
         if self.rc is not None:
-            return (self.major, self.minor, self.patch, 1, self.rc)
-        return (self.major, self.minor, self.patch, 2, 0)
+            return (self.major, self.minor, self.patch, 1, self.rc, ())
+        return (self.major, self.minor, self.patch, 2, 0, ())
 
     def __lt__(self, other: Version) -> bool:
         return self._key() < other._key()
@@ -175,7 +175,7 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 def _valid_name(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str) or not _NAME.match(value):
         raise ValueError(
-            f"{attribute.name} {value!r} is not a valid name (lowercase letters, digits, '.', '_', '-'; "
+            f"{value!r} is not a valid {attribute.name} (lowercase letters, digits, '.', '_', '-'; "
             "at most 63 characters, starting and ending with a letter or digit)"
         )
 
