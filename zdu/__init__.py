@@ -77,6 +77,7 @@ __all__ = [
     "Verdict",
     "VerdictStatus",
     "Version",
+    "VersionError",
     "ZduError",
     "ZduPluginManager",
     "__version__",

@@ -40,7 +40,15 @@ EXIT_BAD_INPUT = 2
 EXIT_BUSY = 3
 EXIT_PAUSED = 4
 
-_PROGRESS_EVENTS = {"step-started", "gate-failed", "rollback", "analysis", "paused", "error", "migrations-applied"}
+_PROGRESS_EVENTS = {
+    "step-started",
+    "gate-failed",
+    "rollback",
+    "analysis",
+    "paused",
+    "error",
+    "migrations-applied",
+}
 
 
 class ProgressObserver:
@@ -208,11 +216,17 @@ journal_option = click.option(
 
 @cli.command()
 @click.argument("upgrade_id", metavar="ID")
-@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="Configuration (default: the one the upgrade started with).")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Configuration (default: the one the upgrade started with).",
+)
 @json_option
 @journal_option
 @click.pass_context
-def resume(ctx: click.Context, upgrade_id: str, config: Path | None, as_json: bool, journal_path: Path | None) -> None:
+def resume(
+    ctx: click.Context, upgrade_id: str, config: Path | None, as_json: bool, journal_path: Path | None
+) -> None:
     """Resume a paused or interrupted upgrade from the phase it was in."""
     journal = Journal(journal_path or default_journal_path())
     upgrade_ = Upgrade.from_config(_config_of(journal, upgrade_id, config), manager_from(ctx))
@@ -221,11 +235,17 @@ def resume(ctx: click.Context, upgrade_id: str, config: Path | None, as_json: bo
 
 @cli.command()
 @click.argument("upgrade_id", metavar="ID")
-@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="Configuration (default: the one the upgrade started with).")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Configuration (default: the one the upgrade started with).",
+)
 @json_option
 @journal_option
 @click.pass_context
-def rollback(ctx: click.Context, upgrade_id: str, config: Path | None, as_json: bool, journal_path: Path | None) -> None:
+def rollback(
+    ctx: click.Context, upgrade_id: str, config: Path | None, as_json: bool, journal_path: Path | None
+) -> None:
     """Roll back a paused or interrupted upgrade (refused after post-deployment migrations)."""
     journal = Journal(journal_path or default_journal_path())
     upgrade_ = Upgrade.from_config(_config_of(journal, upgrade_id, config), manager_from(ctx))
@@ -278,7 +298,9 @@ def report(upgrade_id: str, as_json: bool, journal_path: Path | None) -> None:
     }
 
     def text() -> str:
-        lines = [f"{record.id} {record.target} {record.from_version} -> {record.to_version}: {record.status.value}"]
+        lines = [
+            f"{record.id} {record.target} {record.from_version} -> {record.to_version}: {record.status.value}"
+        ]
         if record.error:
             lines.append(f"  reason: {record.error}")
         lines += [f"  {e.phase:<14} {e.kind:<20} {e.message}" for e in events]
@@ -308,14 +330,18 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
         for kind, records in kinds.items()
     }
     data["failed"] = [
-        {"plugin": f.name, "distribution": f.distribution, "error": f.error, "extra": f.extra} for f in manager.failures
+        {"plugin": f.name, "distribution": f.distribution, "error": f.error, "extra": f.extra}
+        for f in manager.failures
     ]
 
     def text() -> str:
         lines = []
         for kind, records in kinds.items():
             lines.append(f"{kind.replace('_', ' ')}:")
-            lines += [f"  {name:<14} {record.summary}  [{manager.provider_of(record)}]" for name, record in records.items()]
+            lines += [
+                f"  {name:<14} {record.summary}  [{manager.provider_of(record)}]"
+                for name, record in records.items()
+            ]
         lines += [f"not loaded: {f.describe()}" for f in manager.failures]
         return "\n".join(lines)
 

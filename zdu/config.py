@@ -78,7 +78,7 @@ class ComponentSpec:
 class ProbeSpec(ComponentSpec):
     """A probe, with the gate settings every probe has."""
 
-    gate: GateSettings = GateSettings()
+    gate: GateSettings = attrs.field(factory=GateSettings)
 
 
 @attrs.frozen
@@ -108,7 +108,11 @@ class UpgradeConfig:
     def redacted(self) -> dict[str, Any]:
         """The configuration as plain data, every secret replaced by ``***``: what the journal keeps."""
         return {
-            "target": {"name": self.target.name, "platform": self.target.platform, "version": str(self.target.version)},
+            "target": {
+                "name": self.target.name,
+                "platform": self.target.platform,
+                "version": str(self.target.version),
+            },
             "release": {"version": str(self.release.version)},
             "platform": unstructure(self.platform.options),
             "strategy": {"name": self.strategy.name, **unstructure(self.strategy.options)},
@@ -117,7 +121,9 @@ class UpgradeConfig:
                 {"name": p.name, **unstructure(p.gate), **unstructure(p.options)} for p in self.probes
             ],
             "migrations": (
-                {"name": self.migrations.name, **unstructure(self.migrations.options)} if self.migrations else None
+                {"name": self.migrations.name, **unstructure(self.migrations.options)}
+                if self.migrations
+                else None
             ),
         }
 
@@ -256,7 +262,9 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
     target = None
     if target_raw:
         fields = {
-            key: collector.call(f"target.{key}", lambda key=key: check(_require(target_raw, "target", key)))
+            key: collector.call(
+                f"target.{key}", lambda key=key, check=check: check(_require(target_raw, "target", key))
+            )
             for key, check in (("name", _target_name), ("platform", _plugin_name), ("version", _version_text))
         }
         if all(value is not None for value in fields.values()):
@@ -276,7 +284,11 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
     platform = None
     if target is not None:
         platform = collector.component(
-            "platform", target.platform, collector.table(raw, "platform"), manager.platform, name_field="target.platform"
+            "platform",
+            target.platform,
+            collector.table(raw, "platform"),
+            manager.platform,
+            name_field="target.platform",
         )
 
     strategy_raw = dict(collector.table(raw, "strategy", required=True))
@@ -296,7 +308,9 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
             problems.append(f"strategy.layers: a layer is named twice in {layer_names!r}")
         for name in layer_names:
             options = layers_raw.get(name, {})
-            spec = collector.component(f"layers.{name}", name, options, manager.traffic_layer, name_field="strategy.layers")
+            spec = collector.component(
+                f"layers.{name}", name, options, manager.traffic_layer, name_field="strategy.layers"
+            )
             if spec is not None:
                 layers.append(spec)
         for name in layers_raw:
@@ -316,7 +330,9 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
         options = dict(probe_raw)
         name = options.pop("name", None)
         gate_raw = {f.name: options.pop(f.name) for f in attrs.fields(GateSettings) if f.name in options}
-        gate = collector.call(where, lambda gate_raw=gate_raw, where=where: structure(gate_raw, GateSettings, where))
+        gate = collector.call(
+            where, lambda gate_raw=gate_raw, where=where: structure(gate_raw, GateSettings, where)
+        )
         if name is None:
             problems.append(f"{where}.name: required field missing")
             continue
@@ -331,7 +347,9 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
         if runner_name is None:
             problems.append("migrations.name: required field missing")
         else:
-            migrations = collector.component("migrations", runner_name, migrations_raw, manager.migration_runner)
+            migrations = collector.component(
+                "migrations", runner_name, migrations_raw, manager.migration_runner
+            )
 
     upgrade_raw = collector.table(raw, "upgrade")
     state_dir = default_state_dir()

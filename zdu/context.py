@@ -146,7 +146,9 @@ class UpgradeContext:
         self.check_cancelled()
         problems = self.platform.check_health()
         if problems:
-            self.event("gate-failed", f"after {step}: platform unhealthy: {'; '.join(problems)}", problems=problems)
+            self.event(
+                "gate-failed", f"after {step}: platform unhealthy: {'; '.join(problems)}", problems=problems
+            )
             raise GateFailed(f"after {step}: platform unhealthy: {'; '.join(problems)}")
         for gate in self.gates:
             if force and self.cancel.wait(gate.due_in()):
@@ -162,7 +164,9 @@ class UpgradeContext:
                 "step": step,
             }
             if measurement.status is not MeasurementStatus.SUCCESSFUL:
-                self.event(f"measurement-{measurement.status.value}", f"{measurement.probe} after {step}", **data)
+                self.event(
+                    f"measurement-{measurement.status.value}", f"{measurement.probe} after {step}", **data
+                )
             if gate.failed:
                 reasons = "; ".join(measurement.reasons) or "failed"
                 self.event("gate-failed", f"probe {measurement.probe} after {step}: {reasons}", **data)
@@ -189,7 +193,9 @@ class UpgradeContext:
         (Argo Rollouts' pre-promotion analysis).
         """
         probes = []
-        context = ProbeContext(url=url, target=self.target, release=self.release, from_version=self.from_version)
+        context = ProbeContext(
+            url=url, target=self.target, release=self.release, from_version=self.from_version
+        )
         try:
             for factory, settings in self.probe_factories:
                 probe = factory()
@@ -208,5 +214,7 @@ class UpgradeContext:
                 reasons=list(verdict.reasons),
             )
             if verdict.status is VerdictStatus.FAILED and not settings.dry_run:
-                raise GateFailed(f"analysis of {step} by {verdict.probe} failed: {'; '.join(verdict.reasons)}")
+                raise GateFailed(
+                    f"analysis of {step} by {verdict.probe} failed: {'; '.join(verdict.reasons)}"
+                )
         return [verdict for verdict, _ in verdicts]

@@ -205,11 +205,14 @@ class Journal:
 
     def _mark_dead_owners(self, db: sqlite3.Connection, target: str) -> None:
         rows = db.execute(
-            "SELECT id, owner_host, owner_pid, owner_started FROM upgrades WHERE target = ? AND status = 'running'",
+            "SELECT id, owner_host, owner_pid, owner_started FROM upgrades "
+            "WHERE target = ? AND status = 'running'",
             (target,),
         ).fetchall()
         for row in rows:
-            if row["owner_host"] == socket.gethostname() and not _alive(row["owner_pid"], row["owner_started"]):
+            if row["owner_host"] == socket.gethostname() and not _alive(
+                row["owner_pid"], row["owner_started"]
+            ):
                 db.execute("UPDATE upgrades SET status = 'interrupted' WHERE id = ?", (row["id"],))
 
     def set_phase(self, upgrade_id: str, phase: str) -> None:
@@ -273,7 +276,8 @@ class Journal:
         """Every event of an upgrade, oldest first."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT upgrade_id, at, phase, kind, message, data FROM events WHERE upgrade_id = ? ORDER BY seq",
+                "SELECT upgrade_id, at, phase, kind, message, data FROM events "
+                "WHERE upgrade_id = ? ORDER BY seq",
                 (upgrade_id,),
             ).fetchall()
         return [
@@ -307,7 +311,8 @@ class Journal:
                 rows = db.execute("SELECT * FROM upgrades ORDER BY started_at DESC LIMIT ?", (limit,))
             else:
                 rows = db.execute(
-                    "SELECT * FROM upgrades WHERE target = ? ORDER BY started_at DESC LIMIT ?", (target, limit)
+                    "SELECT * FROM upgrades WHERE target = ? ORDER BY started_at DESC LIMIT ?",
+                    (target, limit),
                 )
             return [_record(row) for row in rows.fetchall()]
 

@@ -125,7 +125,14 @@ class Version:
 
     def _key(self) -> tuple[int, int, int, int, int | str, tuple[str, str] | tuple[()]]:
         if self.auto_deploy_timestamp is not None:
-            return (self.major, self.minor, self.patch, 0, self.auto_deploy_timestamp, self.auto_deploy_shas or ())
+            return (
+                self.major,
+                self.minor,
+                self.patch,
+                0,
+                self.auto_deploy_timestamp,
+                self.auto_deploy_shas or (),
+            )
         if self.rc is not None:
             return (self.major, self.minor, self.patch, 1, self.rc, ())
         return (self.major, self.minor, self.patch, 2, 0, ())

@@ -98,17 +98,27 @@ class ZduPluginManager(pluggy.PluginManager):
             distribution = entry_point.dist.name if entry_point.dist is not None else "unknown distribution"
             try:
                 plugin = entry_point.load()
+                self.register_plugin(plugin, entry_point.name, distribution)
+                self._check_hooks_known(plugin)
             except Exception as error:  # a broken plugin must not break zdu
+                if self.has_plugin(entry_point.name):
+                    self.unregister(name=entry_point.name)
                 failure = PluginFailure(
                     name=entry_point.name,
                     distribution=distribution,
-                    error=f"{type(error).__name__}: {error}",
+                    error=f"{type(error).__name__}: {' '.join(str(error).split())}",
                     extra=_extra_for(error, entry_point.dist),
                 )
                 log.warning("%s", failure.describe())
                 self.failures.append(failure)
-                continue
-            self.register_plugin(plugin, entry_point.name, distribution)
+
+    def _check_hooks_known(self, plugin: object) -> None:
+        """Raise :class:`pluggy.PluginValidationError` when ``plugin`` implements a hook zdu does not have."""
+        for caller in self.get_hookcallers(plugin) or ():
+            if not caller.has_spec() and any(
+                not impl.optionalhook for impl in caller.get_hookimpls() if impl.plugin is plugin
+            ):
+                raise pluggy.PluginValidationError(plugin, f"no hook is called {caller.name!r}")
 
     def distribution_of(self, plugin_name: str) -> str:
         """The distribution a registered plugin came from."""
@@ -201,6 +211,11 @@ class ZduPluginManager(pluggy.PluginManager):
             result = impl.function()
             if result is None:
                 continue
+            if isinstance(result, str) or not isinstance(result, Iterable):
+                raise ZduError(
+                    f"plugin {impl.plugin_name!r} returned {result!r} from {hook_name}(); "
+                    "expected an iterable of records (return a list or yield them)"
+                )
             found.extend((impl.plugin_name, record) for record in result)
         return found
 
@@ -241,7 +256,9 @@ def disabled_from_environment() -> list[str]:
     return [name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()]
 
 
-def get_plugin_manager(*, entry_points: bool = True, disabled: Iterable[str] | None = None) -> ZduPluginManager:
+def get_plugin_manager(
+    *, entry_points: bool = True, disabled: Iterable[str] | None = None
+) -> ZduPluginManager:
     """Build a plugin manager: the core's built-ins, then every entry point of group ``zdu``.
 
     :param entry_points: load installed plugins (turn off to register plugins by hand, in tests).

@@ -30,7 +30,6 @@ from zdu.errors import (
     GateFailed,
     PreflightError,
     RollbackRefused,
-    UpgradeInterrupted,
     UsageError,
     ZduError,
 )
@@ -104,7 +103,10 @@ class Upgrade:
     def from_config(
         cls, source: Path | str | Mapping[str, Any], manager: ZduPluginManager | None = None
     ) -> Upgrade:
-        """Read ``source`` (a TOML file or a mapping); raise :class:`~zdu.errors.ConfigError` naming every bad field."""
+        """Read ``source`` (a TOML file or a mapping).
+
+        Raises :class:`~zdu.errors.ConfigError` naming every bad field, before anything changes.
+        """
         manager = manager or get_plugin_manager()
         return cls(load_config(source, manager), manager)
 
@@ -181,7 +183,7 @@ class Upgrade:
                 f"target {self.config.target.name!r}: the platform serves no single version now "
                 f"(groups: {groups}); for the local platform, start the fleet with 'zdu local up CONFIG'"
             )
-        if running != configured and running != self.config.release.version:
+        if running not in (configured, self.config.release.version):
             raise PreflightError(
                 f"target.version is {configured} but {self.config.target.name!r} runs {running}: "
                 "correct target.version"
@@ -262,12 +264,18 @@ class Upgrade:
         else:
             record = self.journal.get(resume)
             if record is None or record.target != self.config.target.name:
-                raise UsageError(f"no upgrade {resume!r} of target {self.config.target.name!r} in the journal")
+                raise UsageError(
+                    f"no upgrade {resume!r} of target {self.config.target.name!r} in the journal"
+                )
             if not record.status.in_progress:
-                raise UsageError(f"upgrade {resume} is {record.status.value}; only a paused or interrupted one resumes")
+                raise UsageError(
+                    f"upgrade {resume} is {record.status.value}; only a paused or interrupted one resumes"
+                )
             self.journal.claim(resume)
             upgrade_id, from_version = resume, Version.parse(record.from_version)
-            done = {e.data.get("phase", "") for e in self.journal.events(resume) if e.kind == "phase-finished"}
+            done = {
+                e.data.get("phase", "") for e in self.journal.events(resume) if e.kind == "phase-finished"
+            }
         info = self._info(upgrade_id, from_version)
         self.manager.notify("zdu_upgrade_started", upgrade=info)
         gates: list[ProbeGate] = []
@@ -313,7 +321,7 @@ class Upgrade:
             Phase.VERIFY: lambda: self._verify(ctx),
             Phase.FINALIZE: lambda: self._finalize(ctx, strategy, layers),
             Phase.MIGRATE_POST: lambda: self._migrate_post(ctx, runner),
-            Phase.CLEANUP: lambda: self.platform.router.remove_managed_routes(),
+            Phase.CLEANUP: self.platform.router.remove_managed_routes,
         }
         phase = Phase.PREFLIGHT
         try:
@@ -354,7 +362,9 @@ class Upgrade:
         finally:
             duration = time.monotonic() - begun
             phases.append((name, duration))
-            ctx.event(f"phase-{'finished' if outcome == 'succeeded' else 'failed'}", f"{name} {outcome}", phase=name)
+            ctx.event(
+                f"phase-{'finished' if outcome == 'succeeded' else 'failed'}", f"{name} {outcome}", phase=name
+            )
             self.manager.notify(
                 "zdu_phase_finished", upgrade=ctx.info, phase=name, outcome=outcome, duration_s=duration
             )
@@ -398,10 +408,14 @@ class Upgrade:
     def _verify(self, ctx: UpgradeContext) -> None:
         weights = self.platform.router.weights()
         stale = [
-            g.name for g in self.platform.groups() if g.version != ctx.release.version and weights.get(g.name, 0) > 0
+            g.name
+            for g in self.platform.groups()
+            if g.version != ctx.release.version and weights.get(g.name, 0) > 0
         ]
         if stale:
-            raise GateFailed(f"after the rollout, groups of other versions still take traffic: {', '.join(stale)}")
+            raise GateFailed(
+                f"after the rollout, groups of other versions still take traffic: {', '.join(stale)}"
+            )
         ctx.wait(self.verify_seconds, "verify")
 
     def _finalize(self, ctx: UpgradeContext, strategy: Strategy, layers: list[TrafficLayer]) -> None:
@@ -462,7 +476,9 @@ class Upgrade:
         """
         record = self.journal.get(upgrade_id)
         if record is None or record.target != self.config.target.name:
-            raise UsageError(f"no upgrade {upgrade_id!r} of target {self.config.target.name!r} in the journal")
+            raise UsageError(
+                f"no upgrade {upgrade_id!r} of target {self.config.target.name!r} in the journal"
+            )
         events = self.journal.events(upgrade_id)
         if any(e.kind == "phase-started" and e.data.get("phase") == str(Phase.MIGRATE_POST) for e in events):
             raise RollbackRefused(

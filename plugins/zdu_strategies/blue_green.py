@@ -37,10 +37,20 @@ class BlueGreen:
     def plan(self, ctx: UpgradeContext) -> list[Step]:
         """Start, verify, switch, wait, remove."""
         return [
-            Step("rollout", "start", f"{ctx.new_group}: {ctx.replicas} instances of {ctx.release.version}, no traffic"),
-            Step("rollout", "verify", f"probes against the preview route for {self.config.preview_seconds:g}s"),
+            Step(
+                "rollout",
+                "start",
+                f"{ctx.new_group}: {ctx.replicas} instances of {ctx.release.version}, no traffic",
+            ),
+            Step(
+                "rollout", "verify", f"probes against the preview route for {self.config.preview_seconds:g}s"
+            ),
             Step("rollout", "switch", f"all traffic from {ctx.old_group} to {ctx.new_group}"),
-            Step("finalize", "wait", f"{self.config.scale_down_delay:g}s with {ctx.old_group} kept for a switch back"),
+            Step(
+                "finalize",
+                "wait",
+                f"{self.config.scale_down_delay:g}s with {ctx.old_group} kept for a switch back",
+            ),
             Step("finalize", "remove", ctx.old_group),
         ]
 

@@ -28,7 +28,11 @@ class Recreate:
     def plan(self, ctx: UpgradeContext) -> list[Step]:
         """Stop every old instance, then start as many new ones."""
         return [
-            Step("rollout", "stop", f"{ctx.old_group}: all {ctx.replicas} instances (traffic fails until the new set is ready)"),
+            Step(
+                "rollout",
+                "stop",
+                f"{ctx.old_group}: all {ctx.replicas} instances (traffic fails until the new set is ready)",
+            ),
             Step("rollout", "start", f"{ctx.new_group}: {ctx.replicas} instances of {ctx.release.version}"),
         ]
 

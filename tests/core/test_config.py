@@ -74,7 +74,10 @@ def test_unknown_strategy_lists_installed(zdu_plugin_manager):
         "release": {"version": "16.6.0"},
         "strategy": {"name": "canary"},
     }
-    with pytest.raises(ConfigError, match="strategy.name: unknown strategy 'canary'; installed: blue-green, recreate, rolling"):
+    with pytest.raises(
+        ConfigError,
+        match=r"strategy\.name: unknown strategy 'canary'; installed: blue-green, recreate, rolling",
+    ):
         load_config(raw, zdu_plugin_manager)
 
 

@@ -11,7 +11,9 @@ from zdu.secret import Secret
 
 
 def begin(journal, target="cell-1", **extra):
-    return journal.begin(target=target, from_version="16.5.0", to_version="16.6.0", strategy="rolling", **extra)
+    return journal.begin(
+        target=target, from_version="16.5.0", to_version="16.6.0", strategy="rolling", **extra
+    )
 
 
 def test_second_upgrade_of_a_target_is_refused_while_one_runs(tmp_path):
@@ -28,7 +30,8 @@ def test_lock_holds_across_processes(tmp_path):
     path = tmp_path / "j.sqlite"
     code = (
         "import sys, time; from zdu.journal import Journal; "
-        f"j = Journal({str(path)!r}); print(j.begin(target='cell-1', from_version='1.0.0', to_version='1.1.0', "
+        f"j = Journal({str(path)!r}); "
+        "print(j.begin(target='cell-1', from_version='1.0.0', to_version='1.1.0', "
         "strategy='rolling'), flush=True); time.sleep(30)"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -48,7 +51,9 @@ def test_lock_holds_across_processes(tmp_path):
 def test_events_are_recorded_in_order_and_secrets_never_stored(tmp_path):
     journal = Journal(tmp_path / "j.sqlite")
     upgrade_id = begin(journal, config={"probes": [{"headers": {"PRIVATE-TOKEN": Secret("glpat-s3cr3t")}}]})
-    journal.record(upgrade_id, "rollout", "step-started", "scale v16-6-0 to 1", {"token": Secret("glpat-s3cr3t")})
+    journal.record(
+        upgrade_id, "rollout", "step-started", "scale v16-6-0 to 1", {"token": Secret("glpat-s3cr3t")}
+    )
     journal.record(upgrade_id, "rollout", "step-finished", "scale v16-6-0 to 1")
     journal.finish(upgrade_id, UpgradeStatus.SUCCEEDED, report={"password": Secret("glpat-s3cr3t")})
     assert [e.kind for e in journal.events(upgrade_id)] == ["step-started", "step-finished"]

@@ -14,7 +14,12 @@ from zdu.model import Phase, Version
         ("v17.0.0", {"major": 17}),
         (
             "16.6.202310241220-a1b2c3d4e5f.f9e8d7c6b5a",
-            {"major": 16, "minor": 6, "auto_deploy_timestamp": "202310241220", "auto_deploy_shas": ("a1b2c3d4e5f", "f9e8d7c6b5a")},
+            {
+                "major": 16,
+                "minor": 6,
+                "auto_deploy_timestamp": "202310241220",
+                "auto_deploy_shas": ("a1b2c3d4e5f", "f9e8d7c6b5a"),
+            },
         ),
     ],
 )
@@ -25,7 +30,9 @@ def test_parses_gitlab_versions(text, fields):
     assert str(version) == text
 
 
-@pytest.mark.parametrize("text", ["16.5", "16.5.1.2.3", "latest", "16.05.1", "16.6.0-rc", "16.6.2023-abc.def", ""])
+@pytest.mark.parametrize(
+    "text", ["16.5", "16.5.1.2.3", "latest", "16.05.1", "16.6.0-rc", "16.6.2023-abc.def", ""]
+)
 def test_rejects_what_is_not_a_version_naming_it(text):
     with pytest.raises(VersionError, match="not a GitLab version") as caught:
         Version.parse(text)

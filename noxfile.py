@@ -1,0 +1,82 @@
+"""Every chore of the project: ``nox -s tests``, ``lint``, ``typing``, ``demo``, ``bench``, ``docs``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typing"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+
+def ensure_system_packages(session: nox.Session, *commands: str) -> None:
+    """Install nginx and friends from Debian's packages when they are missing and we may (root, apt-get)."""
+    missing = [
+        command
+        for command in commands
+        if not (shutil.which(command) or Path(f"/usr/sbin/{command}").exists())
+    ]
+    if not missing:
+        return
+    packages = {"nginx": "nginx-light", "curl": "curl"}
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        session.error(f"missing {', '.join(missing)}: install {' '.join(packages[c] for c in missing)}")
+    session.log(f"installing {', '.join(missing)} with apt-get")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", *[packages[c] for c in missing]],
+        check=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite, the slow end-to-end scenarios included (``-- -m 'not slow'`` skips them)."""
+    ensure_system_packages(session, "nginx", "curl")
+    session.install("-e", ".[all,test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff: lint and format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typing(session: nox.Session) -> None:
+    """Type-check with mypy --strict over zdu/, plugins/ and this file."""
+    session.install("-e", ".[all,typing]")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """``zdu demo`` on the embedded local default (pass arguments after ``--``, e.g. ``-- --json``)."""
+    ensure_system_packages(session, "nginx")
+    session.install("-e", ".[all]")
+    session.run("zdu", "demo", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks; results are written to docs/benchmarks.md with the machine and the date."""
+    ensure_system_packages(session, "nginx")
+    session.install("-e", ".[all]")
+    session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Check the docs against the code (hook signatures, the example plugin)."""
+    session.install("-e", ".[all,test]")
+    session.run("pytest", "tests/core/test_docs.py", *session.posargs)

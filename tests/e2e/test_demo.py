@@ -1,0 +1,49 @@
+"""`zdu demo --json` on the embedded default: the numbers the README promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_shows_recreate_losing_requests_and_rolling_and_blue_green_losing_none():
+    before = {p.pid for p in psutil.process_iter()}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "zdu"), "demo", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {row["strategy"]: row for row in json.loads(done.stdout)["scenarios"]}  # stdout is only JSON
+    assert list(rows) == ["recreate", "rolling", "blue-green"]
+    for row in rows.values():
+        assert set(row) >= {
+            "strategy",
+            "layers",
+            "requests",
+            "failed",
+            "asset_errors",
+            "longest_outage_s",
+            "p99_ms",
+            "duration_s",
+        }
+        assert row["requests"] / row["duration_s"] >= 100, row  # at least 100 probe requests per second
+    assert rows["recreate"]["failed"] > 0 and rows["recreate"]["longest_outage_s"] > 0
+    assert rows["rolling"]["failed"] == 0
+    assert rows["blue-green"]["failed"] == 0
+    # mixed versions: the asset hazard is reproduced and reported (the traffic layers cure it)
+    assert rows["rolling"]["asset_errors"] > 0
+    leftover = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.pid not in before and "zdu_local.demo_app" in " ".join(p.info["cmdline"] or [])
+    ]
+    assert leftover == []
