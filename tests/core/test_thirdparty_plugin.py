@@ -9,58 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from zdu.config import load_config
-from zdu.context import UpgradeContext, UpgradeInfo
+from zdu.context import UpgradeInfo
 from zdu.errors import ConfigError, PluginNotFound
-from zdu.model import Release, Target, Version
-from zdu.platform import Instance, InstanceGroup
 from zdu.registry import get_plugin_manager
 
-EXAMPLE_SOURCE = Path(__file__).parents[1] / "data" / "zdu-example-plugin"
 ZDU = Path(sys.executable).parent / "zdu"
 SUMMARY = "start a full new set beside the old one, then switch to it and remove the old one"
-
-
-def pip_install(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build and install the package at ``source`` into a fresh directory; return that directory.
-
-    The source is copied first: building in place would leave build/ and *.egg-info in tests/data.
-    """
-    work = tmp_path_factory.mktemp(source.name)
-    copy = work / "source"
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    site = work / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(copy)],
-        check=True,
-    )
-    return site
-
-
-@pytest.fixture(scope="session")
-def example_plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The directory zdu-example-plugin is installed into (once per session)."""
-    return pip_install(EXAMPLE_SOURCE, tmp_path_factory)
-
-
-@pytest.fixture
-def example_plugin(example_plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """zdu-example-plugin on ``sys.path`` and ``PYTHONPATH`` for one test."""
-    monkeypatch.syspath_prepend(str(example_plugin_site))
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [str(example_plugin_site), os.environ.get("PYTHONPATH")]))
-    )
-    yield example_plugin_site
-    sys.modules.pop("zdu_example_plugin", None)
 
 
 def zdu_plugins_json(env: Mapping[str, str] | None = None) -> dict[str, list[dict[str, str]]]:
@@ -184,181 +146,3 @@ def test_its_observer_sees_finished_phases(
         manager.notify("zdu_phase_finished", upgrade=INFO, phase=phase, outcome="succeeded", duration_s=0.5)
 
     assert log.read_text(encoding="utf-8").splitlines() == ["preflight", "migrate(pre)", "rollout"]
-
-
-# -- the strategy itself, over an in-memory platform -----------------------------------------------
-
-
-class InMemoryRouter:
-    """A test double of :class:`zdu.platform.Router`: a dict of weights."""
-
-    url = "http://in-memory.invalid"
-
-    def __init__(self, platform: InMemoryPlatform, weights: dict[str, int]) -> None:
-        self.platform = platform
-        self._weights = weights
-
-    def weights(self) -> Mapping[str, int]:
-        return dict(self._weights)
-
-    def set_weights(self, weights: Mapping[str, int]) -> None:
-        self._weights = {group: weight for group, weight in weights.items() if weight > 0}
-        self.platform.record(f"route {sorted(self._weights)}")
-
-    def verify_weights(self, weights: Mapping[str, int]) -> bool:
-        return self._weights == {group: weight for group, weight in weights.items() if weight > 0}
-
-    def set_preview(self, group: str | None) -> str | None:
-        return None
-
-    def remove_managed_routes(self) -> None:
-        pass
-
-
-class InMemoryPlatform:
-    """A test double of :class:`zdu.platform.Platform`: groups are counts of always-ready instances.
-
-    After every change it records whether any instance still serves traffic, so a test can assert that
-    there was never an outage.
-    """
-
-    def __init__(self, version: str, replicas: int) -> None:
-        group = self.group_name(Version.parse(version))
-        self.sizes: dict[str, tuple[Version, int]] = {group: (Version.parse(version), replicas)}
-        self.history: list[str] = []
-        self.outages: list[str] = []
-        self._router = InMemoryRouter(self, {group: 1})
-
-    @property
-    def router(self) -> InMemoryRouter:
-        return self._router
-
-    def record(self, change: str) -> None:
-        self.history.append(change)
-        weights = self._router.weights()
-        if not any(size for name, (_, size) in self.sizes.items() if weights.get(name)):
-            self.outages.append(change)
-
-    def groups(self) -> list[InstanceGroup]:
-        weights = self._router.weights()
-        return [
-            InstanceGroup(
-                name=name,
-                version=version,
-                instances=tuple(
-                    Instance(
-                        f"{name}-{i}", name, str(version), "", ready=True, alive=True, routed=name in weights
-                    )
-                    for i in range(size)
-                ),
-            )
-            for name, (version, size) in sorted(self.sizes.items(), key=lambda item: item[1][0])
-        ]
-
-    def group_name(self, version: Version) -> str:
-        return f"gitlab-{version}"
-
-    def scale(self, group: str, version: Version, replicas: int) -> InstanceGroup:
-        if self.sizes.get(group) != (version, replicas):
-            self.sizes[group] = (version, replicas)
-            self.record(f"scale {group} {replicas}")
-        return next(g for g in self.groups() if g.name == group)
-
-    def remove_group(self, group: str) -> None:
-        if group in self.sizes:
-            del self.sizes[group]
-            self._router._weights.pop(group, None)
-            self.record(f"remove {group}")
-
-    def check_health(self) -> list[str]:
-        return []
-
-    def close(self) -> None:
-        pass
-
-
-OLD, NEW = "gitlab-16.5.0", "gitlab-16.6.0"
-
-
-def upgrade_context(platform: InMemoryPlatform, events: list[str]) -> UpgradeContext:
-    return UpgradeContext(
-        info=INFO,
-        target=Target(name="cell-1", platform="in-memory", version="16.5.0"),
-        release=Release(version="16.6.0"),
-        from_version=Version.parse("16.5.0"),
-        platform=platform,
-        record_event=lambda kind, message, _data: events.append(f"{kind}: {message}"),
-        replicas=3,
-        gate_interval=0.01,
-    )
-
-
-@pytest.fixture
-def surge_all(example_plugin: Path) -> Any:
-    record = get_plugin_manager().strategy("surge-all")
-    return record.factory(record.config(settle_seconds=0.02))
-
-
-def test_rollout_surges_switches_and_removes_the_old_set(surge_all: Any) -> None:
-    platform, events = InMemoryPlatform("16.5.0", 3), []
-    ctx = upgrade_context(platform, events)
-
-    surge_all.rollout(ctx)
-
-    assert platform.history == [
-        f"route ['{OLD}', '{NEW}']",
-        f"scale {NEW} 3",
-        f"route ['{NEW}']",
-        f"remove {OLD}",
-    ]
-    assert platform.outages == []
-    assert platform.router.weights() == {NEW: 1}
-    assert [g.name for g in platform.groups()] == [NEW]
-    assert f"step-started: start {NEW} beside {OLD}" in events
-    assert events[-1] == f"step-finished: remove {OLD}"
-
-
-def test_rollout_run_again_does_only_what_is_left(surge_all: Any) -> None:
-    platform, events = InMemoryPlatform("16.5.0", 3), []
-    ctx = upgrade_context(platform, events)
-    surge_all.rollout(ctx)
-    platform.history.clear()
-
-    surge_all.rollout(ctx)
-
-    assert platform.history == []
-    assert platform.router.weights() == {NEW: 1}
-
-
-@pytest.mark.parametrize("interrupted_after", ["nothing", "surge", "switch", "everything"])
-def test_rollback_puts_the_old_set_back_from_any_state(surge_all: Any, interrupted_after: str) -> None:
-    platform, events = InMemoryPlatform("16.5.0", 3), []
-    ctx = upgrade_context(platform, events)
-    if interrupted_after in ("surge", "switch"):
-        platform.router.set_weights({OLD: 1, NEW: 1})
-        platform.scale(NEW, Version.parse("16.6.0"), 3)
-    if interrupted_after == "switch":
-        platform.router.set_weights({NEW: 1})
-    if interrupted_after == "everything":
-        surge_all.rollout(ctx)
-
-    surge_all.rollback(ctx)
-
-    assert platform.router.weights() == {OLD: 1}
-    assert [(g.name, g.replicas) for g in platform.groups()] == [(OLD, 3)]
-    assert platform.outages == []
-
-
-def test_plan_lists_the_steps(surge_all: Any) -> None:
-    ctx = upgrade_context(InMemoryPlatform("16.5.0", 3), [])
-
-    steps = surge_all.plan(ctx)
-
-    assert [(s.phase, s.action) for s in steps] == [
-        ("rollout", "start"),
-        ("rollout", "route"),
-        ("rollout", "settle"),
-        ("rollout", "switch"),
-        ("rollout", "remove"),
-    ]
-    assert steps[0].detail == f"{NEW}: 3 instances of 16.6.0"
