@@ -8,42 +8,96 @@ The public API::
     report = upgrade.run()
     assert report.ok, report.summary()
 
-Plugin authors import from :mod:`zdu.plugins`. Importing ``zdu`` loads no plugin.
+Plugin authors import from :mod:`zdu.plugins`. Importing ``zdu`` loads no plugin, and the names
+below are imported on first use, so that ``import zdu.plugins`` (which every plugin does) stays cheap.
 """
 
-from zdu.config import UpgradeConfig, load_config
-from zdu.context import UpgradeContext, UpgradeInfo, UpgradePaused
-from zdu.errors import (
-    ConfigError,
-    GateFailed,
-    PlatformError,
-    PluginNotFound,
-    PreflightError,
-    ReadinessTimeout,
-    RollbackRefused,
-    TargetBusy,
-    UpgradeInterrupted,
-    UsageError,
-    VersionError,
-    ZduError,
-)
-from zdu.journal import Journal
-from zdu.model import (
-    Event,
-    Measurement,
-    MeasurementStatus,
-    Phase,
-    Release,
-    Report,
-    Target,
-    UpgradeStatus,
-    Verdict,
-    VerdictStatus,
-    Version,
-)
-from zdu.registry import ZduPluginManager, get_plugin_manager
-from zdu.secret import Secret
-from zdu.upgrade import Plan, Upgrade
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zdu.config import UpgradeConfig, load_config
+    from zdu.context import UpgradeContext, UpgradeInfo, UpgradePaused
+    from zdu.errors import (
+        ConfigError,
+        GateFailed,
+        PlatformError,
+        PluginNotFound,
+        PreflightError,
+        ReadinessTimeout,
+        RollbackRefused,
+        TargetBusy,
+        UpgradeInterrupted,
+        UsageError,
+        VersionError,
+        ZduError,
+    )
+    from zdu.journal import Journal
+    from zdu.model import (
+        Event,
+        Measurement,
+        MeasurementStatus,
+        Phase,
+        Release,
+        Report,
+        Target,
+        UpgradeStatus,
+        Verdict,
+        VerdictStatus,
+        Version,
+    )
+    from zdu.registry import ZduPluginManager, get_plugin_manager
+    from zdu.secret import Secret
+    from zdu.upgrade import Plan, Upgrade
+
+_LAZY = {
+    "ConfigError": "zdu.errors",
+    "Event": "zdu.model",
+    "GateFailed": "zdu.errors",
+    "Journal": "zdu.journal",
+    "Measurement": "zdu.model",
+    "MeasurementStatus": "zdu.model",
+    "Phase": "zdu.model",
+    "Plan": "zdu.upgrade",
+    "PlatformError": "zdu.errors",
+    "PluginNotFound": "zdu.errors",
+    "PreflightError": "zdu.errors",
+    "ReadinessTimeout": "zdu.errors",
+    "Release": "zdu.model",
+    "Report": "zdu.model",
+    "RollbackRefused": "zdu.errors",
+    "Secret": "zdu.secret",
+    "Target": "zdu.model",
+    "TargetBusy": "zdu.errors",
+    "Upgrade": "zdu.upgrade",
+    "UpgradeConfig": "zdu.config",
+    "UpgradeContext": "zdu.context",
+    "UpgradeInfo": "zdu.context",
+    "UpgradeInterrupted": "zdu.errors",
+    "UpgradePaused": "zdu.context",
+    "UpgradeStatus": "zdu.model",
+    "UsageError": "zdu.errors",
+    "Verdict": "zdu.model",
+    "VerdictStatus": "zdu.model",
+    "Version": "zdu.model",
+    "VersionError": "zdu.errors",
+    "ZduError": "zdu.errors",
+    "ZduPluginManager": "zdu.registry",
+    "get_plugin_manager": "zdu.registry",
+    "load_config": "zdu.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zdu' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,42 @@
+"""The local platform, the embedded default: processes on this machine behind a real nginx.
+
+Also ships the GitLab-like demo app (``python -m zdu_local.demo_app``), the ``zdu local up|down``
+commands and ``zdu demo``. Registered through the entry point ``local`` in group ``zdu``, exactly as a
+third-party plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from zdu.plugins import PlatformPlugin, hookimpl
+
+if TYPE_CHECKING:
+    import click
+
+# The platform and the commands are imported inside the hooks: every demo-app instance imports this
+# package first (python -m zdu_local.demo_app), and should start in milliseconds, not load click.
+
+
+@hookimpl
+def zdu_platforms() -> Iterator[PlatformPlugin[Any]]:
+    """Register ``local``."""
+    from zdu_local.config import LocalPlatformConfig  # noqa: PLC0415
+    from zdu_local.platform import LocalPlatform  # noqa: PLC0415
+
+    yield PlatformPlugin(
+        name="local",
+        summary="processes on this machine behind a real nginx, changed only by graceful reloads",
+        config=LocalPlatformConfig,
+        factory=LocalPlatform,
+    )
+
+
+@hookimpl
+def zdu_commands(cli: click.Group) -> None:
+    """Add ``zdu local up|down`` and ``zdu demo``."""
+    from zdu_local.commands import demo, local  # noqa: PLC0415 - click commands load with the CLI only
+
+    cli.add_command(local)
+    cli.add_command(demo)

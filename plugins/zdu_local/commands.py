@@ -1,0 +1,89 @@
+"""``zdu local up|down CONFIG`` and ``zdu demo``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from zdu.cli import manager_from
+from zdu.config import load_config
+from zdu.errors import UsageError
+from zdu.platform import PlatformEnv
+from zdu_local.demo import DEFAULT_SCENARIOS, render_table, run_demo
+from zdu_local.platform import LocalPlatform
+
+__all__ = ["demo", "local"]
+
+
+def _platform(ctx: click.Context, config_path: Path) -> tuple[LocalPlatform, str]:
+    config = load_config(config_path, manager_from(ctx))
+    if config.target.platform != "local":
+        raise UsageError(
+            f"target.platform is {config.target.platform!r}: 'zdu local' runs only "
+            "targets on the local platform"
+        )
+    env = PlatformEnv(target=config.target, state_dir=config.target_state_dir)
+    return LocalPlatform(config.platform.options, env), str(config.target.version)
+
+
+@click.group()
+def local() -> None:
+    """Run a local fleet on its own: start it, point your tools at it, upgrade it, stop it."""
+
+
+@local.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def up(ctx: click.Context, config: Path) -> None:
+    """Start the target's fleet at its current version; print the router's URL once it serves."""
+    platform, version = _platform(ctx, config)
+    from zdu.model import Version  # noqa: PLC0415
+
+    click.echo(platform.up(Version.parse(version)))
+
+
+@local.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def down(ctx: click.Context, config: Path) -> None:
+    """Stop every process the fleet's ``up`` started (instances and nginx)."""
+    platform, _ = _platform(ctx, config)
+    platform.down()
+    click.echo(f"stopped the fleet in {platform.state_dir}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
+@click.option(
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    type=click.Choice([s.key for s in DEFAULT_SCENARIOS]),
+    help="Run only these scenarios (repeatable); default: all.",
+)
+@click.option(
+    "--rps", type=click.FloatRange(min=1), default=150.0, show_default=True, help="Probe requests per second."
+)
+@click.option(
+    "--clients",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Concurrent browser-like clients.",
+)
+@click.option(
+    "--replicas", type=click.IntRange(min=1), default=3, show_default=True, help="Instances in the fleet."
+)
+@click.pass_context
+def demo(
+    ctx: click.Context, as_json: bool, scenarios: tuple[str, ...], rps: float, clients: int, replicas: int
+) -> None:
+    """Upgrade a local fleet with each strategy under probe traffic and compare what users saw."""
+    chosen = [s for s in DEFAULT_SCENARIOS if not scenarios or s.key in scenarios]
+    rows = run_demo(chosen, manager=manager_from(ctx), rps=rps, clients=clients, replicas=replicas)
+    if as_json:
+        click.echo(json.dumps({"scenarios": [row.to_dict() for row in rows]}, indent=2))
+    else:
+        click.echo(render_table(rows))

@@ -1,0 +1,103 @@
+"""The configuration of the local platform (``[platform]`` in a target's TOML file)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import attrs
+
+__all__ = ["DEFAULT_COMMAND", "LocalPlatformConfig", "split_address"]
+
+DEFAULT_COMMAND = (sys.executable, "-m", "zdu_local.demo_app", "--version", "{version}", "--port", "{port}")
+PLACEHOLDERS = {"version": "16.6.0", "port": "8080", "host": "127.0.0.1"}
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:8080`` for IPv6) into its parts; raise ValueError when malformed."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{address!r} is not HOST:PORT (such as '127.0.0.1:8080')")
+    return host.strip("[]"), int(port)
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
+def _at_least_one(instance: Any, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be at least 1, got {value!r}")
+
+
+def _valid_command(instance: Any, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
+    if not value:
+        raise ValueError(f"{attribute.name} must name a program, got {value!r}")
+    for argument in value:
+        try:
+            argument.format(**PLACEHOLDERS)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"{attribute.name} argument {argument!r} has a bad placeholder ({error}); "
+                "the placeholders are {version}, {port} and {host}"
+            ) from None
+
+
+def _valid_address(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    try:
+        split_address(value)
+    except ValueError as error:
+        raise ValueError(f"{attribute.name}: {error}") from None
+
+
+def _valid_path(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value.startswith("/"):
+        raise ValueError(f"{attribute.name} must start with '/', got {value!r}")
+
+
+@attrs.frozen
+class LocalPlatformConfig:
+    """How the local platform runs the fleet: processes on this machine behind a real nginx.
+
+    :ivar replicas: how many instances ``zdu local up`` starts (at least 1).
+    :ivar command: the program of one instance and its arguments, run without a shell; ``{version}``,
+        ``{port}`` and ``{host}`` are replaced per instance. The default runs the bundled demo app.
+    :ivar env: environment variables added to the instances' environment.
+    :ivar host: the address instances listen on (passed as ``{host}``; nginx connects to it).
+    :ivar listen: where nginx, the router, listens for users (``HOST:PORT``); port 0 picks a free port
+        when the fleet comes up and keeps it for the fleet's life.
+    :ivar readiness_path: the HTTP path that answers 200 once an instance is ready for traffic.
+    :ivar ready_timeout: seconds a new instance has to become ready before it is stopped and the
+        scale-up fails.
+    :ivar drain_timeout: seconds to wait, after an instance left the router, for its connections in
+        flight to finish before it is stopped anyway.
+    :ivar stop_grace: seconds between SIGTERM and SIGKILL when an instance stops.
+    :ivar nginx: the nginx program: a name looked up on PATH and in /usr/sbin, or a path.
+    """
+
+    # How many instances `zdu local up` starts.
+    replicas: int = attrs.field(default=3, validator=_at_least_one)
+    # The instance's program and arguments, no shell; {version}, {port}, {host} are substituted.
+    command: list[str] = attrs.field(factory=lambda: list(DEFAULT_COMMAND), validator=_valid_command)
+    # Extra environment variables of every instance.
+    env: dict[str, str] = attrs.field(factory=dict)
+    # Where instances listen.
+    host: str = "127.0.0.1"
+    # Where the router (nginx) listens; port 0: a free port chosen at `up` and kept.
+    listen: str = attrs.field(default="127.0.0.1:0", validator=_valid_address)
+    # The readiness check of an instance: 200 means ready.
+    readiness_path: str = attrs.field(default="/-/readiness", validator=_valid_path)
+    # Seconds a new instance has to become ready.
+    ready_timeout: float = attrs.field(default=30.0, validator=_positive)
+    # Seconds to wait for in-flight connections of a drained instance.
+    drain_timeout: float = attrs.field(default=30.0, validator=_positive)
+    # Seconds between SIGTERM and SIGKILL.
+    stop_grace: float = attrs.field(default=10.0, validator=_positive)
+    # The nginx program (name on PATH or in /usr/sbin, or a path).
+    nginx: str = "nginx"
+
+    def command_for(self, version: str, port: int) -> list[str]:
+        """Return the command line of the instance of ``version`` listening on ``port``."""
+        values = {"version": version, "port": str(port), "host": self.host}
+        return [argument.format(**values) for argument in self.command]

@@ -1,0 +1,368 @@
+"""The local platform: instances of the application as processes on this machine, behind a real nginx.
+
+It is the embedded default :class:`zdu.platform.Platform`. ``zdu local up`` starts a fleet (nginx and
+``replicas`` instances of one version) that outlives the command; every later command builds a new
+:class:`LocalPlatform` on the same state directory and adopts the fleet from ``state.json``;
+``zdu local down`` stops it. Instances are started detached (their own session, output to
+``logs/<instance>.log`` in the state directory), on free ports, and join the router only once their
+readiness check answers 200. They leave it by draining: out of the router (a confirmed graceful
+reload), their connections in flight finished (bounded by ``drain_timeout``), then SIGTERM and, after
+``stop_grace``, SIGKILL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import attrs
+
+from zdu.errors import PlatformError, ReadinessTimeout
+from zdu.model import Version
+from zdu.platform import Instance, InstanceGroup, PlatformEnv
+from zdu_local.config import LocalPlatformConfig
+from zdu_local.network import established_connections, free_port, http_status
+from zdu_local.nginx import Nginx
+from zdu_local.processes import ProcessIdentity, spawn, stop_processes, tail
+from zdu_local.router import NginxRouter
+from zdu_local.state import FleetState, InstanceRecord, StateStore
+
+__all__ = ["DEFAULT_WEIGHT", "LocalPlatform"]
+
+logger = logging.getLogger("zdu.local")
+
+# The weight `up` gives the first group: strategies may think of weights as percentages.
+DEFAULT_WEIGHT = 100
+_POLL = 0.05
+_GROUP_NAME_LIMIT = 63
+_GROUP_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+
+
+def _identity(record: InstanceRecord) -> ProcessIdentity:
+    return ProcessIdentity(record.pid, record.started_at)
+
+
+class LocalPlatform:
+    """The :class:`zdu.platform.Platform` of processes behind nginx, kept in ``env.state_dir``.
+
+    Constructing one starts nothing: it adopts whatever fleet ``state.json`` describes. Use :meth:`up`
+    to start a fleet, :meth:`down` to stop it. Every change holds the fleet's lock (``state.lock``)
+    against other threads and processes.
+
+    :param config: how to run instances and nginx.
+    :param env: the target, and the state directory of its fleet.
+    """
+
+    def __init__(self, config: LocalPlatformConfig, env: PlatformEnv) -> None:
+        self.config = config
+        self.env = env
+        self.state_dir = env.state_dir
+        self._store = StateStore(self.state_dir / "state.json")
+        self._router = NginxRouter(
+            self._store, Nginx(config.nginx, self.state_dir / "nginx"), self.config.listen
+        )
+
+    # -- the fleet's life ----------------------------------------------------------------------------
+
+    @property
+    def router(self) -> NginxRouter:
+        """The nginx router in front of the instances."""
+        return self._router
+
+    @property
+    def state(self) -> FleetState:
+        """What ``state.json`` says: instances with their pids and ports, groups, the router's record."""
+        return self._store.state
+
+    def is_up(self) -> bool:
+        """Whether the fleet runs: nginx runs and at least one instance is alive."""
+        return self._router.running() and any(_identity(r).alive() for r in self._store.state.instances)
+
+    def up(self, version: Version) -> str:
+        """Start nginx and ``replicas`` instances of ``version``, ready and routed; return the URL.
+
+        Idempotent: when the fleet is up, returns its URL (whatever version it runs). When a start fails,
+        whatever this call started is stopped again.
+        """
+        with self._store.locked():
+            if self.is_up():
+                logger.info("the local fleet is up at %s", self._router.url)
+                return self._router.url
+            started_router = not self._router.running()
+            try:
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+                self._router.start()
+                group = self.group_name(version)
+                weights = self._router.weights()
+                if not any(weight > 0 for weight in weights.values()):
+                    self._router.set_weights({group: DEFAULT_WEIGHT})
+                self.scale(group, version, self.config.replicas)
+            except BaseException:
+                if started_router:
+                    self.down()
+                raise
+            logger.info(
+                "the local fleet is up at %s: %d instances of %s",
+                self._router.url,
+                self.config.replicas,
+                version,
+            )
+            return self._router.url
+
+    def down(self) -> None:
+        """Stop every instance and nginx, and forget the fleet (logs stay in the state directory)."""
+        with self._store.locked():
+            instances = self._store.state.instances
+            if instances:
+                logger.info("stopping %d instances", len(instances))
+            stop_processes([_identity(r) for r in instances], self.config.stop_grace)
+            self._router.stop()
+            self._store.forget()
+            logger.info("the local fleet in %s is down", self.state_dir)
+
+    def close(self) -> None:
+        """Nothing to release: the fleet runs on without this object."""
+
+    # -- groups --------------------------------------------------------------------------------------
+
+    def group_name(self, version: Version) -> str:
+        """``v`` and the version with dashes (``16.6.0`` is ``v16-6-0``), at most 63 characters."""
+        canonical = str(attrs.evolve(version, text=""))
+        name = "v" + re.sub(r"[^a-z0-9]+", "-", canonical.lower()).strip("-")
+        if len(name) > _GROUP_NAME_LIMIT:
+            digest = hashlib.sha256(canonical.encode()).hexdigest()[:8]
+            name = name[: _GROUP_NAME_LIMIT - 9].rstrip("-") + "-" + digest
+        return name
+
+    def groups(self) -> list[InstanceGroup]:
+        """Every group with its instances (readiness asked of each one now), oldest version first."""
+        state = self._store.state
+        routed = self._router.routed()
+        groups = []
+        for name, version in state.groups.items():
+            instances = tuple(self._instance(record, routed) for record in self._records(name))
+            groups.append(InstanceGroup(name=name, version=Version.parse(version), instances=instances))
+        return sorted(groups, key=lambda group: (group.version, group.name))
+
+    def scale(self, group: str, version: Version, replicas: int) -> InstanceGroup:
+        """Make ``group`` have ``replicas`` running instances of ``version``; see the Platform protocol.
+
+        Instances found dead are forgotten first. New instances join the router once ready (when the
+        group has a weight); those not ready within ``ready_timeout`` are stopped and
+        :class:`~zdu.errors.ReadinessTimeout` is raised. Scaling down drains the newest instances.
+        """
+        if not _GROUP_NAME.match(group):
+            raise PlatformError(
+                f"group name {group!r} is not valid (lowercase letters, digits, '.', '_', '-'; at most 63 "
+                "characters, starting and ending with a letter or digit)"
+            )
+        if replicas < 0:
+            raise PlatformError(f"cannot scale {group} to {replicas} replicas")
+        with self._store.locked():
+            if self._store.state.router is None:
+                raise PlatformError(
+                    f"the local fleet in {self.state_dir} is not up: run 'zdu local up' first"
+                )
+            known = self._store.state.groups.get(group)
+            if known is not None and Version.parse(known) != version:
+                raise PlatformError(f"group {group} runs version {known}, not {version}")
+            if known is None:
+                self._store.update(groups={**self._store.state.groups, group: str(version)})
+            self._forget_dead(group)
+            running = self._records(group)
+            if len(running) < replicas:
+                self._start(group, version, replicas - len(running))
+            elif len(running) > replicas:
+                newest_first = sorted(running, key=lambda r: r.serial, reverse=True)
+                self._drain_and_stop(newest_first[: len(running) - replicas])
+            return self._group(group)
+
+    def remove_group(self, group: str) -> None:
+        """Drain and stop every instance of ``group``, and forget the group and its weight."""
+        with self._store.locked():
+            if group not in self._store.state.groups:
+                return
+            self._drain_and_stop(self._records(group))
+            groups = {name: v for name, v in self._store.state.groups.items() if name != group}
+            self._store.update(groups=groups)
+            record = self._store.state.router
+            if record is not None:
+                if record.preview_group == group:
+                    self._router.set_preview(None)
+                weights = {name: w for name, w in self._router.record.weights.items() if name != group}
+                self._router.set_weights(weights)
+            logger.info("group %s removed", group)
+
+    def check_health(self) -> list[str]:
+        """Instances that died or stopped answering their readiness check, and a stopped nginx."""
+        problems = []
+        if self._store.state.router is not None and not self._router.running():
+            problems.append(f"the router (nginx, prefix {self.state_dir / 'nginx'}) is not running")
+        for record in self._store.state.instances:
+            if not _identity(record).alive():
+                problems.append(
+                    f"instance {record.id} ({record.version}, {record.address}) is not running: "
+                    f"process {record.pid} exited"
+                )
+            elif record.routable:
+                status = http_status(record.host, record.port, self.config.readiness_path)
+                if status != 200:
+                    answer = "no answer" if status is None else f"status {status}"
+                    problems.append(
+                        f"instance {record.id} ({record.version}, {record.address}) stopped being ready: "
+                        f"{self.config.readiness_path} gave {answer}"
+                    )
+        return problems
+
+    # -- the work ------------------------------------------------------------------------------------
+
+    def _records(self, group: str) -> list[InstanceRecord]:
+        return [r for r in self._store.state.instances if r.group == group]
+
+    def _group(self, group: str) -> InstanceGroup:
+        routed = self._router.routed()
+        return InstanceGroup(
+            name=group,
+            version=Version.parse(self._store.state.groups[group]),
+            instances=tuple(self._instance(r, routed) for r in self._records(group)),
+        )
+
+    def _instance(self, record: InstanceRecord, routed: frozenset[str]) -> Instance:
+        alive = _identity(record).alive()
+        ready = alive and http_status(record.host, record.port, self.config.readiness_path) == 200
+        return Instance(
+            id=record.id,
+            group=record.group,
+            version=record.version,
+            address=record.address,
+            ready=ready,
+            alive=alive,
+            routed=record.id in routed,
+        )
+
+    def _replace_records(self, records: Iterable[InstanceRecord], *, remove: bool = False) -> None:
+        changed = {r.id: r for r in records}
+        instances = tuple(
+            changed.get(r.id, r) for r in self._store.state.instances if not (remove and r.id in changed)
+        )
+        self._store.update(instances=instances)
+
+    def _forget_dead(self, group: str) -> None:
+        dead = [r for r in self._records(group) if not _identity(r).alive()]
+        if not dead:
+            return
+        for record in dead:
+            logger.warning("instance %s (pid %d) is dead: forgetting it", record.id, record.pid)
+        self._replace_records(dead, remove=True)
+        if self._store.state.router is not None and self._router.running():
+            self._router.sync()
+
+    def _spawn(self, group: str, version: Version) -> InstanceRecord:
+        state = self._store.state
+        serial = state.next_serial
+        instance_id = f"{group}-{serial}"
+        port = free_port(self.config.host)
+        log = self.state_dir / "logs" / f"{instance_id}.log"
+        command = self.config.command_for(str(version), port)
+        try:
+            process = spawn(command, {**os.environ, **self.config.env}, log)
+        except OSError as error:
+            raise PlatformError(f"cannot start an instance of {version}: {command[0]}: {error}") from error
+        record = InstanceRecord(
+            id=instance_id,
+            group=group,
+            version=str(version),
+            host=self.config.host,
+            port=port,
+            pid=process.pid,
+            started_at=process.started_at,
+            serial=serial,
+            log=str(log),
+        )
+        self._store.update(instances=(*state.instances, record), next_serial=serial + 1)
+        logger.info(
+            "started instance %s of %s on %s (pid %d)", instance_id, version, record.address, record.pid
+        )
+        return record
+
+    def _start(self, group: str, version: Version, count: int) -> None:
+        started: list[InstanceRecord] = []
+        try:
+            for _ in range(count):
+                started.append(self._spawn(group, version))
+            self._wait_ready(started, version)
+        except BaseException:
+            unready = [r for r in self._records(group) if r.id in {s.id for s in started} and not r.routable]
+            if unready:
+                logger.warning("stopping instances that did not become ready: %s", [r.id for r in unready])
+                stop_processes([_identity(r) for r in unready], self.config.stop_grace)
+                self._replace_records(unready, remove=True)
+            if not self._records(group):
+                self._store.update(groups={n: v for n, v in self._store.state.groups.items() if n != group})
+            if any(r.routable for r in self._records(group)) and self._router.running():
+                self._router.sync()
+            raise
+        if self._store.state.router is not None:
+            self._router.sync()
+
+    def _wait_ready(self, records: Sequence[InstanceRecord], version: Version) -> None:
+        """Mark ``records`` routable as each one turns ready; raise ReadinessTimeout when one does not."""
+        pending = {r.id: r for r in records}
+        last: dict[str, int | None] = {}
+        deadline = time.monotonic() + self.config.ready_timeout
+        while pending:
+            for record in list(pending.values()):
+                if not _identity(record).alive():
+                    raise ReadinessTimeout(
+                        f"instance {record.id} of version {version} exited before it became ready; "
+                        f"last lines of {record.log}:\n{_indent(tail(Path(record.log)))}"
+                    )
+                status = http_status(record.host, record.port, self.config.readiness_path)
+                last[record.id] = status
+                if status == 200:
+                    logger.info("instance %s of %s is ready", record.id, version)
+                    self._replace_records([attrs.evolve(record, routable=True)])
+                    del pending[record.id]
+            if pending and time.monotonic() > deadline:
+                record = next(iter(pending.values()))
+                answer = "no answer" if last.get(record.id) is None else f"status {last[record.id]}"
+                raise ReadinessTimeout(
+                    f"instance {record.id} of version {version} did not become ready within "
+                    f"{self.config.ready_timeout:g}s (http://{record.address}{self.config.readiness_path} "
+                    f"gave {answer}); last lines of {record.log}:\n{_indent(tail(Path(record.log)))}"
+                )
+            if pending:
+                time.sleep(_POLL)
+
+    def _drain_and_stop(self, records: Sequence[InstanceRecord]) -> None:
+        """Take ``records`` out of the router, wait for their connections to finish, stop them."""
+        if not records:
+            return
+        ids = {r.id for r in records}
+        self._replace_records([attrs.evolve(r, routable=False) for r in records])
+        if self._store.state.router is not None and self._router.running():
+            self._router.sync()
+        ports = {r.port for r in records if _identity(r).alive()}
+        deadline = time.monotonic() + self.config.drain_timeout
+        busy = established_connections(ports)
+        while any(busy.values()) and time.monotonic() < deadline:
+            time.sleep(_POLL)
+            busy = established_connections(ports)
+        if any(busy.values()):
+            logger.warning(
+                "connections still open after a %gs drain, stopping anyway: %s",
+                self.config.drain_timeout,
+                {port: count for port, count in busy.items() if count},
+            )
+        logger.info("stopping instances %s", sorted(ids))
+        stop_processes([_identity(r) for r in records], self.config.stop_grace)
+        self._replace_records([r for r in self._store.state.instances if r.id in ids], remove=True)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines()) or "    (empty)"
