@@ -25,6 +25,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from zdu.config import load_config
 from zdu.context import UpgradeInfo
 from zdu.errors import ConfigError, TargetBusy, UsageError, ZduError
 from zdu.journal import Journal, default_journal_path
@@ -210,8 +211,22 @@ journal_option = click.option(
     "--journal",
     "journal_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The journal file (default: $ZDU_STATE_DIR/journal.sqlite).",
+    help="The journal file (default: the one of --config, else $ZDU_STATE_DIR/journal.sqlite).",
 )
+config_option = click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A configuration file: its upgrade.state_dir holds the journal.",
+)
+
+
+def open_journal(ctx: click.Context, journal_path: Path | None, config: Path | None) -> Journal:
+    """The journal named by ``--journal``, else the one of ``--config``, else the default one."""
+    if journal_path is not None:
+        return Journal(journal_path)
+    if config is not None:
+        return Journal(load_config(config, manager_from(ctx)).journal_path)
+    return Journal(default_journal_path())
 
 
 @cli.command()
@@ -228,7 +243,7 @@ def resume(
     ctx: click.Context, upgrade_id: str, config: Path | None, as_json: bool, journal_path: Path | None
 ) -> None:
     """Resume a paused or interrupted upgrade from the phase it was in."""
-    journal = Journal(journal_path or default_journal_path())
+    journal = open_journal(ctx, journal_path, config)
     upgrade_ = Upgrade.from_config(_config_of(journal, upgrade_id, config), manager_from(ctx))
     run_upgrade(upgrade_, as_json=as_json, resume=upgrade_id)
 
@@ -247,7 +262,7 @@ def rollback(
     ctx: click.Context, upgrade_id: str, config: Path | None, as_json: bool, journal_path: Path | None
 ) -> None:
     """Roll back a paused or interrupted upgrade (refused after post-deployment migrations)."""
-    journal = Journal(journal_path or default_journal_path())
+    journal = open_journal(ctx, journal_path, config)
     upgrade_ = Upgrade.from_config(_config_of(journal, upgrade_id, config), manager_from(ctx))
     try:
         report = upgrade_.rollback(upgrade_id)
@@ -262,9 +277,18 @@ def rollback(
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @json_option
 @journal_option
-def status(target: str | None, limit: int, as_json: bool, journal_path: Path | None) -> None:
+@config_option
+@click.pass_context
+def status(
+    ctx: click.Context,
+    target: str | None,
+    limit: int,
+    as_json: bool,
+    journal_path: Path | None,
+    config: Path | None,
+) -> None:
     """List recent upgrades, those in progress first."""
-    journal = Journal(journal_path or default_journal_path())
+    journal = open_journal(ctx, journal_path, config)
     records = journal.upgrades(target, limit)
     records.sort(key=lambda r: (not r.status.in_progress, -r.started_at))
 
@@ -284,9 +308,13 @@ def status(target: str | None, limit: int, as_json: bool, journal_path: Path | N
 @click.argument("upgrade_id", metavar="ID")
 @json_option
 @journal_option
-def report(upgrade_id: str, as_json: bool, journal_path: Path | None) -> None:
+@config_option
+@click.pass_context
+def report(
+    ctx: click.Context, upgrade_id: str, as_json: bool, journal_path: Path | None, config: Path | None
+) -> None:
     """Print the report and the events of one upgrade."""
-    journal = Journal(journal_path or default_journal_path())
+    journal = open_journal(ctx, journal_path, config)
     record = journal.get(upgrade_id)
     if record is None:
         raise UsageError(f"no upgrade {upgrade_id!r} in the journal {journal.path}")

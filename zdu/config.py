@@ -356,8 +356,10 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
     for key, value in upgrade_raw.items():
         if key == "state_dir":
             resolved = collector.call("upgrade.state_dir", lambda value=value: _path(value, Path))
+            if resolved is not None and not resolved.is_absolute() and path is not None:
+                resolved = path.parent.resolve() / resolved  # relative to the configuration file
             if resolved is not None:
-                state_dir = resolved if resolved.is_absolute() or path is None else path.parent / resolved
+                state_dir = resolved
         else:
             problems.append(f"upgrade.{key}: unknown field (known: state_dir)")
 
@@ -372,8 +374,8 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
         layers=tuple(layers),
         probes=tuple(probes),
         migrations=migrations,
-        state_dir=state_dir,
-        source=path,
+        state_dir=state_dir.resolve(),
+        source=path.resolve() if path is not None else None,
     )
 
 

@@ -61,7 +61,7 @@ class Nginx:
 
     def __init__(self, program: str, prefix: Path) -> None:
         self.program = program
-        self.prefix = prefix
+        self.prefix = prefix.resolve()  # nginx resolves relative paths against its prefix, not our cwd
         self._binary: str | None = None
 
     @property

@@ -61,7 +61,7 @@ class LocalPlatform:
     def __init__(self, config: LocalPlatformConfig, env: PlatformEnv) -> None:
         self.config = config
         self.env = env
-        self.state_dir = env.state_dir
+        self.state_dir = env.state_dir.resolve()
         self._store = StateStore(self.state_dir / "state.json")
         self._router = NginxRouter(
             self._store, Nginx(config.nginx, self.state_dir / "nginx"), self.config.listen

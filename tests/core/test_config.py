@@ -110,3 +110,13 @@ def test_command_line_bad_arguments_exit_2(tmp_path):
     done = subprocess.run([ZDU, "status", "--limit", "0"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--limit" in done.stderr
+
+
+def test_a_relative_state_dir_is_relative_to_the_config_file(tmp_path, zdu_plugin_manager, monkeypatch):
+    (tmp_path / "deploy").mkdir()
+    path = tmp_path / "deploy" / "cell.toml"
+    path.write_text(GOOD + '\n[upgrade]\nstate_dir = ".zdu"\n')
+    monkeypatch.chdir(tmp_path)
+    config = load_config(Path("deploy/cell.toml"), zdu_plugin_manager)
+    assert config.state_dir == tmp_path / "deploy" / ".zdu"
+    assert config.journal_path.is_absolute() and config.source == path

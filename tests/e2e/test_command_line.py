@@ -65,6 +65,22 @@ def test_up_upgrade_down_from_a_shell_with_curl_seeing_no_failure(tmp_path, stra
     assert len(codes) > 50, "curl sent too few requests to show anything"
     assert set(codes) == {"200"}, f"curl saw {sorted(set(codes))}"
     assert down.returncode == 0, down.stderr
+    # the journal in the config's state_dir holds the upgrade and its events
+    status = json.loads(zdu("status", "--config", str(config), "--json").stdout)["upgrades"]
+    assert [(u["id"], u["status"]) for u in status] == [(report["upgrade_id"], "succeeded")]
+    events = json.loads(zdu("report", report["upgrade_id"], "--config", str(config), "--json").stdout)[
+        "events"
+    ]
+    assert [e["phase"] for e in events if e["kind"] == "phase-finished"] == [
+        "preflight",
+        "migrate(pre)",
+        "prepare",
+        "rollout",
+        "verify",
+        "finalize",
+        "migrate(post)",
+        "cleanup",
+    ]
     leftover = [
         pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     ]
