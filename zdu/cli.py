@@ -272,6 +272,26 @@ def rollback(
     sys.exit(0 if report.status is UpgradeStatus.ROLLED_BACK else EXIT_FAILED)
 
 
+@cli.group()
+def migrate() -> None:
+    """Run migrations outside an upgrade."""
+
+
+@migrate.command("post")
+@config_argument
+@json_option
+@click.pass_context
+def migrate_post(ctx: click.Context, config: Path, as_json: bool) -> None:
+    """Run the post-deployment migrations once the whole fleet serves the release (no way back after)."""
+    upgrade_ = Upgrade.from_config(config, manager_from(ctx))
+    try:
+        result = upgrade_.migrate_post()
+    finally:
+        upgrade_.close()
+    emit(result.to_dict(), as_json, result.summary)
+    sys.exit(0 if result.status is UpgradeStatus.SUCCEEDED else EXIT_FAILED)
+
+
 @cli.command()
 @click.option("--target", help="Only this target's upgrades.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)

@@ -30,6 +30,7 @@ The file::
 
     [migrations]                # optional
     name = "sql"
+    defer_post = false          # true: leave post-deployment migrations to 'zdu migrate post'
 
     [upgrade]                   # optional
     state_dir = "/var/lib/zdu"
@@ -92,6 +93,7 @@ class UpgradeConfig:
     layers: tuple[ComponentSpec, ...] = ()
     probes: tuple[ProbeSpec, ...] = ()
     migrations: ComponentSpec | None = None
+    defer_post: bool = False
     state_dir: Path = attrs.field(factory=default_state_dir)
     source: Path | None = None
 
@@ -121,7 +123,11 @@ class UpgradeConfig:
                 {"name": p.name, **unstructure(p.gate), **unstructure(p.options)} for p in self.probes
             ],
             "migrations": (
-                {"name": self.migrations.name, **unstructure(self.migrations.options)}
+                {
+                    "name": self.migrations.name,
+                    "defer_post": self.defer_post,
+                    **unstructure(self.migrations.options),
+                }
                 if self.migrations
                 else None
             ),
@@ -341,9 +347,13 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
             probes.append(ProbeSpec(name=spec.name, record=spec.record, options=spec.options, gate=gate))
 
     migrations = None
+    defer_post = False
     if "migrations" in raw:
         migrations_raw = dict(collector.table(raw, "migrations"))
         runner_name = migrations_raw.pop("name", None)
+        if "defer_post" in migrations_raw:
+            value = migrations_raw.pop("defer_post")
+            defer_post = collector.call("migrations.defer_post", lambda: _strict_bool(value, bool)) is True
         if runner_name is None:
             problems.append("migrations.name: required field missing")
         else:
@@ -374,6 +384,7 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
         layers=tuple(layers),
         probes=tuple(probes),
         migrations=migrations,
+        defer_post=defer_post,
         state_dir=state_dir.resolve(),
         source=path.resolve() if path is not None else None,
     )

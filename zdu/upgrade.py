@@ -37,6 +37,7 @@ from zdu.journal import Journal
 from zdu.migrations import MigrationEnv, MigrationRunner, Stage
 from zdu.model import Phase, Report, UpgradeStatus, Verdict, Version
 from zdu.platform import Platform, PlatformEnv
+from zdu.policy import check_upgrade_path
 from zdu.probe import GateSettings, Probe, ProbeContext
 from zdu.registry import ZduPluginManager, get_plugin_manager
 from zdu.strategy import Step, Strategy, TrafficLayer
@@ -91,8 +92,22 @@ class Upgrade:
         *,
         journal: Journal | None = None,
         verify_seconds: float = 2.0,
+        unsafe_run_post_migrations_before_rollout: bool = False,
     ) -> None:
+        """Prepare an upgrade (nothing runs before :meth:`run`).
+
+        :param config: the whole upgrade, as :func:`zdu.config.load_config` builds it.
+        :param manager: the plugin manager (default: a fresh one with every installed plugin).
+        :param journal: the journal (default: the one in the configuration's state directory).
+        :param verify_seconds: how long the ``verify`` phase watches the probes with only the new
+            version serving.
+        :param unsafe_run_post_migrations_before_rollout: UNSAFE, for demonstrating the hazard only:
+            run the post-deployment migrations right after the regular ones, while the old version still
+            serves. It breaks the old version. Deliberately not reachable from configuration or the
+            command line.
+        """
         self.config = config
+        self.unsafe_early_post = unsafe_run_post_migrations_before_rollout
         self.manager = manager or get_plugin_manager()
         self.journal = journal or Journal(config.journal_path)
         self.verify_seconds = verify_seconds
@@ -191,12 +206,7 @@ class Upgrade:
         return configured
 
     def _check_versions(self, from_version: Version) -> None:
-        to_version = self.config.release.version
-        if to_version <= from_version:
-            raise PreflightError(
-                f"release.version {to_version} is not newer than the running version {from_version}: "
-                "zdu upgrades forward only (a rollback is 'zdu rollback ID' of the upgrade to undo)"
-            )
+        check_upgrade_path(from_version, self.config.release.version)
 
     def plan(self) -> Plan:
         """What :meth:`run` would do now, step by step, without changing anything."""
@@ -217,7 +227,8 @@ class Upgrade:
             steps.extend(step for step in layer.plan(context) if step.phase != "prepare")
         steps.append(Step("verify", "verify", f"only {self.config.release.version} serves; probes gate"))
         if runner is not None:
-            steps.extend(Step("migrate(post)", "migrate", name) for name in runner.pending(Stage.POST))
+            action = "deferred" if self.config.defer_post else "migrate"
+            steps.extend(Step("migrate(post)", action, name) for name in runner.pending(Stage.POST))
         steps.append(Step("cleanup", "cleanup", "remove managed routes, stop probes"))
         return Plan(
             target=self.config.target.name,
@@ -315,7 +326,7 @@ class Upgrade:
         runner = self._runner()
         actions: dict[Phase, Callable[[], None]] = {
             Phase.PREFLIGHT: lambda: self._preflight(ctx, gates, strategy, layers),
-            Phase.MIGRATE_PRE: lambda: self._migrate(ctx, runner, Stage.PRE),
+            Phase.MIGRATE_PRE: lambda: self._migrate_pre(ctx, runner),
             Phase.PREPARE: lambda: self._prepare(ctx, layers),
             Phase.ROLLOUT: lambda: strategy.rollout(ctx),
             Phase.VERIFY: lambda: self._verify(ctx),
@@ -401,6 +412,12 @@ class Upgrade:
         applied = runner.run(stage, ctx)
         ctx.event("migrations-applied", f"{len(applied)} {stage} migrations applied", applied=applied)
 
+    def _migrate_pre(self, ctx: UpgradeContext, runner: MigrationRunner | None) -> None:
+        self._migrate(ctx, runner, Stage.PRE)
+        if self.unsafe_early_post:
+            ctx.event("unsafe", "UNSAFE: running post-deployment migrations before the rollout, as asked")
+            self._migrate(ctx, runner, Stage.POST)
+
     def _prepare(self, ctx: UpgradeContext, layers: list[TrafficLayer]) -> None:
         for layer in layers:
             layer.prepare(ctx)
@@ -424,6 +441,17 @@ class Upgrade:
             layer.finalize(ctx)
 
     def _migrate_post(self, ctx: UpgradeContext, runner: MigrationRunner | None) -> None:
+        if runner is not None and self.config.defer_post:
+            ctx.event(
+                "migrations",
+                f"post-deployment migrations deferred ({len(runner.pending(Stage.POST))} pending): "
+                "run 'zdu migrate post CONFIG' once you are ready",
+            )
+            return
+        self._check_no_older_instance(ctx)
+        self._migrate(ctx, runner, Stage.POST)
+
+    def _check_no_older_instance(self, ctx: UpgradeContext) -> None:
         older = [
             f"{g.name} ({g.replicas} instances)"
             for g in self.platform.groups()
@@ -434,7 +462,6 @@ class Upgrade:
                 f"post-deployment migrations need every instance on {ctx.release.version}; still running: "
                 f"{', '.join(older)}"
             )
-        self._migrate(ctx, runner, Stage.POST)
 
     def _rollback(
         self,
@@ -510,6 +537,57 @@ class Upgrade:
         )
         self.journal.finish(upgrade_id, status, report=report.to_dict(), error=error)
         self.manager.notify("zdu_upgrade_finished", upgrade=info, report=report)
+        return report
+
+    def migrate_post(self) -> Report:
+        """Run the post-deployment migrations on their own (``zdu migrate post CONFIG``).
+
+        For upgrades run with ``migrations.defer_post``. Checks the same precondition as the upgrade's
+        ``migrate(post)`` phase: the platform serves the release and runs no instance of an older
+        version. Holds the target's lock in the journal while it runs.
+        """
+        runner = self._runner()
+        if runner is None:
+            raise UsageError("migrations: no migration runner configured, so there is nothing to run")
+        release = self.config.release.version
+        running = current_version(self.platform)
+        if running != release:
+            raise PreflightError(
+                f"post-deployment migrations of {release} need the whole fleet on {release}; "
+                f"{self.config.target.name!r} serves {running or 'no single version'}"
+            )
+        started = time.time()
+        upgrade_id = self.journal.begin(
+            target=self.config.target.name,
+            from_version=str(release),
+            to_version=str(release),
+            strategy="migrate-post",
+            config={**self.config.redacted(), "source": str(self.config.source or "")},
+        )
+        info = UpgradeInfo(upgrade_id, self.config.target.name, str(release), str(release), "migrate-post")
+        ctx = self._context(info, release, [], self._replicas(release))
+        phases: list[tuple[str, float]] = []
+        status, error = UpgradeStatus.SUCCEEDED, None
+        try:
+            with self._phase(ctx, Phase.MIGRATE_POST, phases):
+                self._check_no_older_instance(ctx)
+                self._migrate(ctx, runner, Stage.POST)
+        except (ZduError, OSError) as failure:
+            status, error = UpgradeStatus.FAILED, f"{Phase.MIGRATE_POST} failed: {failure}"
+        report = Report(
+            upgrade_id=upgrade_id,
+            target=info.target,
+            from_version=info.from_version,
+            to_version=info.to_version,
+            strategy=info.strategy,
+            layers=(),
+            status=status,
+            started_at=started,
+            finished_at=time.time(),
+            phases=tuple(phases),
+            error=error,
+        )
+        self.journal.finish(upgrade_id, status, report=report.to_dict(), error=error)
         return report
 
     def close(self) -> None:
