@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.status import Status
 
 from zdu.config import load_config
 from zdu.context import UpgradeInfo
@@ -53,15 +54,40 @@ _PROGRESS_EVENTS = {
 
 
 class ProgressObserver:
-    """Prints an upgrade's phases and main events on stderr (a spinner line on a terminal)."""
+    """Shows an upgrade's phases and main events on stderr.
+
+    On a terminal a spinner line tells the phase and the step in progress, with finished phases
+    printed above it; elsewhere (a CI log, a pipe) every line is printed plainly.
+    """
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self._status: Status | None = None
+        self._phase = ""
+
+    def _show(self, text: str) -> None:
+        if self._status is not None:
+            self._status.update(text)
+
+    @hookimpl
+    def zdu_upgrade_started(self, upgrade: UpgradeInfo) -> None:
+        """Start the spinner (on a terminal)."""
+        self.console.print(
+            f"[bold]{upgrade.target}[/bold]: {upgrade.from_version} -> {upgrade.to_version} with "
+            f"{' + '.join((upgrade.strategy, *upgrade.layers))} (upgrade {upgrade.id})",
+            highlight=False,
+        )
+        if self.console.is_terminal:
+            self._status = self.console.status("preflight")
+            self._status.start()
 
     @hookimpl
     def zdu_phase_started(self, upgrade: UpgradeInfo, phase: str) -> None:
         """Show the phase."""
-        self.console.print(f"[bold]{upgrade.target}[/bold] {phase} …", highlight=False)
+        self._phase = phase
+        if self._status is None:
+            self.console.print(f"[bold]{upgrade.target}[/bold] {phase} …", highlight=False)
+        self._show(f"{phase} …")
 
     @hookimpl
     def zdu_phase_finished(self, upgrade: UpgradeInfo, phase: str, outcome: str, duration_s: float) -> None:
@@ -75,9 +101,18 @@ class ProgressObserver:
     @hookimpl
     def zdu_event(self, upgrade: UpgradeInfo, event: Event) -> None:
         """Show the steps and every gate failure."""
+        if event.kind == "step-started":
+            self._show(f"{self._phase}: {event.message} …")
         if event.kind in _PROGRESS_EVENTS:
             style = "red" if event.kind in {"gate-failed", "rollback", "error"} else "dim"
             self.console.print(f"  [{style}]{event.message}[/{style}]", highlight=False)
+
+    @hookimpl
+    def zdu_upgrade_finished(self, upgrade: UpgradeInfo, report: Report) -> None:
+        """Stop the spinner."""
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
 
 
 def stderr_console() -> Console:
