@@ -153,7 +153,7 @@ class Journal:
 
         Raises :class:`~zdu.errors.TargetBusy` when ``target`` has an upgrade in progress. An upgrade
         whose owning process has died is marked ``interrupted`` first; it still holds the Target
-        until it is resumed, rolled back or abandoned.
+        until it is resumed or rolled back.
         """
         upgrade_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         me = psutil.Process()
@@ -167,16 +167,7 @@ class Journal:
                 ).fetchone()
                 if row is not None:
                     db.execute("COMMIT")  # keep the interrupted mark of a dead owner
-                    raise TargetBusy(
-                        f"target {target!r} has upgrade {row['id']} {row['status']} "
-                        f"(owner pid {row['owner_pid']} on {row['owner_host']}); "
-                        + (
-                            f"resume it with 'zdu resume {row['id']}' or give it up with "
-                            f"'zdu abandon {row['id']}'"
-                            if row["status"] != "running"
-                            else "wait for it to finish"
-                        )
-                    )
+                    raise _busy(target, row)
                 db.execute(
                     "INSERT INTO upgrades (id, target, from_version, to_version, strategy, layers, status, "
                     "started_at, owner_host, owner_pid, owner_started, config) "
@@ -202,6 +193,23 @@ class Journal:
                 db.execute("ROLLBACK")
                 raise
         return upgrade_id
+
+    def check_free(self, target: str) -> None:
+        """Raise :class:`~zdu.errors.TargetBusy` when ``target`` has an upgrade in progress.
+
+        A first check for callers that look at the platform before :meth:`begin`, which checks again
+        atomically: a target left half-upgraded by an interrupted upgrade must say so, not look broken.
+        """
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            self._mark_dead_owners(db, target)
+            row = db.execute(
+                "SELECT id, status, owner_host, owner_pid FROM upgrades WHERE target = ? AND in_progress",
+                (target,),
+            ).fetchone()
+            db.execute("COMMIT")
+        if row is not None:
+            raise _busy(target, row)
 
     def _mark_dead_owners(self, db: sqlite3.Connection, target: str) -> None:
         rows = db.execute(
@@ -315,6 +323,17 @@ class Journal:
                     (target, limit),
                 )
             return [_record(row) for row in rows.fetchall()]
+
+
+def _busy(target: str, row: sqlite3.Row) -> TargetBusy:
+    if row["status"] == "running":
+        advice = "wait for it to finish"
+    else:
+        advice = f"resume it with 'zdu resume {row['id']}' or roll it back with 'zdu rollback {row['id']}'"
+    return TargetBusy(
+        f"target {target!r} has upgrade {row['id']} {row['status']} "
+        f"(owner pid {row['owner_pid']} on {row['owner_host']}); {advice}"
+    )
 
 
 def _alive(pid: int, started: float) -> bool:

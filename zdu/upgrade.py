@@ -261,6 +261,7 @@ class Upgrade:
         """
         started = time.time()
         if resume is None:
+            self.journal.check_free(self.config.target.name)
             from_version = self._from_version()
             self._check_versions(from_version)
             upgrade_id = self.journal.begin(
@@ -300,22 +301,7 @@ class Upgrade:
             status, error = self._run_phases(ctx, gates, phases, done)
         finally:
             verdicts = self._stop_probes(gates)
-            report = Report(
-                upgrade_id=upgrade_id,
-                target=info.target,
-                from_version=info.from_version,
-                to_version=info.to_version,
-                strategy=info.strategy,
-                layers=info.layers,
-                status=status,
-                started_at=started,
-                finished_at=time.time(),
-                phases=tuple(phases),
-                verdicts=tuple(verdicts),
-                error=error,
-            )
-            self.journal.finish(upgrade_id, status, report=report.to_dict(), error=error)
-            self.manager.notify("zdu_upgrade_finished", upgrade=info, report=report)
+            report = self._finish(info, status, started, phases, error, verdicts)
         return report
 
     def _run_phases(
@@ -485,6 +471,34 @@ class Upgrade:
             )
         return UpgradeStatus.ROLLED_BACK, reason
 
+    def _finish(
+        self,
+        info: UpgradeInfo,
+        status: UpgradeStatus,
+        started: float,
+        phases: list[tuple[str, float]],
+        error: str | None,
+        verdicts: list[Verdict] | None = None,
+    ) -> Report:
+        """Build the report, record the end in the journal, and tell the observers."""
+        report = Report(
+            upgrade_id=info.id,
+            target=info.target,
+            from_version=info.from_version,
+            to_version=info.to_version,
+            strategy=info.strategy,
+            layers=info.layers,
+            status=status,
+            started_at=started,
+            finished_at=time.time(),
+            phases=tuple(phases),
+            verdicts=tuple(verdicts or ()),
+            error=error,
+        )
+        self.journal.finish(info.id, status, report=report.to_dict(), error=error)
+        self.manager.notify("zdu_upgrade_finished", upgrade=info, report=report)
+        return report
+
     def _stop_probes(self, gates: list[ProbeGate]) -> list[Verdict]:
         verdicts = []
         for gate in gates:
@@ -522,21 +536,7 @@ class Upgrade:
         started = time.time()
         status, outcome = self._rollback(ctx, self._strategy(), self._layers(), phases, "rollback requested")
         error = None if status is UpgradeStatus.ROLLED_BACK else outcome
-        report = Report(
-            upgrade_id=upgrade_id,
-            target=info.target,
-            from_version=info.from_version,
-            to_version=info.to_version,
-            strategy=info.strategy,
-            layers=info.layers,
-            status=status,
-            started_at=started,
-            finished_at=time.time(),
-            phases=tuple(phases),
-            error=error,
-        )
-        self.journal.finish(upgrade_id, status, report=report.to_dict(), error=error)
-        self.manager.notify("zdu_upgrade_finished", upgrade=info, report=report)
+        report = self._finish(info, status, started, phases, error)
         return report
 
     def migrate_post(self) -> Report:
@@ -565,6 +565,7 @@ class Upgrade:
             config={**self.config.redacted(), "source": str(self.config.source or "")},
         )
         info = UpgradeInfo(upgrade_id, self.config.target.name, str(release), str(release), "migrate-post")
+        self.manager.notify("zdu_upgrade_started", upgrade=info)
         ctx = self._context(info, release, [], self._replicas(release))
         phases: list[tuple[str, float]] = []
         status, error = UpgradeStatus.SUCCEEDED, None
@@ -574,21 +575,7 @@ class Upgrade:
                 self._migrate(ctx, runner, Stage.POST)
         except (ZduError, OSError) as failure:
             status, error = UpgradeStatus.FAILED, f"{Phase.MIGRATE_POST} failed: {failure}"
-        report = Report(
-            upgrade_id=upgrade_id,
-            target=info.target,
-            from_version=info.from_version,
-            to_version=info.to_version,
-            strategy=info.strategy,
-            layers=(),
-            status=status,
-            started_at=started,
-            finished_at=time.time(),
-            phases=tuple(phases),
-            error=error,
-        )
-        self.journal.finish(upgrade_id, status, report=report.to_dict(), error=error)
-        return report
+        return self._finish(info, status, started, phases, error)
 
     def close(self) -> None:
         """Release the platform's client resources (the fleet keeps running)."""
