@@ -255,6 +255,20 @@ config_option = click.option(
 )
 
 
+upgrade_config_option = click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Configuration (default: the one the upgrade started with).",
+)
+
+
+def _upgrade_of(
+    ctx: click.Context, upgrade_id: str, config: Path | None, journal_path: Path | None
+) -> Upgrade:
+    journal = open_journal(ctx, journal_path, config)
+    return Upgrade.from_config(_config_of(journal, upgrade_id, config), manager_from(ctx))
+
+
 def open_journal(ctx: click.Context, journal_path: Path | None, config: Path | None) -> Journal:
     """The journal named by ``--journal``, else the one of ``--config``, else the default one."""
     if journal_path is not None:
@@ -266,11 +280,7 @@ def open_journal(ctx: click.Context, journal_path: Path | None, config: Path | N
 
 @cli.command()
 @click.argument("upgrade_id", metavar="ID")
-@click.option(
-    "--config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Configuration (default: the one the upgrade started with).",
-)
+@upgrade_config_option
 @json_option
 @journal_option
 @click.pass_context
@@ -278,18 +288,12 @@ def resume(
     ctx: click.Context, upgrade_id: str, config: Path | None, as_json: bool, journal_path: Path | None
 ) -> None:
     """Resume a paused or interrupted upgrade from the phase it was in."""
-    journal = open_journal(ctx, journal_path, config)
-    upgrade_ = Upgrade.from_config(_config_of(journal, upgrade_id, config), manager_from(ctx))
-    run_upgrade(upgrade_, as_json=as_json, resume=upgrade_id)
+    run_upgrade(_upgrade_of(ctx, upgrade_id, config, journal_path), as_json=as_json, resume=upgrade_id)
 
 
 @cli.command()
 @click.argument("upgrade_id", metavar="ID")
-@click.option(
-    "--config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Configuration (default: the one the upgrade started with).",
-)
+@upgrade_config_option
 @json_option
 @journal_option
 @click.pass_context
@@ -297,8 +301,7 @@ def rollback(
     ctx: click.Context, upgrade_id: str, config: Path | None, as_json: bool, journal_path: Path | None
 ) -> None:
     """Roll back a paused or interrupted upgrade (refused after post-deployment migrations)."""
-    journal = open_journal(ctx, journal_path, config)
-    upgrade_ = Upgrade.from_config(_config_of(journal, upgrade_id, config), manager_from(ctx))
+    upgrade_ = _upgrade_of(ctx, upgrade_id, config, journal_path)
     try:
         report = upgrade_.rollback(upgrade_id)
     finally:
