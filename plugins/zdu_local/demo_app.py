@@ -12,6 +12,16 @@ Endpoints: ``/`` (an HTML page), ``/assets/application-<hash>.js`` and ``.css`` 
 16 hex digits of the SHA-256 of the version), ``/-/readiness``, ``/-/liveness``, ``/api/v4/version``.
 Every response carries ``X-Demo-Version``.
 
+Database (``--database FILE``, a SQLite file; without it the app has no database): every view of ``/``
+reads the demo's one project, as its version's schema has it. The demo's migrations
+(:data:`DEMO_MIGRATIONS`, for the ``sql`` runner) tell the story of a column rename split in two:
+16.5's schema has ``projects(id, name, legacy_path)``; 16.6's regular migration adds ``path``, its
+post-deployment migration drops ``legacy_path``. A version before 16.6 reads ``legacy_path``; 16.6 and
+later read ``path`` (filling it in when empty) and never touch ``legacy_path``. When the query fails
+the page answers 500: post-deployment migrations run while the old version serves break the old
+version; a new version serving before the regular migrations ran breaks the new one. Connections
+wait up to 5 s for a lock, and the file is switched to WAL mode, so that several instances share it.
+
 Start-up delay (``--startup-delay``): the process listens at once, but until the delay has passed its
 readiness check answers 503 and so do the application's pages and assets (liveness answers 200). A
 platform polling readiness thus sees "running, not ready yet", never "connection refused".
@@ -30,16 +40,28 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import signal
+import sqlite3
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import FrameType
 
-__all__ = ["DemoApp", "DemoServer", "asset_hash", "main"]
+__all__ = [
+    "DEMO_BASE_SCHEMA",
+    "DEMO_MIGRATIONS",
+    "DemoApp",
+    "DemoDatabase",
+    "DemoServer",
+    "asset_hash",
+    "main",
+]
 
 FAULTS = ("never-ready", "5xx", "crash-after:SECONDS")
 
@@ -47,6 +69,70 @@ FAULTS = ("never-ready", "5xx", "crash-after:SECONDS")
 def asset_hash(version: str) -> str:
     """Return the fingerprint in the asset names of ``version``: 16 hex digits of its SHA-256."""
     return hashlib.sha256(version.encode()).hexdigest()[:16]
+
+
+#: The demo's migrations, in GitLab's layout (``db/migrate``, ``db/post_migrate``), for the ``sql`` runner.
+DEMO_MIGRATIONS = Path(__file__).parent / "demo_db"
+#: The version of the migration that creates 16.5's schema: ``SqlRunner.apply(Stage.PRE,
+#: through=DEMO_BASE_SCHEMA)`` sets up a database as 16.5 left it.
+DEMO_BASE_SCHEMA = "20231001000000"
+#: The first version that reads ``projects.path`` instead of ``projects.legacy_path``.
+PATH_COLUMN_SINCE = (16, 6)
+
+
+def _minor_version(version: str) -> tuple[int, int]:
+    match = re.match(r"^(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+class DemoDatabase:
+    """The demo's SQLite database, as one version of the app uses it.
+
+    :ivar file: the database file; it must exist (the app never creates an empty one).
+    :ivar version: the app's version: before 16.6 it reads ``legacy_path``, from 16.6 on ``path``.
+    :ivar busy_timeout: seconds a connection waits for a lock held by another process.
+    """
+
+    def __init__(self, file: Path, version: str, busy_timeout: float = 5.0) -> None:
+        self.file = file
+        self.version = version
+        self.busy_timeout = busy_timeout
+        self.uses_path_column = _minor_version(version) >= PATH_COLUMN_SINCE
+
+    def _connect(self) -> sqlite3.Connection:
+        uri = f"file:{urllib.parse.quote(str(self.file))}?mode=rw"
+        return sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
+
+    def use_wal(self) -> None:
+        """Switch the file to WAL mode (readers and a writer at once); raises sqlite3.Error."""
+        connection = self._connect()
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+
+    def project(self) -> tuple[int, str, str] | None:
+        """The first project (id, name, path) as this version reads it; raises sqlite3.Error.
+
+        16.6 and later fill in an empty ``path`` from the name (the write a new version does).
+        """
+        connection = self._connect()
+        try:
+            if not self.uses_path_column:
+                row = connection.execute("SELECT id, name, legacy_path FROM projects LIMIT 1").fetchone()
+                return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
+            row = connection.execute("SELECT id, name, path FROM projects LIMIT 1").fetchone()
+            if row is None:
+                return None
+            path = row[2]
+            if path is None:
+                path = re.sub(r"[^a-z0-9]+", "-", str(row[1]).lower()).strip("-")
+                connection.execute(
+                    "UPDATE projects SET path = ? WHERE id = ? AND path IS NULL", (path, row[0])
+                )
+            return int(row[0]), str(row[1]), str(path)
+        finally:
+            connection.close()
 
 
 class DemoApp:
@@ -59,8 +145,10 @@ class DemoApp:
         startup_delay: float = 0.0,
         request_delay: float = 0.0,
         fault: str | None = None,
+        database: Path | None = None,
     ) -> None:
         self.version = version
+        self.database = None if database is None else DemoDatabase(database, version)
         self.request_delay = request_delay
         self.fault = fault
         self.ready_at = time.monotonic() + startup_delay
@@ -82,15 +170,16 @@ class DemoApp:
         """Whether the start-up delay has passed (pages are served only then)."""
         return time.monotonic() >= self.ready_at
 
-    def page(self) -> bytes:
-        """Render the HTML of ``/``: it references this version's fingerprinted assets."""
+    def page(self, project: tuple[int, str, str] | None = None) -> bytes:
+        """Render the HTML of ``/``: it references this version's fingerprinted assets (and the project)."""
+        shown = "" if project is None else f"<p>project {project[1]} at {project[2]}</p>"
         return (
             '<!DOCTYPE html>\n<html><head><meta charset="utf-8">\n'
             f"<title>GitLab demo {self.version}</title>\n"
             f'<meta name="gitlab-version" content="{self.version}">\n'
             f'<link rel="stylesheet" href="{self.css_path}">\n'
             f'<script src="{self.js_path}" defer></script>\n'
-            f"</head><body><h1>GitLab demo</h1><p>version {self.version}</p></body></html>\n"
+            f"</head><body><h1>GitLab demo</h1><p>version {self.version}</p>{shown}</body></html>\n"
         ).encode()
 
     def javascript(self) -> bytes:
@@ -151,6 +240,15 @@ class DemoHandler(BaseHTTPRequestHandler):
         if app.fault == "5xx":
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"injected fault\n", "text/plain", head)
             return
+        if path == "/" and app.database is not None:
+            try:
+                project = app.database.project()
+            except sqlite3.Error as error:
+                message = f"database error: {error}\n".encode()
+                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, message, "text/plain", head)
+                return
+            self._send(HTTPStatus.OK, app.page(project), routes[path][1], head)
+            return
         body, content_type = routes[path]
         self._send(HTTPStatus.OK, body(), content_type, head)
 
@@ -204,6 +302,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--fault", type=_parse_fault, help=f"a fault to inject: {', '.join(FAULTS)}")
     parser.add_argument("--fault-version", help="inject the fault only when --version is this one")
+    parser.add_argument(
+        "--database",
+        metavar="FILE",
+        type=Path,
+        help="the SQLite file whose projects table / reads (absent: no database)",
+    )
     return parser
 
 
@@ -225,7 +329,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         startup_delay=args.startup_delay,
         request_delay=args.request_delay_ms / 1000.0,
         fault=fault,
+        database=args.database,
     )
+    if app.database is not None:
+        try:
+            app.database.use_wal()
+        except sqlite3.Error as error:
+            # Not fatal: the page answers 500 until the database can be read (as GitLab would).
+            print(f"demo app {app.version}: database {args.database}: {error}", file=sys.stderr, flush=True)
     server = DemoServer((args.host, args.port), app)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
