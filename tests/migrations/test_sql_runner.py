@@ -441,3 +441,13 @@ def test_apply_through_a_version_sets_up_an_older_schema(tmp_path: Path, make_ru
     runner = make_runner(f"sqlite://{tmp_path / 'db.sqlite'}", write_migrations(tmp_path / "app", PRE))
     assert runner.apply(Stage.PRE, through="20231001000000") == ["20231001000000_create_projects"]
     assert runner.pending(Stage.PRE) == ["20231016000000_add_path_to_projects"]
+
+
+def test_postgresql_without_psycopg_names_the_extra(
+    tmp_path: Path, make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg now raises ImportError
+    root = write_migrations(tmp_path / "app", PRE)
+    with pytest.raises(ConfigError, match=r"needs psycopg: install zdu\[postgresql\]") as error:
+        make_runner("postgresql://zdu:hunter2@db.example:5432/gitlab", root)
+    assert "hunter2" not in str(error.value) and "zdu:***@db.example" in str(error.value)
