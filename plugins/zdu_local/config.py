@@ -7,10 +7,20 @@ from typing import Any
 
 import attrs
 
-__all__ = ["DEFAULT_COMMAND", "LocalPlatformConfig", "split_address"]
+__all__ = ["DEFAULT_ASSETS_COMMAND", "DEFAULT_COMMAND", "LocalPlatformConfig", "split_address"]
 
 DEFAULT_COMMAND = (sys.executable, "-m", "zdu_local.demo_app", "--version", "{version}", "--port", "{port}")
 PLACEHOLDERS = {"version": "16.6.0", "port": "8080", "host": "127.0.0.1"}
+DEFAULT_ASSETS_COMMAND = (
+    sys.executable,
+    "-m",
+    "zdu_local.demo_app",
+    "--export-assets",
+    "{dir}",
+    "--version",
+    "{version}",
+)
+ASSETS_PLACEHOLDERS = {"version": "16.6.0", "dir": "/tmp/assets"}
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -44,6 +54,22 @@ def _valid_command(instance: Any, attribute: attrs.Attribute[list[str]], value: 
             ) from None
 
 
+def _valid_assets_command(instance: Any, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
+    for argument in value:
+        try:
+            argument.format(**ASSETS_PLACEHOLDERS)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"{attribute.name} argument {argument!r} has a bad placeholder ({error}); "
+                "the placeholders are {dir} and {version}"
+            ) from None
+
+
+def _not_negative(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be 0 or more, got {value!r}")
+
+
 def _valid_address(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
     try:
         split_address(value)
@@ -74,6 +100,13 @@ class LocalPlatformConfig:
         flight to finish before it is stopped anyway.
     :ivar stop_grace: seconds between SIGTERM and SIGKILL when an instance stops.
     :ivar nginx: the nginx program: a name looked up on PATH and in /usr/sbin, or a path.
+    :ivar assets_command: the program that writes one version's fingerprinted assets (the files under
+        ``/assets/``) into a directory, and its arguments, run without a shell; ``{dir}`` and
+        ``{version}`` are replaced. Used by the assets store (the ``assets-shim`` layer). The default
+        exports the bundled demo app's assets; an empty list means the platform has no assets store.
+    :ivar affinity_grace: seconds the last instances of a group keep serving its assets to the
+        clients pinned to it after they stopped taking pages, while affinity is on (so that a page
+        that group rendered just before still gets its assets); 0 turns the grace off.
     """
 
     # How many instances `zdu local up` starts.
@@ -96,8 +129,19 @@ class LocalPlatformConfig:
     stop_grace: float = attrs.field(default=10.0, validator=_positive)
     # The nginx program (name on PATH or in /usr/sbin, or a path).
     nginx: str = "nginx"
+    # The program that exports one version's assets into {dir}; [] for no assets store.
+    assets_command: list[str] = attrs.field(
+        factory=lambda: list(DEFAULT_ASSETS_COMMAND), validator=_valid_assets_command
+    )
+    # Seconds a group's last instances keep serving its assets to pinned clients (affinity on).
+    affinity_grace: float = attrs.field(default=2.0, validator=_not_negative)
 
     def command_for(self, version: str, port: int) -> list[str]:
         """Return the command line of the instance of ``version`` listening on ``port``."""
         values = {"version": version, "port": str(port), "host": self.host}
         return [argument.format(**values) for argument in self.command]
+
+    def assets_command_for(self, version: str, directory: str) -> list[str]:
+        """Return the command line that exports the assets of ``version`` into ``directory``."""
+        values = {"version": version, "dir": directory}
+        return [argument.format(**values) for argument in self.assets_command]

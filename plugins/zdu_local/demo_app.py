@@ -12,6 +12,9 @@ Endpoints: ``/`` (an HTML page), ``/assets/application-<hash>.js`` and ``.css`` 
 16 hex digits of the SHA-256 of the version), ``/-/readiness``, ``/-/liveness``, ``/api/v4/version``.
 Every response carries ``X-Demo-Version``.
 
+``--export-assets DIR`` writes the version's fingerprinted assets into ``DIR`` (as ``/assets/`` serves
+them) and exits: the local platform's assets store publishes a version with it (``assets-shim``).
+
 Database (``--database FILE``, a SQLite file; without it the app has no database): every view of ``/``
 reads the demo's one project, as its version's schema has it. The demo's migrations
 (:data:`DEMO_MIGRATIONS`, for the ``sql`` runner) tell the story of a column rename split in two:
@@ -60,6 +63,7 @@ __all__ = [
     "DemoDatabase",
     "DemoServer",
     "asset_hash",
+    "export_assets",
     "main",
 ]
 
@@ -292,7 +296,7 @@ def _parse_fault(text: str) -> tuple[str, float]:
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zdu_local.demo_app", description=__doc__.split("\n")[0])
     parser.add_argument("--version", required=True, help="the GitLab version this instance plays")
-    parser.add_argument("--port", type=int, required=True, help="the TCP port to listen on")
+    parser.add_argument("--port", type=int, help="the TCP port to listen on (required to serve)")
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     parser.add_argument(
         "--startup-delay", type=float, default=0.0, help="seconds during which readiness answers 503"
@@ -308,7 +312,28 @@ def _build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="the SQLite file whose projects table / reads (absent: no database)",
     )
+    parser.add_argument(
+        "--export-assets",
+        metavar="DIR",
+        help="write this version's fingerprinted assets (the files under /assets/) into DIR and exit",
+    )
     return parser
+
+
+def export_assets(version: str, directory: Path) -> list[str]:
+    """Write the fingerprinted assets of ``version`` into ``directory``, as ``/assets/`` serves them.
+
+    Returns the names written (relative to ``directory``). The assets store of the local platform runs
+    this (``python -m zdu_local.demo_app --export-assets DIR --version VERSION``) to publish a version.
+    """
+    app = DemoApp(version)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, body in ((app.js_path, app.javascript()), (app.css_path, app.stylesheet())):
+        name = path.removeprefix("/assets/")
+        (directory / name).write_bytes(body)
+        written.append(name)
+    return written
 
 
 def _crash_after(app: DemoApp, seconds: float) -> None:
@@ -320,7 +345,14 @@ def _crash_after(app: DemoApp, seconds: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo application until SIGTERM or SIGINT; return the exit code."""
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.export_assets is not None:
+        for name in export_assets(args.version, Path(args.export_assets)):
+            print(name)
+        return 0
+    if args.port is None:
+        parser.error("--port is required (unless --export-assets is given)")
     fault, crash_seconds = args.fault if args.fault else (None, 0.0)
     if args.fault_version is not None and args.fault_version != args.version:
         fault = None

@@ -25,6 +25,7 @@ import attrs
 from zdu.errors import PlatformError, ReadinessTimeout
 from zdu.model import Version
 from zdu.platform import Instance, InstanceGroup, PlatformEnv
+from zdu_local.assets import DirectoryAssetStore
 from zdu_local.config import LocalPlatformConfig
 from zdu_local.network import established_connections, free_port, http_status
 from zdu_local.nginx import Nginx
@@ -63,8 +64,17 @@ class LocalPlatform:
         self.env = env
         self.state_dir = env.state_dir.resolve()
         self._store = StateStore(self.state_dir / "state.json")
+        self._assets: DirectoryAssetStore | None = None
+        if config.assets_command:
+            self._assets = DirectoryAssetStore(
+                self.state_dir / "assets", config.assets_command_for, {**os.environ, **config.env}
+            )
         self._router = NginxRouter(
-            self._store, Nginx(config.nginx, self.state_dir / "nginx"), self.config.listen
+            self._store,
+            Nginx(config.nginx, self.state_dir / "nginx"),
+            self.config.listen,
+            assets_dir=self._assets.files_dir if self._assets is not None else None,
+            affinity_grace=config.affinity_grace,
         )
 
     # -- the fleet's life ----------------------------------------------------------------------------
@@ -73,6 +83,11 @@ class LocalPlatform:
     def router(self) -> NginxRouter:
         """The nginx router in front of the instances."""
         return self._router
+
+    @property
+    def assets(self) -> DirectoryAssetStore | None:
+        """The assets store (``<state dir>/assets``), or None when ``assets_command`` is empty."""
+        return self._assets
 
     @property
     def state(self) -> FleetState:

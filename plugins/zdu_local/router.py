@@ -27,6 +27,7 @@ import os
 import pwd
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import attrs
 import psutil
@@ -64,6 +65,29 @@ def _user_directive(nginx: Nginx) -> str:
     return f"user {user} {group};\n"
 
 
+AFFINITY_COOKIE = "zdu_group"
+_COOKIE_ATTRIBUTES = "Path=/; HttpOnly; SameSite=Lax"
+_NOTHING_ROUTABLE = '"no instance is ready to serve this\\n"'
+_ASSET_CACHE_CONTROL = "public, max-age=31536000, immutable"
+# The types nginx gives the files of the assets store (it loads no mime.types of its own here).
+_ASSET_TYPES = (
+    ("text/css", "css"),
+    ("application/javascript", "js mjs"),
+    ("application/json", "json map"),
+    ("image/svg+xml", "svg"),
+    ("image/png", "png"),
+    ("image/jpeg", "jpg jpeg"),
+    ("image/gif", "gif"),
+    ("image/webp", "webp"),
+    ("image/x-icon", "ico"),
+    ("font/woff", "woff"),
+    ("font/woff2", "woff2"),
+    ("font/ttf", "ttf"),
+    ("application/wasm", "wasm"),
+    ("text/plain", "txt"),
+)
+
+
 def _upstream(name: str, servers: Sequence[tuple[InstanceRecord, int]]) -> str:
     lines = [f"    upstream {name} {{"]
     lines += [f"        server {record.address} weight={weight};" for record, weight in servers]
@@ -71,9 +95,14 @@ def _upstream(name: str, servers: Sequence[tuple[InstanceRecord, int]]) -> str:
     return "\n".join(lines)
 
 
+def _group_upstream(group: str) -> str:
+    """The name of the upstream of one group's instances (affinity)."""
+    return f"zdu_group_{group}"
+
+
 def _server(address: str, upstream: str | None) -> str:
     if upstream is None:
-        location = '            return 503 "no instance is ready to serve this\\n";'
+        location = f"            return 503 {_NOTHING_ROUTABLE};"
     else:
         location = f"            proxy_pass http://{upstream};"
     return "\n".join(
@@ -88,12 +117,116 @@ def _server(address: str, upstream: str | None) -> str:
     )
 
 
+def _proxy_location(path: str, upstream: str | None, *, affinity: bool) -> list[str]:
+    """A location proxying to ``upstream`` (a name, or ``$variable`` chosen by the affinity maps)."""
+    lines = [f"        location {path} {{"]
+    if upstream is None:
+        lines.append(f"            return 503 {_NOTHING_ROUTABLE};")
+    elif upstream.startswith("$"):
+        lines += [
+            f'            if ({upstream} = "") {{',
+            f"                return 503 {_NOTHING_ROUTABLE};",
+            "            }",
+            f"            proxy_pass http://{upstream};",
+        ]
+    else:
+        lines.append(f"            proxy_pass http://{upstream};")
+    if affinity and upstream is not None:
+        lines.append("            add_header Set-Cookie $zdu_affinity_cookie;")
+    lines.append("        }")
+    return lines
+
+
+def _assets_location(directory: str) -> list[str]:
+    """``/assets/`` served by nginx from the assets store: long-cached, 404 for a missing file."""
+    lines = [
+        "        location /assets/ {",
+        f"            alias {_quote(directory.rstrip('/') + '/')};",
+        "            types {",
+    ]
+    lines += [f"                {mime} {extensions};" for mime, extensions in _ASSET_TYPES]
+    lines += [
+        "            }",
+        "            default_type application/octet-stream;",
+        "            autoindex off;",
+        "            etag on;",
+        f'            add_header Cache-Control "{_ASSET_CACHE_CONTROL}";',
+        '            add_header X-Zdu-Assets "store";',
+        "        }",
+    ]
+    return lines
+
+
+def _address_pattern(address: str) -> str:
+    """A PCRE matching ``address`` as the last entry of ``$upstream_addr`` (``a, b`` after a retry)."""
+    escaped = "".join("\\" + c if not c.isalnum() else c for c in address)
+    return f"~(^|\\s){escaped}$"
+
+
+def _map_key(group: str) -> str:
+    """``group`` as an exact source value of a ``map`` (a group called like a map keyword is escaped)."""
+    return "\\" + group if group in ("default", "hostnames", "include", "volatile") else group
+
+
+def _affinity_maps(
+    record: RouterRecord, routed: Sequence[InstanceRecord], sticky: Mapping[str, Sequence[InstanceRecord]]
+) -> list[str]:
+    """The maps of sticky sessions: which group served a response, and where a pinned client goes.
+
+    * ``$zdu_affinity_cookie``: the ``Set-Cookie`` value naming the group of the instance that
+      answered (from ``$upstream_addr``), empty when no instance answered (no cookie is set then);
+    * ``$zdu_page_upstream``: pages of a client pinned to a group with a weight above 0 and a ready
+      instance go to that group; every other request goes by weight;
+    * ``$zdu_asset_upstream``: assets of a client pinned to a group that has a ready instance (or one
+      in its grace) go to that group, whatever its weight: the page that asks for them came from it.
+    """
+    weighted = "zdu_users" if routed else '""'
+    routed_groups = {r.group for r in routed}
+    lines = ["    map $upstream_addr $zdu_affinity_cookie {", '        default "";']
+    for group, members in sticky.items():
+        cookie = _quote(f"{AFFINITY_COOKIE}={group}; {_COOKIE_ATTRIBUTES}")
+        lines += [f"        {_quote(_address_pattern(member.address))} {cookie};" for member in members]
+    lines += [
+        "    }",
+        f"    map $cookie_{AFFINITY_COOKIE} $zdu_page_upstream {{",
+        f"        default {weighted};",
+    ]
+    lines += [
+        f"        {_map_key(group)} {_group_upstream(group)};"
+        for group in sticky
+        if group in routed_groups and record.weights.get(group, 0) > 0
+    ]
+    lines += [
+        "    }",
+        f"    map $cookie_{AFFINITY_COOKIE} $zdu_asset_upstream {{",
+        f"        default {weighted};",
+    ]
+    lines += [f"        {_map_key(group)} {_group_upstream(group)};" for group in sticky]
+    lines.append("    }")
+    return lines
+
+
+def _user_server(record: RouterRecord, routed: Sequence[InstanceRecord], affinity: bool) -> list[str]:
+    weighted = "zdu_users" if routed else None
+    lines = ["    server {", f"        listen {record.listen};"]
+    if record.assets_dir is not None:
+        lines += _assets_location(record.assets_dir)
+    elif affinity:
+        lines += _proxy_location("/assets/", "$zdu_asset_upstream", affinity=True)
+    lines += _proxy_location("/", "$zdu_page_upstream" if affinity else weighted, affinity=affinity)
+    lines.append("    }")
+    return lines
+
+
 def _routing_document(record: RouterRecord, routed: Sequence[InstanceRecord]) -> str:
     document = {
         "generation": record.generation,
         "weights": {group: weight for group, weight in sorted(record.weights.items()) if weight > 0},
         "routed": sorted(r.id for r in routed),
         "preview": record.preview_group,
+        "affinity": record.affinity,
+        "asset_grace": sorted(record.asset_grace) if record.affinity else [],
+        "assets": record.assets_dir is not None,
     }
     return json.dumps(document, sort_keys=True)
 
@@ -102,10 +235,22 @@ def _routed(record: RouterRecord, instances: Sequence[InstanceRecord]) -> list[I
     return [i for i in instances if i.routable and record.weights.get(i.group, 0) > 0]
 
 
+def _sticky(record: RouterRecord, instances: Sequence[InstanceRecord]) -> dict[str, list[InstanceRecord]]:
+    """The instances of each group's own upstream while affinity is on: ready ones, and those in grace."""
+    if not record.affinity:
+        return {}
+    groups: dict[str, list[InstanceRecord]] = {}
+    for instance in instances:
+        if instance.routable or instance.id in record.asset_grace:
+            groups.setdefault(instance.group, []).append(instance)
+    return dict(sorted(groups.items()))
+
+
 def render_config(nginx: Nginx, record: RouterRecord, instances: Sequence[InstanceRecord]) -> str:
     """Render the nginx configuration that routes ``instances`` as ``record`` says."""
     prefix = nginx.prefix
     routed = _routed(record, instances)
+    sticky = _sticky(record, instances)
     parts = [
         "# Generated by zdu (local platform): every change is a graceful reload. Do not edit.",
         _user_directive(nginx) + "worker_processes 1;",
@@ -136,11 +281,14 @@ def render_config(nginx: Nginx, record: RouterRecord, instances: Sequence[Instan
         "    proxy_send_timeout 300s;",
     ]
     host, _port = split_address(record.listen)
-    users = None
     if routed:
-        users = "zdu_users"
-        parts.append(_upstream(users, [(r, record.weights[r.group]) for r in routed]))
-    parts.append(_server(record.listen, users))
+        parts.append(_upstream("zdu_users", [(r, record.weights[r.group]) for r in routed]))
+    if record.affinity:
+        parts += [
+            _upstream(_group_upstream(group), [(r, 1) for r in members]) for group, members in sticky.items()
+        ]
+        parts += _affinity_maps(record, routed, sticky)
+    parts += _user_server(record, routed, record.affinity)
     if record.preview_group is not None and record.preview_port is not None:
         previewed = [i for i in instances if i.routable and i.group == record.preview_group]
         preview = None
@@ -175,12 +323,26 @@ class NginxRouter:
     :param nginx: the nginx server to configure.
     :param listen: where nginx is to listen for users (``host:port``; port 0: a free port, chosen when
         the fleet comes up and kept for its life).
+    :param assets_dir: the directory of the assets store, served as ``/assets/`` by :meth:`route_assets`
+        (``None``: the platform has no assets store).
+    :param affinity_grace: seconds the last instances of a group keep serving its assets to the clients
+        pinned to it after they left the router, while affinity is on (see :meth:`sync`).
     """
 
-    def __init__(self, store: StateStore, nginx: Nginx, listen: str) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        nginx: Nginx,
+        listen: str,
+        *,
+        assets_dir: Path | None = None,
+        affinity_grace: float = 0.0,
+    ) -> None:
         self._store = store
         self._nginx = nginx
         self._listen = listen
+        self._assets_dir = assets_dir
+        self._affinity_grace = affinity_grace
 
     @property
     def nginx(self) -> Nginx:
@@ -280,10 +442,72 @@ class NginxRouter:
             self._apply(attrs.evolve(record, preview_group=group, preview_port=port))
         return self.preview_url
 
+    def set_affinity(self, enabled: bool) -> None:
+        """Switch sticky sessions on or off (a confirmed graceful reload; nothing when already so).
+
+        While on, nginx names the group that answered in a cookie (``zdu_group=<group>``) and routes
+        by it: a page goes to the client's group while that group has a weight above 0 and a ready
+        instance; an asset (``/assets/...``) goes to it while it has a ready instance, whatever its
+        weight, because the page that asks for it came from that group. Every other request (no
+        cookie, a group unknown or gone) is routed by weight, and its answer pins the client anew.
+        The setting is kept in ``state.json``, so a later command finds it.
+        """
+        with self._store.locked():
+            record = self.record
+            if record.affinity != enabled:
+                logger.info("switching affinity (sticky sessions) %s", "on" if enabled else "off")
+            self._apply(attrs.evolve(record, affinity=enabled, asset_grace=()))
+
+    def route_assets(self, enabled: bool) -> None:
+        """Serve ``/assets/`` from the assets store (nginx reads the files itself), or stop doing so.
+
+        Raises PlatformError when the platform has no assets store, or nothing was published to it.
+        """
+        with self._store.locked():
+            record = self.record
+            directory: str | None = None
+            if enabled:
+                if self._assets_dir is None:
+                    raise PlatformError(
+                        "the local platform has no assets store (platform.assets_command = [])"
+                    )
+                if not self._assets_dir.is_dir():
+                    raise PlatformError(
+                        "cannot route /assets/ to the assets store: nothing is published in "
+                        f"{self._assets_dir}"
+                    )
+                directory = str(self._assets_dir)
+            if record.assets_dir != directory:
+                logger.info("serving /assets/ from %s", directory or "the instances")
+            self._apply(attrs.evolve(record, assets_dir=directory))
+
+    def routing(self) -> dict[str, object] | None:
+        """What the running nginx says it routes (its control server's document); None when unreachable.
+
+        ``generation``, ``weights``, ``routed`` (instance ids), ``preview``, ``affinity``,
+        ``asset_grace`` (instance ids) and ``assets`` (whether ``/assets/`` is served from the store).
+        """
+        record = self._store.state.router
+        return None if record is None else self._running_routing(record)
+
     def remove_managed_routes(self) -> None:
-        """Remove every route added for an upgrade (the preview listener). Idempotent."""
-        if self._store.state.router is not None:
-            self.set_preview(None)
+        """Remove every route added for an upgrade (preview listener, affinity, assets route). Idempotent."""
+        with self._store.locked():
+            record = self._store.state.router
+            if record is None:
+                return
+            if record.preview_group is not None or record.affinity or record.assets_dir is not None:
+                logger.info("removing the routes managed for the upgrade")
+            self._apply(
+                attrs.evolve(
+                    record,
+                    preview_group=None,
+                    preview_port=None,
+                    affinity=False,
+                    asset_grace=(),
+                    assets_dir=None,
+                )
+            )
 
     def start(self) -> None:
         """Start nginx (only when the fleet comes up); choose its ports the first time."""
@@ -318,8 +542,34 @@ class NginxRouter:
         self._nginx.stop(master)
 
     def sync(self) -> None:
-        """Put in force the routing of the fleet as it is now (after instances came or left)."""
-        self._apply(self.record)
+        """Put in force the routing of the fleet as it is now (after instances came or left).
+
+        While affinity is on, a group whose last ready instances leave (they are being drained) keeps
+        them for its pinned clients' assets for ``affinity_grace`` seconds first: they take no page
+        and no new client any more, but a page that group rendered just before still gets its assets
+        from it. Only then does the routing drop them, and the caller drains and stops them.
+        """
+        with self._store.locked():
+            record = self.record
+            if record.affinity and self._affinity_grace > 0:
+                instances = self._store.state.instances
+                ready_groups = {i.group for i in instances if i.routable}
+                leaving = tuple(
+                    sorted(
+                        i.id
+                        for i in instances
+                        if i.id in record.sticky and not i.routable and i.group not in ready_groups
+                    )
+                )
+                if leaving:
+                    logger.info(
+                        "keeping %s for the assets of clients pinned to their group for %gs",
+                        ", ".join(leaving),
+                        self._affinity_grace,
+                    )
+                    self._apply(attrs.evolve(record, asset_grace=leaving))
+                    self._hold_grace(self._affinity_grace)
+            self._apply(attrs.evolve(self.record, asset_grace=()))
 
     def _apply(self, record: RouterRecord) -> None:
         """Put ``record``'s routing in force by a confirmed graceful reload (nothing when it already is)."""
@@ -352,9 +602,15 @@ class NginxRouter:
         document = self._running_routing(record)
         return document is not None and document.get("generation") == record.generation
 
+    def _hold_grace(self, seconds: float) -> None:
+        """Wait while instances in their grace serve their group's assets (a seam for tests)."""
+        time.sleep(seconds)
+
     def _save(self, record: RouterRecord) -> None:
-        routed = tuple(sorted(r.id for r in _routed(record, self._store.state.instances)))
-        self._store.update(router=attrs.evolve(record, routed=routed))
+        instances = self._store.state.instances
+        routed = tuple(sorted(r.id for r in _routed(record, instances)))
+        sticky = tuple(sorted(r.id for members in _sticky(record, instances).values() for r in members))
+        self._store.update(router=attrs.evolve(record, routed=routed, sticky=sticky))
 
     def _running_routing(self, record: RouterRecord) -> dict[str, object] | None:
         connection = http.client.HTTPConnection("127.0.0.1", record.control_port, timeout=2.0)

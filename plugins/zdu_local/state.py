@@ -65,6 +65,12 @@ class RouterRecord:
     :ivar weights: group weights of that configuration.
     :ivar routed: ids of the instances that configuration sends user traffic to.
     :ivar preview_group: the group reachable on ``preview_port``, if any.
+    :ivar affinity: sticky sessions are on: nginx pins each client to the group that served it (a
+        ``zdu_group`` cookie) and routes by that cookie (see :meth:`NginxRouter.set_affinity`).
+    :ivar sticky: ids of the instances that configuration puts in the per-group upstreams (affinity).
+    :ivar asset_grace: ids of instances that left the router but still serve their group's assets to
+        the clients pinned to it, for a short grace, because their group has no other instance.
+    :ivar assets_dir: the directory ``/assets/`` is served from (the assets store), when routed there.
     """
 
     listen: str
@@ -76,6 +82,10 @@ class RouterRecord:
     routed: tuple[str, ...] = ()
     preview_group: str | None = None
     preview_port: int | None = None
+    affinity: bool = False
+    sticky: tuple[str, ...] = ()
+    asset_grace: tuple[str, ...] = ()
+    assets_dir: str | None = None
 
 
 @attrs.frozen

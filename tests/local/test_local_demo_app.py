@@ -161,3 +161,43 @@ def test_unknown_fault_is_refused() -> None:
         check=False,
     )
     assert result.returncode == 2 and "unknown fault 'bad'" in result.stderr
+
+
+def test_export_assets_writes_what_the_app_serves(
+    start_demo: Callable[..., Demo], http_get: Get, tmp_path: Path
+) -> None:
+    directory = tmp_path / "exported"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zdu_local.demo_app",
+            "--export-assets",
+            str(directory),
+            "--version",
+            "16.6.0",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    fingerprint = asset_hash("16.6.0")
+    names = sorted(path.name for path in directory.iterdir())
+    assert names == [f"application-{fingerprint}.css", f"application-{fingerprint}.js"]
+    assert sorted(done.stdout.split()) == names
+    demo = start_demo(version="16.6.0")
+    for name in names:
+        status, _headers, body = http_get(f"{demo.url}/assets/{name}")
+        assert status == 200 and body == (directory / name).read_bytes()
+
+
+def test_serving_needs_a_port() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "zdu_local.demo_app", "--version", "1.0.0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2 and "--port is required" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 from collections.abc import Callable
 
@@ -10,7 +11,8 @@ import pytest
 import zdu_local.router
 from zdu.errors import PlatformError
 from zdu.model import Version
-from zdu.platform import Router
+from zdu.platform import PlatformEnv, Router
+from zdu_local.demo_app import asset_hash
 from zdu_local.platform import LocalPlatform
 
 Get = Callable[..., tuple[int, dict[str, str], bytes]]
@@ -167,3 +169,201 @@ def test_bad_weight_is_refused(make_platform: Callable[..., LocalPlatform]) -> N
     platform.up(OLD)
     with pytest.raises(PlatformError, match="must be an integer >= 0"):
         platform.router.set_weights({platform.group_name(OLD): -1})
+
+
+def request(
+    url: str, path: str, group: str | None = None
+) -> tuple[int, str | None, str | None, dict[str, str]]:
+    """GET ``path`` as a client pinned to ``group``: status, version, the group it pins to, headers."""
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        connection.request("GET", path, headers={"Cookie": f"zdu_group={group}"} if group else {})
+        response = connection.getresponse()
+        response.read()
+        headers = dict(response.getheaders())
+    finally:
+        connection.close()
+    cookie = headers.get("Set-Cookie")
+    pinned = cookie.split(";", 1)[0].removeprefix("zdu_group=") if cookie else None
+    if cookie:
+        assert cookie.endswith("; Path=/; HttpOnly; SameSite=Lax")
+    return response.status, headers.get("X-Demo-Version"), pinned, headers
+
+
+def asset(version: Version) -> str:
+    return f"/assets/application-{asset_hash(str(version))}.js"
+
+
+def nginx_t(platform: LocalPlatform) -> subprocess.CompletedProcess[str]:
+    nginx = platform.router.nginx
+    return subprocess.run(
+        [
+            nginx.binary,
+            "-t",
+            "-p",
+            f"{nginx.prefix}/",
+            "-c",
+            str(nginx.conf_path),
+            "-e",
+            str(nginx.error_log),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_affinity_keeps_a_client_on_the_group_that_served_it(
+    make_platform: Callable[..., LocalPlatform],
+) -> None:
+    platform = make_platform(replicas=1)
+    url = platform.up(OLD)
+    old, new = platform.group_name(OLD), platform.group_name(NEW)
+    router = platform.router
+    assert request(url, "/")[2] is None  # off: no cookie
+    master = router.master_pid()
+    router.set_affinity(True)
+    generation = router.record.generation
+    router.set_affinity(True)  # idempotent: no reload
+    assert router.record.generation == generation
+    assert request(url, "/")[1:3] == ("16.5.0", old)  # a new client is pinned where it landed
+    platform.scale(new, NEW, 1)
+    router.set_weights({old: 1, new: 1})
+    assert {request(url, "/")[1:3] for _ in range(10)} == {("16.5.0", old), ("16.6.0", new)}
+    for group, version in ((old, "16.5.0"), (new, "16.6.0")):
+        assert {request(url, "/", group)[1:3] for _ in range(8)} == {(version, group)}
+        assert {request(url, asset(Version.parse(version)), group)[0] for _ in range(4)} == {200}
+    # a group unknown to the router: routed by weight, and pinned anew
+    assert request(url, "/", "v1-0-0")[2] in (old, new)
+    # old out of the router (weight 0): its clients' pages move, the assets of its pages still come from it
+    router.set_weights({new: 1})
+    assert request(url, "/", old)[1:3] == ("16.6.0", new)
+    assert request(url, asset(OLD), old)[:3] == (200, "16.5.0", old)
+    # old gone: its clients' assets are routed by weight too
+    platform.remove_group(old)
+    assert request(url, asset(OLD), old)[:3] == (404, "16.6.0", None)  # an error pins no one
+    # off: by weight, no cookie, however the client is pinned
+    platform.scale(old, OLD, 1)
+    router.set_weights({old: 1, new: 1})
+    router.set_affinity(False)
+    assert {request(url, "/", old)[1] for _ in range(10)} == {"16.5.0", "16.6.0"}
+    assert request(url, "/", old)[2] is None
+    assert router.master_pid() == master
+
+
+def test_affinity_is_kept_in_the_state_for_the_next_command(
+    make_platform: Callable[..., LocalPlatform], env: PlatformEnv
+) -> None:
+    platform = make_platform(replicas=1)
+    platform.up(OLD)
+    platform.router.set_affinity(True)
+    later = LocalPlatform(platform.config, env)
+    assert later.router.record.affinity
+    assert later.router.routing() == platform.router.routing()
+    served = later.router.routing()
+    assert served is not None and served["affinity"] is True
+    later.router.set_affinity(False)
+    assert not platform.router.record.affinity
+
+
+def test_the_last_instances_of_a_group_keep_serving_its_assets_for_a_grace(
+    make_platform: Callable[..., LocalPlatform], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = make_platform(replicas=1, affinity_grace=0.5)
+    url = platform.up(OLD)
+    old, new = platform.group_name(OLD), platform.group_name(NEW)
+    platform.scale(new, NEW, 1)
+    platform.router.set_weights({old: 1, new: 1})
+    platform.router.set_affinity(True)
+    seen: list[tuple[object, ...]] = []
+
+    def during_the_grace(seconds: float) -> None:
+        # the old instance left the router: no page, no new client; its group's assets, yes
+        served = platform.router.routing()
+        assert served is not None
+        seen.append((seconds, served["asset_grace"], served["routed"]))
+        seen.append(request(url, "/", old)[1:3])
+        seen.append(request(url, asset(OLD), old)[:3])
+        seen.append(request(url, asset(OLD))[:3])  # not pinned: by weight
+
+    monkeypatch.setattr(platform.router, "_hold_grace", during_the_grace)
+    platform.scale(old, OLD, 0)
+    (old_instance,) = [f"{old}-1"]
+    assert seen == [
+        (0.5, [old_instance], [f"{new}-2"]),
+        ("16.6.0", new),
+        (200, "16.5.0", old),
+        (404, "16.6.0", None),
+    ]
+    served = platform.router.routing()
+    assert served is not None and served["asset_grace"] == []
+    assert request(url, asset(OLD), old)[:3] == (404, "16.6.0", None)
+
+
+def test_route_assets_serves_every_published_version_from_the_store(
+    make_platform: Callable[..., LocalPlatform],
+) -> None:
+    platform = make_platform(replicas=1)
+    url = platform.up(OLD)
+    router = platform.router
+    with pytest.raises(PlatformError, match="nothing is published"):
+        router.route_assets(True)
+    assert platform.assets is not None
+    platform.assets.publish(OLD)
+    platform.assets.publish(NEW)
+    router.route_assets(True)
+    router.route_assets(True)
+    for version in (OLD, NEW):  # the instances (all of OLD) could not serve NEW's assets
+        for suffix, content_type in (("js", "application/javascript"), ("css", "text/css")):
+            status, served_by, _, headers = request(
+                url, f"/assets/application-{asset_hash(str(version))}.{suffix}"
+            )
+            assert (status, served_by, headers["Content-Type"]) == (200, None, content_type)
+            assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
+            assert headers["X-Zdu-Assets"] == "store"
+    status, _, _, headers = request(url, "/assets/application-0000000000000000.js")
+    assert status == 404 and "Cache-Control" not in headers
+    assert request(url, "/")[:2] == (200, "16.5.0")  # pages still come from the instances
+    served = router.routing()
+    assert served is not None and served["assets"] is True
+    router.route_assets(False)
+    assert request(url, asset(NEW))[:2] == (404, "16.5.0")
+    assert request(url, asset(OLD))[:2] == (200, "16.5.0")
+
+
+def test_route_assets_is_refused_without_a_store(make_platform: Callable[..., LocalPlatform]) -> None:
+    platform = make_platform(replicas=1, assets_command=[])
+    platform.up(OLD)
+    with pytest.raises(PlatformError, match="no assets store"):
+        platform.router.route_assets(True)
+    platform.router.route_assets(False)
+
+
+def test_every_managed_route_together_passes_nginx_t_and_is_removed_at_once(
+    make_platform: Callable[..., LocalPlatform],
+) -> None:
+    platform = make_platform(replicas=1)
+    url = platform.up(OLD)
+    router = platform.router
+    # a group named like a keyword of nginx's map directive still routes by its cookie
+    platform.scale("default", NEW, 1)
+    router.set_weights({platform.group_name(OLD): 1, "default": 1})
+    router.set_affinity(True)
+    assert platform.assets is not None
+    platform.assets.publish(OLD)
+    router.route_assets(True)
+    router.set_preview("default")
+    result = nginx_t(platform)
+    assert result.returncode == 0 and "test is successful" in result.stderr, result.stderr
+    assert {request(url, "/", "default")[1:3] for _ in range(6)} == {("16.6.0", "default")}
+    router.remove_managed_routes()
+    generation = router.record.generation
+    router.remove_managed_routes()
+    assert router.record.generation == generation
+    record = router.record
+    assert (record.affinity, record.assets_dir, record.preview_group) == (False, None, None)
+    served = router.routing()
+    assert served is not None
+    assert (served["affinity"], served["assets"], served["preview"]) == (False, False, None)
+    assert nginx_t(platform).returncode == 0
