@@ -1,4 +1,6 @@
-"""First-party rollout strategies: ``recreate``, ``rolling``, ``blue-green``.
+"""First-party rollout strategies and traffic layers.
+
+Strategies: ``recreate``, ``rolling``, ``blue-green``; traffic layers: ``sticky-nginx``, ``assets-shim``.
 
 Written once over the :class:`~zdu.platform.Platform` interface, so they work on every platform.
 Registered through the entry point ``strategies`` in group ``zdu``, exactly as a third-party plugin.
@@ -9,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from zdu.plugins import StrategyPlugin, hookimpl
+from zdu.plugins import StrategyPlugin, TrafficLayerPlugin, hookimpl
+from zdu_strategies.assets_shim import AssetsShim, AssetsShimConfig
 from zdu_strategies.blue_green import BlueGreen, BlueGreenConfig
 from zdu_strategies.recreate import Recreate, RecreateConfig
 from zdu_strategies.rolling import Rolling, RollingConfig
+from zdu_strategies.sticky_nginx import StickyNginx, StickyNginxConfig
 
-__all__ = ["BlueGreen", "Recreate", "Rolling"]
+__all__ = ["AssetsShim", "BlueGreen", "Recreate", "Rolling", "StickyNginx"]
 
 
 @hookimpl
@@ -37,4 +41,21 @@ def zdu_strategies() -> Iterator[StrategyPlugin[Any]]:
         summary="start a full new set, verify it through a preview route, switch, keep the old set a while",
         config=BlueGreenConfig,
         factory=BlueGreen,
+    )
+
+
+@hookimpl
+def zdu_traffic_layers() -> Iterator[TrafficLayerPlugin[Any]]:
+    """Register ``sticky-nginx`` and ``assets-shim``."""
+    yield TrafficLayerPlugin(
+        name="sticky-nginx",
+        summary="keep each client on the version that first served it while versions are mixed (cookie)",
+        config=StickyNginxConfig,
+        factory=StickyNginx,
+    )
+    yield TrafficLayerPlugin(
+        name="assets-shim",
+        summary="serve /assets/ from a store holding both versions' assets while versions are mixed",
+        config=AssetsShimConfig,
+        factory=AssetsShim,
     )

@@ -34,8 +34,13 @@ def write_config(
     replicas: int = 3,
     ready_timeout: float = 10.0,
     name: str = "e2e",
+    layers: list[str] | None = None,
+    platform: dict | None = None,
 ) -> Path:
-    """A cell.toml for a local fleet of demo apps; ``fault`` is injected into ``fault_version`` only."""
+    """A cell.toml for a local fleet of demo apps; ``fault`` is injected into ``fault_version`` only.
+
+    ``layers`` become ``strategy.layers``; ``platform`` adds (or overrides) options of ``[platform]``.
+    """
     command = [
         sys.executable,
         "-m",
@@ -51,22 +56,28 @@ def write_config(
     ]
     if fault:
         command += ["--fault", fault, "--fault-version", fault_version]
+    platform_options = {
+        "replicas": replicas,
+        "command": command,
+        "ready_timeout": ready_timeout,
+        "drain_timeout": 5.0,
+        "stop_grace": 3.0,
+        **(platform or {}),
+    }
     lines = [
         "[target]",
         f'name = "{name}"',
         'platform = "local"',
         f'version = "{FROM}"',
         "[platform]",
-        f"replicas = {replicas}",
-        f"command = {json.dumps(command)}",
-        f"ready_timeout = {ready_timeout}",
-        "drain_timeout = 5.0",
-        "stop_grace = 3.0",
+        *(f"{key} = {json.dumps(value)}" for key, value in platform_options.items()),
         "[release]",
         f'version = "{TO}"',
         "[strategy]",
         f'name = "{strategy}"',
     ]
+    if layers is not None:
+        lines.append(f"layers = {json.dumps(layers)}")
     lines += [f"{key} = {json.dumps(value)}" for key, value in (options or {}).items()]
     probe = {"rps": 60, "clients": 6, **(probe or {})}
     lines += ["[[probes]]", 'name = "http"'] + [f"{k} = {json.dumps(v)}" for k, v in probe.items()]
