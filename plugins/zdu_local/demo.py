@@ -50,10 +50,17 @@ class Scenario:
     options: dict[str, Any] = attrs.field(factory=dict)
 
 
+_ROLLING = {"max_surge": 1, "max_unavailable": 0}
+_BLUE_GREEN = {"scale_down_delay": 3.0, "preview_seconds": 2.0}
+
+#: The plain strategies first, then each with a traffic layer that cures the asset hazard.
 DEFAULT_SCENARIOS: tuple[Scenario, ...] = (
     Scenario("recreate", "recreate"),
-    Scenario("rolling", "rolling", options={"max_surge": 1, "max_unavailable": 0}),
-    Scenario("blue-green", "blue-green", options={"scale_down_delay": 3.0, "preview_seconds": 2.0}),
+    Scenario("rolling", "rolling", options=_ROLLING),
+    Scenario("blue-green", "blue-green", options=_BLUE_GREEN),
+    Scenario("rolling+sticky-nginx", "rolling", ("sticky-nginx",), options=_ROLLING),
+    Scenario("rolling+assets-shim", "rolling", ("assets-shim",), options=_ROLLING),
+    Scenario("blue-green+sticky-nginx", "blue-green", ("sticky-nginx",), options=_BLUE_GREEN),
 )
 
 

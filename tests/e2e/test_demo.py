@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_shows_recreate_losing_requests_and_rolling_and_blue_green_losing_none():
+    """And the traffic layers bringing the asset errors of mixed versions to zero."""
     before = {p.pid for p in psutil.process_iter()}
     done = subprocess.run(
         [str(Path(sys.executable).parent / "zdu"), "demo", "--json"],
@@ -22,8 +23,16 @@ def test_demo_shows_recreate_losing_requests_and_rolling_and_blue_green_losing_n
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    rows = {row["strategy"]: row for row in json.loads(done.stdout)["scenarios"]}  # stdout is only JSON
-    assert list(rows) == ["recreate", "rolling", "blue-green"]
+    scenarios = json.loads(done.stdout)["scenarios"]  # stdout is only JSON
+    rows = {" + ".join((row["strategy"], *row["layers"])): row for row in scenarios}
+    assert list(rows) == [
+        "recreate",
+        "rolling",
+        "blue-green",
+        "rolling + sticky-nginx",
+        "rolling + assets-shim",
+        "blue-green + sticky-nginx",
+    ]
     for row in rows.values():
         assert set(row) >= {
             "strategy",
@@ -41,6 +50,9 @@ def test_demo_shows_recreate_losing_requests_and_rolling_and_blue_green_losing_n
     assert rows["blue-green"]["failed"] == 0
     # mixed versions: the asset hazard is reproduced and reported (the traffic layers cure it)
     assert rows["rolling"]["asset_errors"] > 0
+    for key in ("rolling + sticky-nginx", "rolling + assets-shim", "blue-green + sticky-nginx"):
+        assert rows[key]["status"] == "succeeded", rows[key]
+        assert (rows[key]["failed"], rows[key]["asset_errors"]) == (0, 0), rows[key]
     # nothing the demo started is left: instances log into its state directory, nginx runs under it
     assert [p for p in psutil.process_iter() if p.pid not in before and _belongs_to_a_demo(p)] == []
 
