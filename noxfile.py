@@ -20,11 +20,15 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
     missing = [
         command
         for command in commands
-        if not (shutil.which(command) or Path(f"/usr/sbin/{command}").exists())
+        if not (
+            shutil.which(command)
+            or Path(f"/usr/sbin/{command}").exists()
+            or any(Path("/usr/lib/postgresql").glob(f"*/bin/{command}"))
+        )
     ]
     if not missing:
         return
-    packages = {"nginx": "nginx-light", "curl": "curl"}
+    packages = {"nginx": "nginx-light", "curl": "curl", "initdb": "postgresql"}
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         session.error(f"missing {', '.join(missing)}: install {' '.join(packages[c] for c in missing)}")
     session.log(f"installing {', '.join(missing)} with apt-get")
@@ -39,7 +43,7 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite, the slow end-to-end scenarios included (``-- -m 'not slow'`` skips them)."""
-    ensure_system_packages(session, "nginx", "curl")
+    ensure_system_packages(session, "nginx", "curl", "initdb")
     session.install("-e", ".[all,test]")
     session.run("pytest", *session.posargs)
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 
 from zdu.model import Target, Version
 
-__all__ = ["Instance", "InstanceGroup", "Platform", "PlatformEnv", "Router"]
+if TYPE_CHECKING:
+    from zdu.migrations import CommandExecutor
+
+__all__ = ["AssetStore", "Instance", "InstanceGroup", "Platform", "PlatformEnv", "Router"]
 
 
 @attrs.frozen
@@ -117,8 +120,47 @@ class Router(Protocol):
         """
         ...
 
+    def set_affinity(self, enabled: bool) -> None:
+        """Keep each client on the group that first served it, while ``enabled`` (sticky sessions).
+
+        Used by the ``sticky-nginx`` layer: on in ``prepare``, off in ``finalize`` and on rollback.
+        While on, a client that was served by a group keeps being sent to that group as long as it
+        has a weight above 0 and a ready instance; a client new to the router, or whose group left it,
+        is routed by weight (and from then on pinned to where it landed). Off, every request is
+        routed by weight. Changed gracefully; idempotent.
+        """
+        ...
+
+    def route_assets(self, enabled: bool) -> None:
+        """Serve ``/assets/`` from the platform's :class:`AssetStore` instead of the instances.
+
+        Used by the ``assets-shim`` layer, which publishes every serving version's assets to the
+        store first. Changed gracefully; idempotent.
+        """
+        ...
+
     def remove_managed_routes(self) -> None:
         """Remove every route zdu added for an upgrade (previews, affinity, asset routes). Idempotent."""
+        ...
+
+
+@runtime_checkable
+class AssetStore(Protocol):
+    """A place that serves fingerprinted assets of several versions at once (the assets shim's backend).
+
+    On the local platform a directory nginx serves; on Kubernetes a Deployment of an assets image.
+    """
+
+    def publish(self, version: Version) -> None:
+        """Add ``version``'s assets next to those already published. Idempotent."""
+        ...
+
+    def versions(self) -> list[Version]:
+        """The versions whose assets are published, oldest first."""
+        ...
+
+    def prune(self, keep: Sequence[Version]) -> None:
+        """Remove the assets of every version not in ``keep``. Idempotent."""
         ...
 
 
@@ -129,6 +171,23 @@ class Platform(Protocol):
     @property
     def router(self) -> Router:
         """The router in front of the instances."""
+        ...
+
+    @property
+    def assets(self) -> AssetStore | None:
+        """The platform's assets service, or ``None`` when it has none.
+
+        The ``assets-shim`` layer refuses to run on a platform without one.
+        """
+        ...
+
+    @property
+    def command_executor(self) -> CommandExecutor | None:
+        """Where migration commands (``gitlab-rake``) run for this target; ``None``: on this machine.
+
+        Kubernetes runs them as a Job from the release's toolbox image, an Omnibus fleet on its deploy
+        node.
+        """
         ...
 
     def groups(self) -> Sequence[InstanceGroup]:

@@ -149,7 +149,10 @@ class Upgrade:
         if spec is None:
             return None
         env = MigrationEnv(
-            target=self.config.target, platform=self.platform, state_dir=self.config.target_state_dir
+            target=self.config.target,
+            platform=self.platform,
+            state_dir=self.config.target_state_dir,
+            config_dir=self.config.source.parent if self.config.source is not None else None,
         )
         runner: MigrationRunner = spec.build(env)
         return runner
@@ -260,6 +263,8 @@ class Upgrade:
         :raises TargetBusy: another upgrade of the target is in progress.
         """
         started = time.time()
+        # built before anything is recorded: a bad option of a part is bad input, not a failed upgrade
+        parts = (self._strategy(), self._layers(), self._runner())
         if resume is None:
             self.journal.check_free(self.config.target.name)
             from_version = self._from_version()
@@ -298,18 +303,22 @@ class Upgrade:
         phases: list[tuple[str, float]] = []
         status, error = UpgradeStatus.SUCCEEDED, None
         try:
-            status, error = self._run_phases(ctx, gates, phases, done)
+            status, error = self._run_phases(ctx, gates, phases, done, *parts)
         finally:
             verdicts = self._stop_probes(gates)
             report = self._finish(info, status, started, phases, error, verdicts)
         return report
 
     def _run_phases(
-        self, ctx: UpgradeContext, gates: list[ProbeGate], phases: list[tuple[str, float]], done: set[str]
+        self,
+        ctx: UpgradeContext,
+        gates: list[ProbeGate],
+        phases: list[tuple[str, float]],
+        done: set[str],
+        strategy: Strategy,
+        layers: list[TrafficLayer],
+        runner: MigrationRunner | None,
     ) -> tuple[UpgradeStatus, str | None]:
-        strategy = self._strategy()
-        layers = self._layers()
-        runner = self._runner()
         actions: dict[Phase, Callable[[], None]] = {
             Phase.PREFLIGHT: lambda: self._preflight(ctx, gates, strategy, layers),
             Phase.MIGRATE_PRE: lambda: self._migrate_pre(ctx, runner),

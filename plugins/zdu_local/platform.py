@@ -90,6 +90,11 @@ class LocalPlatform:
         return self._assets
 
     @property
+    def command_executor(self) -> None:
+        """Migration commands run on this machine: the runners' own local executor."""
+        return None
+
+    @property
     def state(self) -> FleetState:
         """What ``state.json`` says: instances with their pids and ports, groups, the router's record."""
         return self._store.state

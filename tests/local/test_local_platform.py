@@ -116,7 +116,7 @@ def test_never_ready_instances_are_never_routed(make_platform: Make, http_get: G
     assert seen == {"16.5.0"}
     assert [g.name for g in platform.groups()] == [old]
     assert not [r for r in platform.state.instances if r.group == new]
-    assert not [p for p in psutil.Process().children() if "--version 16.6.0" in " ".join(p.cmdline())]
+    assert not [p for p in psutil.Process().children() if "--version 16.6.0" in " ".join(_cmdline(p))]
 
 
 def test_an_instance_that_exits_fails_fast(make_platform: Make) -> None:
@@ -298,3 +298,11 @@ def test_config_is_structured_and_validated() -> None:
         LocalPlatformConfig(listen="nowhere")
     with pytest.raises(ValueError, match="has a bad placeholder"):
         LocalPlatformConfig(command=["app", "--release={release}"])
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    """A child's command line; a zombie (exited, not yet reaped) has none and runs nothing."""
+    try:
+        return process.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return []
