@@ -124,10 +124,13 @@ class Router(Protocol):
         """Keep each client on the group that first served it, while ``enabled`` (sticky sessions).
 
         Used by the ``sticky-nginx`` layer: on in ``prepare``, off in ``finalize`` and on rollback.
-        While on, a client that was served by a group keeps being sent to that group as long as it
-        has a weight above 0 and a ready instance; a client new to the router, or whose group left it,
-        is routed by weight (and from then on pinned to where it landed). Off, every request is
-        routed by weight. Changed gracefully; idempotent.
+        While on, the response names the group that served it (a cookie) and later requests follow it:
+        a page request as long as that group has a weight above 0 and a ready instance; an asset
+        request as long as the group has a ready instance at any weight, so that a page rendered by a
+        group that just left the router still finds its assets. A client new to the router, or whose
+        group is gone, is routed by weight and pinned to where it landed. A router may keep a group's
+        last instances serving its pinned asset requests for a short grace before they drain. Off,
+        every request is routed by weight. Changed gracefully; idempotent.
         """
         ...
 

@@ -76,7 +76,11 @@ class TrafficLayer(Protocol):
         ...
 
     def finalize(self, ctx: UpgradeContext) -> None:
-        """Phase ``finalize``: switch the layer off once only the new version serves."""
+        """Phase ``finalize``: switch the layer off once only the new version serves.
+
+        What must outlive ``finalize`` for a rollback to still work (the assets shim's route) may stay
+        until ``cleanup``, which removes every managed route.
+        """
         ...
 
     def rollback(self, ctx: UpgradeContext) -> None:
