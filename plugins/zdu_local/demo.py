@@ -1,10 +1,11 @@
-"""``zdu demo``: one local fleet, upgraded by each strategy in turn under probe traffic.
+"""``zdu demo``: local fleets upgraded by each strategy in turn under probe traffic.
 
-The fleet (3 demo-app instances behind nginx by default) starts at 16.5.0 and each scenario upgrades
+A fleet (3 demo-app instances behind nginx by default) starts at 16.5.0 and each scenario upgrades
 it one minor version further, while the ``http`` probe sends browser-like traffic through the router.
-The probe runs in dry-run mode, so it records and never gates: every scenario runs to its end and the
-table shows what users would have seen. Every process the demo starts is stopped at the end, also on
-Ctrl-C.
+Scenarios with migrations each get a fresh fleet at 16.5.0 sharing a SQLite database at 16.5's
+schema, upgraded to 16.6.0, whose migrations split a column rename in two. The probe runs in dry-run
+mode, so it records and never gates: every scenario runs to its end and the table shows what users
+would have seen. Every process the demo starts is stopped at the end, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ from rich.table import Table
 from zdu.cli import ProgressObserver, interruptible
 from zdu.config import load_config
 from zdu.errors import ZduError
+from zdu.migrations import MigrationEnv, Stage
 from zdu.model import Report, UpgradeStatus, Version
 from zdu.platform import PlatformEnv
 from zdu.registry import ZduPluginManager
+from zdu.secret import Secret
 from zdu.upgrade import Upgrade
+from zdu_local.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
 from zdu_local.platform import LocalPlatform
 
 __all__ = ["DEFAULT_SCENARIOS", "DemoRow", "Scenario", "render_table", "run_demo"]
@@ -40,14 +44,20 @@ START_VERSION = Version.parse("16.5.0")
 STARTUP_DELAY_S = 1.0
 
 
+#: How a scenario runs migrations: none, in zdu's order, or post-deployment ones first (unsafe, to
+#: show the damage the order prevents).
+MIGRATIONS = ("none", "ordered", "post-first")
+
+
 @attrs.frozen
 class Scenario:
-    """One row of the demo: a strategy, its layers and options."""
+    """One row of the demo: a strategy, its layers and options, and how migrations run."""
 
     key: str
     strategy: str
     layers: tuple[str, ...] = ()
     options: dict[str, Any] = attrs.field(factory=dict)
+    migrations: str = attrs.field(default="none", validator=attrs.validators.in_(MIGRATIONS))
 
 
 _ROLLING = {"max_surge": 1, "max_unavailable": 0}
@@ -61,6 +71,16 @@ DEFAULT_SCENARIOS: tuple[Scenario, ...] = (
     Scenario("rolling+sticky-nginx", "rolling", ("sticky-nginx",), options=_ROLLING),
     Scenario("rolling+assets-shim", "rolling", ("assets-shim",), options=_ROLLING),
     Scenario("blue-green+sticky-nginx", "blue-green", ("sticky-nginx",), options=_BLUE_GREEN),
+    Scenario(
+        "rolling+sticky-nginx+sql", "rolling", ("sticky-nginx",), options=_ROLLING, migrations="ordered"
+    ),
+    Scenario(
+        "rolling+sticky-nginx+sql-post-first",
+        "rolling",
+        ("sticky-nginx",),
+        options=_ROLLING,
+        migrations="post-first",
+    ),
 )
 
 
@@ -70,6 +90,7 @@ class DemoRow:
 
     strategy: str
     layers: tuple[str, ...]
+    migrations: str
     from_version: str
     to_version: str
     status: str
@@ -87,6 +108,7 @@ class DemoRow:
         return cls(
             strategy=scenario.strategy,
             layers=scenario.layers,
+            migrations=scenario.migrations,
             from_version=report.from_version,
             to_version=report.to_version,
             status=report.status.value,
@@ -104,6 +126,7 @@ class DemoRow:
         return {
             "strategy": self.strategy,
             "layers": list(self.layers),
+            "migrations": self.migrations,
             "from_version": self.from_version,
             "to_version": self.to_version,
             "status": self.status,
@@ -125,8 +148,9 @@ def _config(
     rps: float,
     clients: int,
     replicas: int,
+    database: Path | None = None,
 ) -> dict[str, Any]:
-    return {
+    config: dict[str, Any] = {
         "target": {"name": "demo", "platform": "local", "version": str(from_version)},
         "platform": {
             "replicas": replicas,
@@ -151,6 +175,14 @@ def _config(
         "probes": [{"name": "http", "rps": rps, "clients": clients, "dry_run": True}],
         "upgrade": {"state_dir": str(state_dir)},
     }
+    if database is not None:
+        config["platform"]["command"] += ["--database", str(database)]
+        config["migrations"] = {
+            "name": "sql",
+            "database": f"sqlite://{database}",
+            "path": str(DEMO_MIGRATIONS),
+        }
+    return config
 
 
 def _next_minor(version: Version) -> Version:
@@ -166,49 +198,111 @@ def run_demo(
     replicas: int = 3,
     console: Console | None = None,
 ) -> list[DemoRow]:
-    """Start a fleet, upgrade it once per scenario under probe traffic, stop it; return the rows."""
+    """Run the scenarios under probe traffic and return their rows, in the order given.
+
+    The scenarios without migrations share one fleet, each going one minor version further; every
+    scenario with migrations gets a fresh fleet and database. Every fleet is stopped at the end.
+    """
     console = console or Console(stderr=True, highlight=False)
-    state_dir = Path(tempfile.mkdtemp(prefix="zdu-demo-"))
     scenarios = list(scenarios)
-    rows: list[DemoRow] = []
-    version = START_VERSION
-    first = load_config(
-        _config(scenarios[0], state_dir, version, _next_minor(version), rps, clients, replicas), manager
-    )
-    platform = LocalPlatform(first.platform.options, PlatformEnv(first.target, first.target_state_dir))
-    cancel = threading.Event()
+    settings = _Settings(manager=manager, rps=rps, clients=clients, replicas=replicas, console=console)
+    rows: dict[str, DemoRow] = {}
     observer = ProgressObserver(console)
     manager.register(observer, name="zdu-demo-progress")
     try:
-        with interruptible(cancel, console):
-            console.print(f"starting {replicas} demo-app instances of {version} behind nginx …")
-            url = platform.up(version)
-            console.print(f"the fleet serves at {url}")
+        with interruptible(settings.cancel, console):
+            chain = [s for s in scenarios if s.migrations == "none"]
+            if chain:
+                rows.update(_run_fleet(chain, settings, database=False))
             for scenario in scenarios:
-                if cancel.is_set():
-                    break
-                target_version = _next_minor(version)
-                console.print(
-                    f"[bold]{' + '.join((scenario.strategy, *scenario.layers))}[/bold]: "
-                    f"{version} -> {target_version}"
-                    f" with {rps:g} probe requests/s from {clients} clients"
-                )
-                config = load_config(
-                    _config(scenario, state_dir, version, target_version, rps, clients, replicas), manager
-                )
-                upgrade = Upgrade(config, manager, verify_seconds=1.0)
-                upgrade.cancel = cancel
-                report = upgrade.run()
-                rows.append(DemoRow.from_report(scenario, report))
-                if report.status is not UpgradeStatus.SUCCEEDED:
-                    raise ZduError(f"demo scenario {scenario.key} did not complete: {report.error}")
-                version = target_version
+                if scenario.migrations != "none" and not settings.cancel.is_set():
+                    rows.update(_run_fleet([scenario], settings, database=True))
     finally:
         manager.unregister(observer)
+    return [rows[s.key] for s in scenarios if s.key in rows]
+
+
+@attrs.define
+class _Settings:
+    manager: ZduPluginManager
+    rps: float
+    clients: int
+    replicas: int
+    console: Console
+    cancel: threading.Event = attrs.field(factory=threading.Event)
+
+
+def _run_fleet(scenarios: list[Scenario], settings: _Settings, *, database: bool) -> dict[str, DemoRow]:
+    """Start a fleet at 16.5.0, upgrade it by each scenario in turn, stop it."""
+    console = settings.console
+    state_dir = Path(tempfile.mkdtemp(prefix="zdu-demo-"))
+    db_file = state_dir / "gitlab.sqlite" if database else None
+    version = START_VERSION
+
+    def config_of(scenario: Scenario, from_version: Version) -> Any:
+        raw = _config(
+            scenario,
+            state_dir,
+            from_version,
+            _next_minor(from_version),
+            settings.rps,
+            settings.clients,
+            settings.replicas,
+            db_file,
+        )
+        return load_config(raw, settings.manager)
+
+    first = config_of(scenarios[0], version)
+    platform = LocalPlatform(first.platform.options, PlatformEnv(first.target, first.target_state_dir))
+    rows: dict[str, DemoRow] = {}
+    try:
+        if db_file is not None:
+            _create_database(first, platform, db_file)
+        console.print(f"starting {settings.replicas} demo-app instances of {version} behind nginx …")
+        console.print(f"the fleet serves at {platform.up(version)}")
+        for scenario in scenarios:
+            if settings.cancel.is_set():
+                break
+            config = config_of(scenario, version)
+            console.print(
+                f"[bold]{_label(scenario)}[/bold]: {version} -> {config.release.version}"
+                f" with {settings.rps:g} probe requests/s from {settings.clients} clients"
+            )
+            upgrade = Upgrade(
+                config,
+                settings.manager,
+                verify_seconds=1.0,
+                unsafe_run_post_migrations_before_rollout=scenario.migrations == "post-first",
+            )
+            upgrade.cancel = settings.cancel
+            report = upgrade.run()
+            rows[scenario.key] = DemoRow.from_report(scenario, report)
+            if report.status is not UpgradeStatus.SUCCEEDED:
+                raise ZduError(f"demo scenario {scenario.key} did not complete: {report.error}")
+            version = config.release.version
+    finally:
         console.print("stopping the fleet …")
         platform.down()
         shutil.rmtree(state_dir, ignore_errors=True)
     return rows
+
+
+def _create_database(config: Any, platform: LocalPlatform, database: Path) -> None:
+    """A database as 16.5 left it: the demo migrations up to 16.5's schema."""
+    from zdu_migrations.sql import SqlRunner, SqlRunnerConfig  # noqa: PLC0415 - only demos with migrations
+
+    env = MigrationEnv(target=config.target, platform=platform, state_dir=config.target_state_dir)
+    runner = SqlRunner(SqlRunnerConfig(database=Secret(f"sqlite://{database}"), path=DEMO_MIGRATIONS), env)
+    runner.apply(Stage.PRE, through=DEMO_BASE_SCHEMA)
+
+
+def _label(scenario: Scenario | DemoRow) -> str:
+    parts = [scenario.strategy, *scenario.layers]
+    if scenario.migrations == "ordered":
+        parts.append("sql migrations")
+    elif scenario.migrations == "post-first":
+        parts.append("sql migrations, post first (unsafe)")
+    return " + ".join(parts)
 
 
 def render_table(rows: Sequence[DemoRow]) -> str:
@@ -225,10 +319,12 @@ def render_table(rows: Sequence[DemoRow]) -> str:
         "req/s",
         "duration",
     ):
-        table.add_column(header, justify="left" if header in ("strategy", "versions") else "right")
+        table.add_column(
+            header, justify="left" if header in ("strategy", "versions") else "right", no_wrap=True
+        )
     for row in rows:
         table.add_row(
-            " + ".join((row.strategy, *row.layers)),
+            _label(row),
             f"{row.from_version} -> {row.to_version}",
             str(row.requests),
             str(row.failed),
@@ -238,7 +334,7 @@ def render_table(rows: Sequence[DemoRow]) -> str:
             f"{row.achieved_rps:.0f}",
             f"{row.duration_s:.1f}s",
         )
-    console = Console(width=140, file=io.StringIO())
+    console = Console(width=160, file=io.StringIO())
     console.print(table)
     text = console.file.getvalue()  # type: ignore[attr-defined]
     return str(text)

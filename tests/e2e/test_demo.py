@@ -20,11 +20,16 @@ def test_demo_shows_recreate_losing_requests_and_rolling_and_blue_green_losing_n
         [str(Path(sys.executable).parent / "zdu"), "demo", "--json"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     scenarios = json.loads(done.stdout)["scenarios"]  # stdout is only JSON
-    rows = {" + ".join((row["strategy"], *row["layers"])): row for row in scenarios}
+    rows = {
+        " + ".join(
+            (row["strategy"], *row["layers"], *([row["migrations"]] if row["migrations"] != "none" else []))
+        ): row
+        for row in scenarios
+    }
     assert list(rows) == [
         "recreate",
         "rolling",
@@ -32,6 +37,8 @@ def test_demo_shows_recreate_losing_requests_and_rolling_and_blue_green_losing_n
         "rolling + sticky-nginx",
         "rolling + assets-shim",
         "blue-green + sticky-nginx",
+        "rolling + sticky-nginx + ordered",
+        "rolling + sticky-nginx + post-first",
     ]
     for row in rows.values():
         assert set(row) >= {
@@ -53,6 +60,12 @@ def test_demo_shows_recreate_losing_requests_and_rolling_and_blue_green_losing_n
     for key in ("rolling + sticky-nginx", "rolling + assets-shim", "blue-green + sticky-nginx"):
         assert rows[key]["status"] == "succeeded", rows[key]
         assert (rows[key]["failed"], rows[key]["asset_errors"]) == (0, 0), rows[key]
+    # migrations in zdu's order lose nothing; post-deployment ones run early break the old version
+    assert (
+        rows["rolling + sticky-nginx + ordered"]["failed"],
+        rows["rolling + sticky-nginx + ordered"]["asset_errors"],
+    ) == (0, 0)
+    assert rows["rolling + sticky-nginx + post-first"]["failed"] > 0
     # nothing the demo started is left: instances log into its state directory, nginx runs under it
     assert [p for p in psutil.process_iter() if p.pid not in before and _belongs_to_a_demo(p)] == []
 
