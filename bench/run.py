@@ -21,6 +21,8 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
+from layer_costs import measure  # bench/ is on sys.path when this file runs as a script
+
 from zdu.registry import get_plugin_manager
 from zdu_local.demo import DEFAULT_SCENARIOS, DemoRow, run_demo
 
@@ -94,6 +96,31 @@ def main() -> None:
             f"| {median(key, 'p99_ms'):.1f} ms | {ratio(median(key, 'p99_ms'), median(baseline, 'p99_ms'))} |"
         )
     lines += [
+        "",
+        "## What the traffic layers cost",
+        "",
+        "`bench/layer_costs.py`: one `rolling` upgrade per layer setting of a fresh 3-instance fleet under "
+        f"{arguments.rps:g} requests/s from {arguments.clients} clients whose visits last 20 pages; "
+        "while both "
+        "versions serve, the new version's share of pages against its share of routed instances (what "
+        "balancing by weight gives), and the requests each old and new instance took per second.",
+        "",
+        "| layers | versions mixed for | new version's share of pages | its share of instances "
+        "| req/s per old instance | req/s per new instance | asset errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    store: object = {}
+    for layers in ((), ("sticky-nginx",), ("assets-shim",)):
+        figures = measure(layers, arguments.rps, arguments.clients, 20)
+        store = figures["store_bytes"] or store
+        lines.append(
+            f"| {' + '.join(layers) or 'none'} | {figures['mixed_s']:.1f} s | {figures['new_share']:.0%} "
+            f"| {figures['fair_share']:.0%} | {figures['old_rate']:.1f} | {figures['new_rate']:.1f} "
+            f"| {figures['asset_errors']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Assets store, bytes per published version: {store}.",
         "",
         "Reading it: the zero-downtime strategies take longer than `recreate` (they start and drain",
         "instances in batches, and blue-green keeps the old set for its scale-down delay) and in exchange",
