@@ -334,7 +334,7 @@ def render_table(rows: Sequence[DemoRow]) -> str:
             f"{row.achieved_rps:.0f}",
             f"{row.duration_s:.1f}s",
         )
-    console = Console(width=160, file=io.StringIO())
+    console = Console(width=200, file=io.StringIO())
     console.print(table)
     text = console.file.getvalue()  # type: ignore[attr-defined]
     return str(text)
