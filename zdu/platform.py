@@ -12,6 +12,7 @@ finds the work done and returns. That is what lets an interrupted upgrade be res
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -214,6 +215,16 @@ class Platform(Protocol):
 
     def remove_group(self, group: str) -> None:
         """Drain and stop every instance of ``group`` and forget it. Idempotent."""
+        ...
+
+    def hold_lock(self, holder: str) -> AbstractContextManager[None]:
+        """Hold the target's upgrade lock where the target lives, for the length of an upgrade.
+
+        The journal already refuses a second upgrade recorded in the same journal; this lock also
+        holds between release pipelines on different machines (on Kubernetes, a Lease the holder
+        renews). Entering raises :class:`~zdu.errors.TargetBusy` naming the current holder when another
+        one holds it.
+        """
         ...
 
     def check_health(self) -> list[str]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -265,6 +267,15 @@ class Upgrade:
         started = time.time()
         # built before anything is recorded: a bad option of a part is bad input, not a failed upgrade
         parts = (self._strategy(), self._layers(), self._runner())
+        with self.platform.hold_lock(_holder()):
+            return self._run(resume, started, parts)
+
+    def _run(
+        self,
+        resume: str | None,
+        started: float,
+        parts: tuple[Strategy, list[TrafficLayer], MigrationRunner | None],
+    ) -> Report:
         if resume is None:
             self.journal.check_free(self.config.target.name)
             from_version = self._from_version()
@@ -537,13 +548,16 @@ class Upgrade:
             )
         if not record.status.in_progress:
             raise UsageError(f"upgrade {upgrade_id} is {record.status.value}; nothing to roll back")
-        self.journal.claim(upgrade_id)
-        from_version = Version.parse(record.from_version)
-        info = self._info(upgrade_id, from_version)
-        ctx = self._context(info, from_version, [], self._replicas(from_version, upgrade_id))
-        phases: list[tuple[str, float]] = []
-        started = time.time()
-        status, outcome = self._rollback(ctx, self._strategy(), self._layers(), phases, "rollback requested")
+        with self.platform.hold_lock(_holder()):
+            self.journal.claim(upgrade_id)
+            from_version = Version.parse(record.from_version)
+            info = self._info(upgrade_id, from_version)
+            ctx = self._context(info, from_version, [], self._replicas(from_version, upgrade_id))
+            phases: list[tuple[str, float]] = []
+            started = time.time()
+            status, outcome = self._rollback(
+                ctx, self._strategy(), self._layers(), phases, "rollback requested"
+            )
         error = None if status is UpgradeStatus.ROLLED_BACK else outcome
         report = self._finish(info, status, started, phases, error)
         return report
@@ -553,7 +567,7 @@ class Upgrade:
 
         For upgrades run with ``migrations.defer_post``. Checks the same precondition as the upgrade's
         ``migrate(post)`` phase: the platform serves the release and runs no instance of an older
-        version. Holds the target's lock in the journal while it runs.
+        version. Holds the target's lock (the platform's and the journal's) while it runs.
         """
         runner = self._runner()
         if runner is None:
@@ -565,6 +579,10 @@ class Upgrade:
                 f"post-deployment migrations of {release} need the whole fleet on {release}; "
                 f"{self.config.target.name!r} serves {running or 'no single version'}"
             )
+        with self.platform.hold_lock(_holder()):
+            return self._migrate_post_locked(runner, release)
+
+    def _migrate_post_locked(self, runner: MigrationRunner, release: Version) -> Report:
         started = time.time()
         upgrade_id = self.journal.begin(
             target=self.config.target.name,
@@ -590,6 +608,11 @@ class Upgrade:
         """Release the platform's client resources (the fleet keeps running)."""
         if self._platform is not None:
             self._platform.close()
+
+
+def _holder() -> str:
+    """Who holds a target's lock: this process, on this machine."""
+    return f"zdu pid {os.getpid()} on {socket.gethostname()}"
 
 
 def _phase_rank(phase: str) -> int:
