@@ -1,0 +1,215 @@
+"""A local GET-like fleet for ``zdu demo`` and the tests: demo-app "nodes" behind a real HAProxy.
+
+Everything lives under one directory: the HAProxy configuration and runtime socket, the Ansible
+inventory (``inventory/hosts.yml`` and GET's ``inventory/vars.yml`` with ``gitlab_version``), the
+playbooks (copied from ``demo_env``: real playbooks whose tasks run :mod:`zdu_get.node` on localhost
+with ``ansible_connection=local``), and each node's process state. HAProxy runs in the foreground of
+its own session (no systemd) and is stopped, with every node, by :meth:`LocalGetFleet.down`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from zdu.errors import PlatformError
+from zdu_get.haproxy import HAProxyRuntime
+from zdu_get.node import start_node, stop_node
+from zdu_local.network import free_port
+from zdu_local.processes import ProcessIdentity, spawn, stop_processes
+
+__all__ = ["DEMO_PLAYBOOKS", "LocalGetFleet"]
+
+#: The playbooks of the local fleet, one per component, named as GET names them.
+DEMO_PLAYBOOKS = Path(__file__).parent / "demo_env"
+
+_DEFAULT_COMPONENTS: Mapping[str, Sequence[str]] = {
+    "consul": ("consul-1",),
+    "postgres": ("postgres-1",),
+    "pgbouncer": ("pgbouncer-1",),
+    "redis": ("redis-1",),
+    "gitaly": ("gitaly-1",),
+    "praefect": ("praefect-1",),
+    "sidekiq": ("sidekiq-1",),
+}
+
+_HAPROXY = """\
+global
+    stats socket {socket} mode 600 level admin
+    stats timeout 30s
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    option http-server-close
+
+frontend gitlab
+    bind 127.0.0.1:{port}
+    default_backend gitlab_rails
+
+backend gitlab_rails
+    balance roundrobin
+    option httpchk GET /-/readiness
+    default-server inter 300ms fall 2 rise 1
+{servers}
+"""
+
+_VARS = """\
+all:
+  vars:
+    # Ansible settings: every "node" of the local fleet is this machine
+    ansible_connection: local
+    ansible_python_interpreter: "{python}"
+
+    # GitLab settings
+    prefix: "zdu-local"
+    gitlab_version: "{version}"   # the package every node installs
+    external_url: "{url}"
+
+    # where the local fleet keeps its nodes' state
+    zdu_fleet_dir: "{directory}"
+"""
+
+
+@attrs.define
+class LocalGetFleet:
+    """Demo-app Rails nodes behind HAProxy, other components as recorded versions, all under ``directory``.
+
+    :ivar rails: the Rails nodes' names (HAProxy server names and inventory hosts).
+    :ivar components: the other components present, each with its hosts (absent ones are not in the
+        inventory, and the ``get`` strategy skips them).
+    :ivar faults: per Rails node, a demo-app fault and the version it applies to.
+    """
+
+    directory: Path
+    rails: tuple[str, ...] = ("rails-1", "rails-2", "rails-3")
+    components: Mapping[str, Sequence[str]] = attrs.field(factory=lambda: dict(_DEFAULT_COMPONENTS))
+    faults: Mapping[str, tuple[str, str]] = attrs.field(factory=dict)
+    startup_delay: float = 0.3
+    port: int = 0
+    _haproxy: ProcessIdentity | None = None
+
+    @property
+    def socket(self) -> Path:
+        """HAProxy's runtime API socket."""
+        return self.directory / "haproxy.sock"
+
+    @property
+    def url(self) -> str:
+        """The HAProxy frontend."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def inventory(self) -> Path:
+        """The inventory directory."""
+        return self.directory / "inventory"
+
+    @property
+    def vars_file(self) -> Path:
+        """GET's vars file, with ``gitlab_version``."""
+        return self.inventory / "vars.yml"
+
+    @property
+    def ansible_dir(self) -> Path:
+        """The Ansible project directory (playbooks)."""
+        return self.directory / "ansible"
+
+    def platform_options(self, **extra: Any) -> dict[str, Any]:
+        """The ``[platform]`` table of the ``get`` platform for this fleet."""
+        return {
+            "url": self.url,
+            "haproxy_socket": str(self.socket),
+            "ansible_dir": str(self.ansible_dir),
+            "inventory": str(self.inventory),
+            "inventory_vars": str(self.vars_file),
+            "drain_timeout": 30.0,
+            "ready_timeout": 30.0,
+            **extra,
+        }
+
+    def up(self, version: str) -> str:
+        """Write the inventory and HAProxy's configuration, start the nodes at ``version`` and HAProxy."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port("127.0.0.1")
+        shutil.copytree(DEMO_PLAYBOOKS, self.ansible_dir, dirs_exist_ok=True)
+        self.inventory.mkdir(exist_ok=True)
+        self.vars_file.write_text(
+            _VARS.format(python=sys.executable, version=version, url=self.url, directory=self.directory),
+            encoding="utf-8",
+        )
+        groups = {name: list(hosts) for name, hosts in self.components.items() if hosts}
+        groups["gitlab_rails"] = list(self.rails)
+        lines = ["all:", "  children:"]
+        for group, hosts in groups.items():
+            lines += [f"    {group}:", "      hosts:", *(f"        {host}: {{}}" for host in hosts)]
+        (self.inventory / "hosts.yml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (self.directory / "components").mkdir(exist_ok=True)
+        servers = []
+        try:
+            for node in self.rails:
+                fault, fault_version = self.faults.get(node, ("", ""))
+                state = start_node(
+                    self.directory,
+                    node,
+                    version,
+                    port=free_port("127.0.0.1"),
+                    fault=fault,
+                    fault_version=fault_version,
+                    startup_delay=self.startup_delay,
+                )
+                servers.append(f"    server {node} 127.0.0.1:{state.port} check")
+            config = self.directory / "haproxy.cfg"
+            config.write_text(
+                _HAPROXY.format(socket=self.socket, port=self.port, servers="\n".join(servers)),
+                encoding="utf-8",
+            )
+            self._haproxy = spawn(
+                ["haproxy", "-db", "-f", str(config)],
+                {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                self.directory / "logs" / "haproxy.log",
+            )
+            self._wait_up()
+        except BaseException:
+            self.down()
+            raise
+        return self.url
+
+    def _wait_up(self, timeout: float = 15.0) -> None:
+        runtime = HAProxyRuntime(self.socket)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if all(server.routed for server in runtime.servers("gitlab_rails")):
+                    return
+            except PlatformError:
+                if self._haproxy is None or not self._haproxy.alive():
+                    raise PlatformError(
+                        f"HAProxy did not start; see {self.directory / 'logs' / 'haproxy.log'}"
+                    ) from None
+            if time.monotonic() >= deadline:
+                raise PlatformError(f"the local fleet's nodes were not all UP in HAProxy within {timeout:g}s")
+            time.sleep(0.05)
+
+    def node_pids(self) -> dict[str, int]:
+        """Each Rails node's current process id (a node that was upgraded has a new one)."""
+        from zdu_get.node import read_node  # noqa: PLC0415
+
+        return {
+            node: state.pid for node in self.rails if (state := read_node(self.directory, node)) is not None
+        }
+
+    def down(self) -> None:
+        """Stop HAProxy and every node. Idempotent."""
+        if self._haproxy is not None:
+            stop_processes([self._haproxy], 5.0)
+            self._haproxy = None
+        for node in self.rails:
+            stop_node(self.directory, node, grace=5.0)

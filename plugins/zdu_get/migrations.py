@@ -1,0 +1,79 @@
+"""``get-post-deployment``: the post-deployment migrations on the deploy node, through Ansible.
+
+GitLab's regular migrations run on the deploy node while the ``get`` strategy upgrades it
+(``SKIP_POST_DEPLOYMENT_MIGRATIONS=true``), so this runner's ``pre`` stage has nothing to do. Its
+``post`` stage runs the configured playbook (``gitlab-rake db:migrate``) on the deploy node in phase
+``migrate(post)``, once every Rails node serves the release: the point of no return.
+"""
+
+from __future__ import annotations
+
+from zdu.context import UpgradeContext
+from zdu.errors import UsageError
+from zdu.migrations import MigrationEnv, Stage
+from zdu_get.ansible import TaskResult
+from zdu_get.config import GetPostDeploymentConfig
+from zdu_get.inventory import hosts_matching
+from zdu_get.platform import GetPlatform
+
+__all__ = ["GetPostDeploymentRunner"]
+
+
+class GetPostDeploymentRunner:
+    """Runs the post-deployment migrations playbook on the deploy node."""
+
+    def __init__(self, config: GetPostDeploymentConfig, env: MigrationEnv) -> None:
+        if not isinstance(env.platform, GetPlatform):
+            raise UsageError("migrations.name: get-post-deployment needs target.platform = 'get'")
+        self.config = config
+        self.platform = env.platform
+
+    def deploy_node(self) -> str:
+        """The configured deploy node, else the first Rails host."""
+        if self.config.deploy_node:
+            return self.config.deploy_node
+        hosts = hosts_matching(self.platform.ansible.inventory_list(), self.config.rails_hosts)
+        if not hosts:
+            raise UsageError(
+                f"migrations.rails_hosts: no host in the inventory matches {self.config.rails_hosts!r}"
+            )
+        return hosts[0]
+
+    def pending(self, stage: Stage) -> list[str]:
+        """``post``: the one playbook run on the deploy node; ``pre``: nothing (done during the rollout)."""
+        if stage is Stage.PRE:
+            return []
+        return [f"{self.config.playbook or self.config.role} on {self.deploy_node()}"]
+
+    def run(self, stage: Stage, ctx: UpgradeContext) -> list[str]:
+        """Run the post-deployment migrations playbook on the deploy node (``post`` only)."""
+        if stage is Stage.PRE:
+            ctx.event("migrations", "regular migrations run on the deploy node during the rollout")
+            return []
+        node = self.deploy_node()
+        label = f"post-deployment migrations on {node}"
+
+        def record(task: TaskResult) -> None:
+            ctx.event(
+                "ansible",
+                f"{label}: {task.task} on {task.host}: {task.status}",
+                run=label,
+                host=task.host,
+                task=task.task,
+                status=task.status,
+            )
+
+        with ctx.step(label, node=node):
+            self.platform.ansible.run(
+                label,
+                node,
+                playbook=None if self.config.role else self.config.playbook,
+                role=self.config.role or None,
+                extravars={"gitlab_version": str(ctx.release.version)},
+                on_task=record,
+            )
+        return self.pending(Stage.POST)
+
+    def reversible(self, stage: Stage) -> bool:
+        """``pre`` has nothing to undo; ``post`` cannot be undone."""
+        return stage is Stage.PRE

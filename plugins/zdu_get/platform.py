@@ -1,0 +1,236 @@
+"""The ``get`` platform: an Omnibus fleet built by GET, its Rails nodes behind HAProxy.
+
+Instance groups are the Rails nodes grouped by the version each one answers (``/api/v4/version``);
+the Router is HAProxy, driven through its runtime API: a group with weight 0 is drained, one above 0
+is ready. Nodes are changed by Ansible (the ``get`` strategy), never started or scaled by the platform.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import http.client
+import json
+from collections.abc import Iterator, Mapping, Sequence
+
+from zdu.errors import PlatformError, TargetBusy
+from zdu.model import Version
+from zdu.platform import AssetStore, Instance, InstanceGroup, PlatformEnv
+from zdu_get.ansible import AnsibleEnvironment
+from zdu_get.config import GetPlatformConfig
+from zdu_get.haproxy import HAProxyRuntime, ServerState
+from zdu_get.terraform import TerraformRunner
+
+__all__ = ["GetPlatform", "HAProxyRouter"]
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class HAProxyRouter:
+    """HAProxy in front of the Rails nodes: whole groups drained or made ready through the runtime API."""
+
+    def __init__(self, platform: GetPlatform) -> None:
+        self.platform = platform
+        self.runtime = platform.runtime
+        self.backend = platform.config.backend
+
+    @property
+    def url(self) -> str:
+        """The HAProxy frontend."""
+        return self.platform.config.url
+
+    def weights(self) -> Mapping[str, int]:
+        """1 for every group with a node HAProxy routes to, 0 for the others."""
+        return {
+            group.name: 1 if any(i.routed for i in group.instances) else 0 for group in self.platform.groups()
+        }
+
+    def set_weights(self, weights: Mapping[str, int]) -> None:
+        """Make the nodes of groups with a weight ready, drain the others."""
+        for group in self.platform.groups():
+            state = "ready" if weights.get(group.name, 0) > 0 else "drain"
+            for instance in group.instances:
+                self.runtime.set_state(self.backend, instance.id, state)
+
+    def verify_weights(self, weights: Mapping[str, int]) -> bool:
+        """Whether exactly the groups with a weight are routed."""
+        current = self.weights()
+        return all((current.get(name, 0) > 0) == (weight > 0) for name, weight in weights.items())
+
+    def set_preview(self, group: str | None) -> str | None:
+        """HAProxy here has no preview route: ``None`` removes nothing, a group is refused."""
+        if group is not None:
+            raise PlatformError("the get platform has no preview route (blue-green needs one)")
+        return None
+
+    def set_affinity(self, enabled: bool) -> None:
+        """Not offered by this router."""
+        if enabled:
+            raise PlatformError("the get platform's HAProxy router does not manage affinity")
+
+    def route_assets(self, enabled: bool) -> None:
+        """Not offered by this router."""
+        if enabled:
+            raise PlatformError("the get platform's HAProxy router does not route /assets/")
+
+    def remove_managed_routes(self) -> None:
+        """Nothing to remove: zdu adds no route to HAProxy."""
+
+
+class GetPlatform:
+    """A GET environment (see :class:`~zdu_get.config.GetPlatformConfig`)."""
+
+    def __init__(self, config: GetPlatformConfig, env: PlatformEnv) -> None:
+        self.config = config
+        self.env = env
+        self.state_dir = env.state_dir
+        self.runtime = HAProxyRuntime(config.haproxy_socket)
+        self.ansible = AnsibleEnvironment(
+            project_dir=config.ansible_dir, inventory=config.inventory, work_dir=env.state_dir / "ansible"
+        )
+        self._router = HAProxyRouter(self)
+
+    @property
+    def router(self) -> HAProxyRouter:
+        """HAProxy."""
+        return self._router
+
+    @property
+    def assets(self) -> AssetStore | None:
+        """No assets service."""
+        return None
+
+    @property
+    def command_executor(self) -> None:
+        """Migrations run through Ansible (the deploy node), not through an executor."""
+        return None
+
+    def terraform(self, version: Version) -> TerraformRunner | None:
+        """The environment's Terraform with its variables for ``version``; None without a directory."""
+        if self.config.terraform_dir is None:
+            return None
+        variables = {key: value.format(version=version) for key, value in self.config.terraform_vars.items()}
+        return TerraformRunner(
+            directory=self.config.terraform_dir,
+            plan_file=self.state_dir / "terraform" / f"upgrade-{version}.tfplan",
+            variables=variables,
+        )
+
+    # -- nodes ---------------------------------------------------------------------------------------
+
+    def servers(self) -> list[ServerState]:
+        """The Rails nodes as HAProxy sees them."""
+        return self.runtime.servers(self.config.backend)
+
+    def server(self, name: str) -> ServerState:
+        """One Rails node as HAProxy sees it."""
+        return self.runtime.server(self.config.backend, name)
+
+    def node_version(self, server: ServerState) -> Version | None:
+        """The version the node answers at ``version_path``; None when it does not answer."""
+        host, port = _split(server.address)
+        connection = http.client.HTTPConnection(host, port, timeout=2.0)
+        headers = {}
+        if self.config.version_token is not None:
+            headers["PRIVATE-TOKEN"] = self.config.version_token.reveal()
+        try:
+            connection.request("GET", self.config.version_path, headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+            if response.status != 200:
+                return None
+            return Version.parse(str(json.loads(body)["version"]))
+        except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
+            return None
+        finally:
+            connection.close()
+
+    def node_ready(self, server: ServerState) -> bool:
+        """Whether the node answers 200 at ``/-/readiness`` itself (not through HAProxy)."""
+        host, port = _split(server.address)
+        connection = http.client.HTTPConnection(host, port, timeout=2.0)
+        try:
+            connection.request("GET", "/-/readiness")
+            response = connection.getresponse()
+            response.read()
+            return response.status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
+
+    # -- Platform ------------------------------------------------------------------------------------
+
+    def group_name(self, version: Version) -> str:
+        """``rails-<version>``."""
+        return f"rails-{version}"
+
+    def groups(self) -> Sequence[InstanceGroup]:
+        """The Rails nodes that answer, grouped by version, oldest first."""
+        by_version: dict[Version, list[Instance]] = {}
+        for server in self.servers():
+            version = self.node_version(server)
+            if version is None:
+                continue
+            by_version.setdefault(version, []).append(
+                Instance(
+                    id=server.name,
+                    group=self.group_name(version),
+                    version=str(version),
+                    address=server.address,
+                    ready=server.status.startswith(("UP", "DRAIN")) or server.status == "no check",
+                    alive=True,
+                    routed=server.routed,
+                )
+            )
+        return [
+            InstanceGroup(self.group_name(version), version, tuple(instances))
+            for version, instances in sorted(by_version.items())
+        ]
+
+    def scale(self, group: str, version: Version, replicas: int) -> InstanceGroup:
+        """Refused: GET's nodes are changed by Ansible (strategy ``get``), not scaled."""
+        raise PlatformError(
+            "the get platform's nodes are upgraded by Ansible through the get strategy; they cannot be scaled"
+        )
+
+    def remove_group(self, group: str) -> None:
+        """Refused, as :meth:`scale`."""
+        raise PlatformError("the get platform's nodes are upgraded by Ansible; a group cannot be removed")
+
+    @contextlib.contextmanager
+    def hold_lock(self, holder: str) -> Iterator[None]:
+        """Hold ``<state dir>/upgrade.lock`` (flock) on this machine for the upgrade."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / "upgrade.lock"
+        with path.open("a+", encoding="utf-8") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.seek(0)
+                holder_now = file.read().strip() or "another process"
+                raise TargetBusy(
+                    f"target {self.env.target.name!r} is being upgraded by {holder_now}"
+                ) from None
+            try:
+                file.truncate(0)
+                file.write(holder)
+                file.flush()
+                yield
+            finally:
+                file.truncate(0)
+                fcntl.flock(file, fcntl.LOCK_UN)
+
+    def check_health(self) -> list[str]:
+        """Rails nodes HAProxy should route to but finds DOWN (a drained node is not a problem)."""
+        return [
+            f"{server.name} is {server.status} in HAProxy"
+            for server in self.servers()
+            if not server.draining and not server.routed
+        ]
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,262 @@
+"""``get``: upgrade a GET environment in GitLab's zero-downtime order, draining each Rails node.
+
+What GET's own zero-downtime playbook does: Terraform, then Ansible component by component, back to
+front: consul → postgres → pgbouncer → redis → gitaly → praefect → the Rails deploy node (regular
+migrations, ``SKIP_POST_DEPLOYMENT_MIGRATIONS=true``) → the other Rails nodes one at a time → sidekiq;
+the post-deployment migrations on the deploy node come last (the ``get-post-deployment`` migration
+runner, in phase ``migrate(post)``, the point of no return).
+
+What zdu adds: Terraform's plan is checked before it is applied (no destroy, no replace); each Rails
+node leaves HAProxy before it is touched (``state drain``, its sessions reach 0) and returns once its
+``/-/readiness`` answers (``state ready``); the probes gate every node; the first node that fails is put
+back on the old version and in HAProxy, and the nodes after it are never touched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zdu.context import UpgradeContext
+from zdu.errors import PlatformError, UsageError, ZduError
+from zdu.model import Version
+from zdu.strategy import Step
+from zdu_get.ansible import TaskResult
+from zdu_get.config import COMPONENT_ORDER, GetStrategyConfig
+from zdu_get.inventory import hosts_matching, set_inventory_version
+from zdu_get.platform import GetPlatform
+
+__all__ = ["GetStrategy", "NodeFailed"]
+
+BACKEND_COMPONENTS = COMPONENT_ORDER[: COMPONENT_ORDER.index("gitlab_rails")]
+
+
+class NodeFailed(ZduError):
+    """A Rails node failed its upgrade; it was put back on the old version, later nodes untouched."""
+
+
+def _platform(ctx: UpgradeContext) -> GetPlatform:
+    if not isinstance(ctx.platform, GetPlatform):
+        raise UsageError(f"strategy get needs target.platform = 'get', not {type(ctx.platform).__name__}")
+    return ctx.platform
+
+
+class GetStrategy:
+    """The ``get`` strategy (see the module's docstring)."""
+
+    def __init__(self, config: GetStrategyConfig) -> None:
+        self.config = config
+
+    # -- planning ------------------------------------------------------------------------------------
+
+    def _hosts(self, platform: GetPlatform, component: str) -> list[str]:
+        return hosts_matching(platform.ansible.inventory_list(), self.config.group(component).hosts)
+
+    def _rails_nodes(self, platform: GetPlatform) -> list[str]:
+        nodes = self._hosts(platform, "gitlab_rails")
+        deploy = self.config.deploy_node or (nodes[0] if nodes else "")
+        if deploy and deploy not in nodes:
+            raise UsageError(f"strategy.deploy_node: {deploy!r} is not one of the Rails hosts {nodes}")
+        return [deploy, *(n for n in nodes if n != deploy)] if deploy else []
+
+    def plan(self, ctx: UpgradeContext) -> list[Step]:
+        """Terraform, the inventory's version, then every component present in the inventory, in order."""
+        platform = _platform(ctx)
+        version = ctx.release.version
+        steps = []
+        if platform.config.terraform_dir is not None:
+            steps.append(
+                Step("rollout", "terraform", "plan to a file, refuse destroy/replace, apply that plan")
+            )
+        steps.append(
+            Step("rollout", "inventory", f"gitlab_version: {version} in {platform.config.inventory_vars}")
+        )
+        for component in COMPONENT_ORDER:
+            hosts = self._hosts(platform, component)
+            if not hosts:
+                steps.append(Step("rollout", "skip", f"{component}: no host in the inventory"))
+            elif component == "gitlab_rails":
+                for index, node in enumerate(self._rails_nodes(platform)):
+                    how = "drain, upgrade, readiness, ready" if self.config.drain else "upgrade (no drain)"
+                    migrations = (
+                        " with regular migrations (SKIP_POST_DEPLOYMENT_MIGRATIONS=true)"
+                        if index == 0
+                        else ""
+                    )
+                    steps.append(Step("rollout", "rails node", f"{node}: {how}{migrations}; probes gate"))
+            else:
+                steps.append(Step("rollout", "ansible", f"{component}: {', '.join(hosts)}"))
+        return steps
+
+    # -- rollout -------------------------------------------------------------------------------------
+
+    def _record(self, ctx: UpgradeContext, label: str) -> Any:
+        def record(task: TaskResult) -> None:
+            ctx.event(
+                "ansible",
+                f"{label}: {task.task} on {task.host}: {task.status}",
+                run=label,
+                host=task.host,
+                task=task.task,
+                status=task.status,
+            )
+
+        return record
+
+    def _run_component(
+        self, ctx: UpgradeContext, platform: GetPlatform, component: str, version: Version
+    ) -> None:
+        group = self.config.group(component)
+        hosts = self._hosts(platform, component)
+        if not hosts:
+            ctx.event(
+                "skipped",
+                f"{component}: no host in the inventory matches {group.hosts!r}",
+                component=component,
+            )
+            return
+        with ctx.step(f"ansible {component} on {', '.join(hosts)}", component=component):
+            platform.ansible.run(
+                component,
+                group.hosts,
+                playbook=group.playbook or None,
+                role=group.role or None,
+                extravars={"gitlab_version": str(version)},
+                on_task=self._record(ctx, component),
+            )
+
+    def _terraform(self, ctx: UpgradeContext, platform: GetPlatform) -> None:
+        terraform = platform.terraform(ctx.release.version)
+        if terraform is None:
+            return
+        with ctx.step("terraform plan"):
+            changes = terraform.plan()
+            ctx.event(
+                "terraform-plan",
+                f"{len(changes)} resource changes planned",
+                changes=[{"address": c.address, "actions": list(c.actions)} for c in changes],
+            )
+            terraform.refuse_destruction(changes)
+        if changes:
+            with ctx.step("terraform apply (the saved plan)"):
+                terraform.apply_saved_plan()
+
+    def rollout(self, ctx: UpgradeContext) -> None:
+        """Terraform, the inventory's version, the components in order, the Rails nodes one by one."""
+        platform = _platform(ctx)
+        version = ctx.release.version
+        self._terraform(ctx, platform)
+        with ctx.step(f"set gitlab_version {version} in {platform.config.inventory_vars}"):
+            set_inventory_version(platform.config.inventory_vars, str(version))
+        for component in BACKEND_COMPONENTS:
+            self._run_component(ctx, platform, component, version)
+            ctx.gate(f"ansible {component}")
+        nodes = self._rails_nodes(platform)
+        if not nodes:
+            ctx.event("skipped", "gitlab_rails: no host in the inventory", component="gitlab_rails")
+        for index, node in enumerate(nodes):
+            server = platform.server(node)
+            if platform.node_version(server) == version and server.routed:
+                ctx.event("skipped", f"rails node {node} already serves {version}", node=node)
+                continue
+            try:
+                self._upgrade_node(ctx, platform, node, version, deploy=index == 0)
+                ctx.gate(f"rails node {node} on {version}")
+            except ZduError as error:
+                self._restore_node(ctx, platform, node)
+                untouched = nodes[index + 1 :]
+                raise NodeFailed(
+                    f"rails node {node} failed: {error}; {node} is back on {ctx.from_version} in HAProxy"
+                    + (f"; not touched: {', '.join(untouched)}" if untouched else "")
+                ) from error
+        self._run_component(ctx, platform, "sidekiq", version)
+
+    def _upgrade_node(
+        self, ctx: UpgradeContext, platform: GetPlatform, node: str, version: Version, *, deploy: bool
+    ) -> None:
+        """Drain (when configured), upgrade through Ansible, wait for readiness, make ready, wait UP."""
+        config = platform.config
+        runtime, backend = platform.runtime, config.backend
+        if self.config.drain:
+            with ctx.step(f"drain {backend}/{node}", node=node):
+                runtime.set_state(backend, node, "drain")
+                runtime.wait_for(
+                    backend, node, lambda s: s.sessions == 0, config.drain_timeout, "sessions reaching 0"
+                )
+        group = self.config.group("gitlab_rails")
+        extravars: dict[str, Any] = {"gitlab_version": str(version)}
+        if deploy:
+            extravars["skip_post_deployment_migrations"] = True
+        label = f"rails node {node}" + (" (deploy node)" if deploy else "")
+        with ctx.step(f"ansible gitlab_rails on {node} to {version}", node=node, deploy=deploy):
+            platform.ansible.run(
+                label,
+                node,
+                playbook=group.playbook or None,
+                role=group.role or None,
+                extravars=extravars,
+                on_task=self._record(ctx, label),
+            )
+        self._back_in_service(ctx, platform, node)
+
+    def _back_in_service(self, ctx: UpgradeContext, platform: GetPlatform, node: str) -> None:
+        config = platform.config
+        runtime, backend = platform.runtime, config.backend
+        with ctx.step(f"readiness of {node}", node=node):
+            runtime.wait_for(
+                backend, node, platform.node_ready, config.ready_timeout, "/-/readiness answering 200"
+            )
+            if self.config.drain:
+                runtime.set_state(backend, node, "ready")
+            runtime.wait_for(backend, node, lambda s: s.routed, config.ready_timeout, "HAProxy marking it UP")
+
+    def _restore_node(self, ctx: UpgradeContext, platform: GetPlatform, node: str) -> None:
+        """Put a node that failed back on the old version, drained while it changes, then in HAProxy."""
+        config = platform.config
+        with ctx.step(f"restore {node} to {ctx.from_version}", node=node):
+            platform.runtime.set_state(config.backend, node, "drain")
+            group = self.config.group("gitlab_rails")
+            label = f"rails node {node} (restore)"
+            platform.ansible.run(
+                label,
+                node,
+                playbook=group.playbook or None,
+                role=group.role or None,
+                extravars={"gitlab_version": str(ctx.from_version)},
+                on_task=self._record(ctx, label),
+            )
+            platform.runtime.wait_for(
+                config.backend, node, platform.node_ready, config.ready_timeout, "/-/readiness answering 200"
+            )
+            platform.runtime.set_state(config.backend, node, "ready")
+            platform.runtime.wait_for(
+                config.backend, node, lambda s: s.routed, config.ready_timeout, "HAProxy marking it UP"
+            )
+
+    def finalize(self, ctx: UpgradeContext) -> None:
+        """Nothing to remove: the nodes were upgraded in place."""
+
+    def rollback(self, ctx: UpgradeContext) -> None:
+        """The inventory's version back, Rails nodes on the new version back one by one, sidekiq back.
+
+        Consul, PostgreSQL, PgBouncer, Redis, Gitaly and Praefect stay on the new version (GitLab does
+        not support downgrading them; they serve the old Rails version) and Terraform's changes stay.
+        """
+        platform = _platform(ctx)
+        with ctx.step(f"set gitlab_version {ctx.from_version} in {platform.config.inventory_vars}"):
+            set_inventory_version(platform.config.inventory_vars, str(ctx.from_version))
+        changed = False
+        for node in reversed(self._rails_nodes(platform)):
+            try:
+                server = platform.server(node)
+            except PlatformError:
+                continue
+            if platform.node_version(server) == ctx.from_version and server.routed:
+                continue
+            changed = True
+            self._restore_node(ctx, platform, node)
+        if changed:
+            self._run_component(ctx, platform, "sidekiq", ctx.from_version)
+        ctx.event(
+            "rollback-scope",
+            "backend components (consul ... praefect) and Terraform's changes are left as they are",
+        )

@@ -1,0 +1,109 @@
+"""Terraform through python-terraform: plan to a file, refuse destruction, apply that very plan.
+
+A version upgrade should change nothing in the infrastructure, or only in place. When the plan would
+destroy or replace anything (a node rebuilt from a new image, a disk recreated), zdu refuses before
+anything is applied and names the resources, so that a person decides outside the upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+from python_terraform import IsFlagged, Terraform
+
+from zdu.errors import ZduError
+
+__all__ = ["PlannedChange", "TerraformError", "TerraformPlanRefused", "TerraformRunner"]
+
+log = logging.getLogger("zdu.get.terraform")
+
+
+class TerraformError(ZduError):
+    """A terraform command failed."""
+
+
+class TerraformPlanRefused(ZduError):
+    """The plan would destroy or replace resources; nothing was applied."""
+
+
+@attrs.frozen
+class PlannedChange:
+    """One resource change of a saved plan."""
+
+    address: str
+    actions: tuple[str, ...]
+
+    @property
+    def destructive(self) -> bool:
+        """Whether it destroys the resource (a delete, or a replace: delete and create)."""
+        return "delete" in self.actions
+
+
+@attrs.define
+class TerraformRunner:
+    """Runs terraform in ``directory`` with ``variables``; the plan file is kept in ``plan_file``."""
+
+    directory: Path
+    plan_file: Path
+    variables: Mapping[str, str] = attrs.field(factory=dict)
+    binary: str = "terraform"
+
+    def _terraform(self) -> Terraform:
+        return Terraform(working_dir=str(self.directory), terraform_bin_path=self.binary)
+
+    def _check(
+        self, command: str, result: tuple[int | None, str | None, str | None], ok: tuple[int, ...]
+    ) -> str:
+        code, out, err = result
+        if code not in ok:
+            message = (err or out or "").strip().splitlines()
+            raise TerraformError(
+                f"terraform {command} in {self.directory} failed (exit {code}): {' '.join(message[-3:])}"
+            )
+        return out or ""
+
+    def plan(self) -> list[PlannedChange]:
+        """``terraform init`` and ``terraform plan -out=<plan_file>``; the changes it holds."""
+        terraform = self._terraform()
+        self._check("init", terraform.init(input=False, reconfigure=None, backend=None), (0,))
+        self.plan_file.parent.mkdir(parents=True, exist_ok=True)
+        self._check(
+            "plan",
+            terraform.plan(
+                out=str(self.plan_file),
+                var=dict(self.variables) or None,
+                input=False,
+                detailed_exitcode=IsFlagged,
+            ),
+            (0, 2),
+        )
+        shown = self._check("show", terraform.cmd("show", str(self.plan_file), json=IsFlagged), (0,))
+        document = json.loads(shown)
+        changes = []
+        for change in document.get("resource_changes", []):
+            actions = tuple(change.get("change", {}).get("actions", []))
+            if actions and actions != ("no-op",):
+                changes.append(PlannedChange(change["address"], actions))
+        return changes
+
+    def refuse_destruction(self, changes: list[PlannedChange]) -> None:
+        """Raise TerraformPlanRefused naming every resource the plan would destroy or replace."""
+        destructive = [c for c in changes if c.destructive]
+        if destructive:
+            named = ", ".join(f"{c.address} ({'/'.join(c.actions)})" for c in destructive)
+            raise TerraformPlanRefused(
+                f"terraform plan in {self.directory} would destroy or replace: {named}; nothing was applied"
+            )
+
+    def apply_saved_plan(self) -> None:
+        """``terraform apply <plan_file>``: exactly what was planned and checked, nothing else."""
+        terraform = self._terraform()
+        self._check(
+            "apply",
+            terraform.apply(str(self.plan_file), var=None, input=False, skip_plan=True),
+            (0,),
+        )
