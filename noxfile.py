@@ -16,7 +16,7 @@ PYTHON = "3.11"
 
 
 def ensure_system_packages(session: nox.Session, *commands: str) -> None:
-    """Install nginx and friends from Debian's packages when they are missing and we may (root, apt-get)."""
+    """Install nginx, haproxy and friends from Debian's packages when missing and we may (root, apt-get)."""
     missing = [
         command
         for command in commands
@@ -28,7 +28,7 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
     ]
     if not missing:
         return
-    packages = {"nginx": "nginx-light", "curl": "curl", "initdb": "postgresql"}
+    packages = {"nginx": "nginx-light", "curl": "curl", "initdb": "postgresql", "haproxy": "haproxy"}
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         session.error(f"missing {', '.join(missing)}: install {' '.join(packages[c] for c in missing)}")
     session.log(f"installing {', '.join(missing)} with apt-get")
@@ -43,7 +43,7 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite, the slow end-to-end scenarios included (``-- -m 'not slow'`` skips them)."""
-    ensure_system_packages(session, "nginx", "curl", "initdb")
+    ensure_system_packages(session, "nginx", "curl", "initdb", "haproxy")
     session.install("-e", ".[all,test]")
     session.run("pytest", *session.posargs)
 

@@ -19,7 +19,7 @@ __all__ = ["hosts_matching", "read_inventory_version", "set_inventory_version"]
 
 _LINE = re.compile(
     r"^(?P<lead>[ \t]*gitlab_version[ \t]*:[ \t]*)(?P<quote>[\"']?)(?P<value>[^\"'#\r\n]*?)(?P=quote)"
-    r"(?P<tail>[ \t]*(?:#[^\r\n]*)?)$",
+    r"(?P<tail>[ \t]*(?:#[^\r\n]*)?)(?=\r?$)",
     re.MULTILINE,
 )
 
@@ -50,7 +50,7 @@ def set_inventory_version(path: Path, version: str) -> bool:
     match = _match(path, text)
     if match["value"] == version:
         return False
-    quote = match["quote"] or '"'
+    quote = match["quote"]
     updated = (
         text[: match.start("quote")]
         + f"{quote}{version}{quote}"
