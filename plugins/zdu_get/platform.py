@@ -225,11 +225,15 @@ class GetPlatform:
                 fcntl.flock(file, fcntl.LOCK_UN)
 
     def check_health(self) -> list[str]:
-        """Rails nodes HAProxy should route to but finds DOWN (a drained node is not a problem)."""
+        """Rails nodes HAProxy should route to but finds DOWN, and that do not answer readiness either.
+
+        A drained node is not a problem; nor is one whose ``/-/readiness`` answers while HAProxy's
+        health checks have not marked it UP yet (they catch up within ``rise`` checks).
+        """
         return [
-            f"{server.name} is {server.status} in HAProxy"
+            f"{server.name} is {server.status} in HAProxy and not ready"
             for server in self.servers()
-            if not server.draining and not server.routed
+            if not server.draining and not server.routed and not self.node_ready(server)
         ]
 
     def close(self) -> None:
