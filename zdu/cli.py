@@ -185,14 +185,25 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print only J
 @cli.command()
 @config_argument
 @json_option
+@click.option(
+    "--offline",
+    "offline",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    metavar="STATE.json",
+    help="Plan against this snapshot of the platform's objects and print every object it would send "
+    "(with --json: only those, as a list).",
+)
 @click.pass_context
-def plan(ctx: click.Context, config: Path, as_json: bool) -> None:
+def plan(ctx: click.Context, config: Path, as_json: bool, offline: Path | None) -> None:
     """Print what an upgrade would do, step by step, changing nothing."""
     upgrade = Upgrade.from_config(config, manager_from(ctx))
     try:
-        result = upgrade.plan()
+        result = upgrade.plan(offline=offline)
     finally:
         upgrade.close()
+    if offline is not None and as_json:
+        click.echo(json.dumps(list(result.changes), indent=2))
+        return
 
     def text() -> str:
         lines = [
@@ -200,6 +211,9 @@ def plan(ctx: click.Context, config: Path, as_json: bool) -> None:
             f"{' + '.join((result.strategy, *result.layers))}"
         ]
         lines += [f"  {s.phase:<14} {s.action:<22} {s.detail}" for s in result.steps]
+        if offline is not None:
+            lines.append(f"objects it would send ({len(result.changes)}):")
+            lines += [json.dumps(change, indent=2) for change in result.changes]
         return "\n".join(lines)
 
     emit(result.to_dict(), as_json, text)

@@ -179,7 +179,12 @@ class UpgradeContext:
                 )
 
     def wait(self, seconds: float, step: str) -> None:
-        """Wait ``seconds`` while gating every ``gate_interval`` (``blue-green``'s scale-down delay)."""
+        """Wait ``seconds`` while gating every ``gate_interval`` (``blue-green``'s scale-down delay).
+
+        While planning (:attr:`dry_run`), nothing waits.
+        """
+        if self.dry_run:
+            return
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             if self.cancel.wait(min(left, self.gate_interval)):

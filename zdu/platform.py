@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -23,7 +23,7 @@ from zdu.model import Target, Version
 if TYPE_CHECKING:
     from zdu.migrations import CommandExecutor
 
-__all__ = ["AssetStore", "Instance", "InstanceGroup", "Platform", "PlatformEnv", "Router"]
+__all__ = ["AssetStore", "Instance", "InstanceGroup", "Platform", "PlatformEnv", "RecordsChanges", "Router"]
 
 
 @attrs.frozen
@@ -77,10 +77,26 @@ class PlatformEnv:
 
     :ivar target: the deployment the platform manages.
     :ivar state_dir: a directory the platform may keep state in (per target).
+    :ivar release: the version being rolled out, when the platform is built for an upgrade (a
+        platform may take images for it from it, such as a migrations Job's).
+    :ivar offline_snapshot: plan against this snapshot of the platform's objects instead of the live
+        platform (``zdu plan --offline``): change nothing, record every change in
+        :meth:`RecordsChanges.recorded_changes`. A platform that cannot plan offline refuses it.
     """
 
     target: Target
     state_dir: Path
+    release: Version | None = None
+    offline_snapshot: Path | None = None
+
+
+@runtime_checkable
+class RecordsChanges(Protocol):
+    """A platform that can plan offline: it records the objects it would send instead of sending them."""
+
+    def recorded_changes(self) -> list[dict[str, Any]]:
+        """Every object (or change) sent so far, in order, as the platform's own JSON."""
+        ...
 
 
 @runtime_checkable

@@ -244,11 +244,17 @@ def _extra_for(error: BaseException, dist: importlib.metadata.Distribution | Non
     if not isinstance(error, ImportError) or not missing or dist is None:
         return None
     top = _normalise(missing.split(".")[0])
+    sizes: dict[str, int] = {}
+    providers: list[str] = []
     for requirement in dist.requires or ():
         match = _REQUIREMENT.match(requirement)
-        if match and _normalise(match.group(1)).removeprefix("python_") == top.removeprefix("python_"):
-            return match.group(2)
-    return None
+        if not match:
+            continue
+        sizes[match.group(2)] = sizes.get(match.group(2), 0) + 1
+        if _normalise(match.group(1)).removeprefix("python_") == top.removeprefix("python_"):
+            providers.append(match.group(2))
+    # the narrowest extra that provides it ("kubernetes", not "all", which includes it)
+    return min(providers, key=lambda extra: (sizes[extra], extra)) if providers else None
 
 
 def disabled_from_environment() -> list[str]:

@@ -38,7 +38,7 @@ from zdu.errors import (
 from zdu.journal import Journal
 from zdu.migrations import MigrationEnv, MigrationRunner, Stage
 from zdu.model import Phase, Report, UpgradeStatus, Verdict, Version
-from zdu.platform import Platform, PlatformEnv
+from zdu.platform import Platform, PlatformEnv, RecordsChanges
 from zdu.policy import check_upgrade_path
 from zdu.probe import GateSettings, Probe, ProbeContext
 from zdu.registry import ZduPluginManager, get_plugin_manager
@@ -59,6 +59,8 @@ class Plan:
     strategy: str
     layers: tuple[str, ...]
     steps: tuple[Step, ...]
+    #: with an offline snapshot: every object the platform would send, in order (its own JSON)
+    changes: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
@@ -69,6 +71,7 @@ class Plan:
             "strategy": self.strategy,
             "layers": list(self.layers),
             "steps": [attrs.asdict(step) for step in self.steps],
+            "changes": list(self.changes),
         }
 
 
@@ -115,6 +118,7 @@ class Upgrade:
         self.verify_seconds = verify_seconds
         self.cancel = threading.Event()
         self._platform: Platform | None = None
+        self._offline_snapshot: Path | None = None
 
     @classmethod
     def from_config(
@@ -134,8 +138,15 @@ class Upgrade:
         """The target's platform (built on first use)."""
         if self._platform is None:
             spec = self.config.platform
-            env = PlatformEnv(target=self.config.target, state_dir=self.config.target_state_dir)
+            env = PlatformEnv(
+                target=self.config.target,
+                state_dir=self.config.target_state_dir,
+                release=self.config.release.version,
+                offline_snapshot=self._offline_snapshot,
+            )
             self._platform = spec.build(env)
+            if self._offline_snapshot is not None and not isinstance(self._platform, RecordsChanges):
+                raise UsageError(f"platform {spec.name!r} cannot plan offline (--offline)")
         return self._platform
 
     def _strategy(self) -> Strategy:
@@ -213,8 +224,17 @@ class Upgrade:
     def _check_versions(self, from_version: Version) -> None:
         check_upgrade_path(from_version, self.config.release.version)
 
-    def plan(self) -> Plan:
-        """What :meth:`run` would do now, step by step, without changing anything."""
+    def plan(self, offline: Path | None = None) -> Plan:
+        """What :meth:`run` would do now, step by step, without changing anything.
+
+        :param offline: a snapshot of the platform's objects to plan against instead of the live
+            platform; the plan then also lists every object the platform would send
+            (:attr:`Plan.changes`), from a dry run of the layers' and the strategy's steps on it.
+        """
+        if offline is not None:
+            if self._platform is not None:
+                raise UsageError("plan(offline=...) must come before the platform is used")
+            self._offline_snapshot = offline
         from_version = self._from_version()
         self._check_versions(from_version)
         info = self._info("plan", from_version)
@@ -235,6 +255,9 @@ class Upgrade:
             action = "deferred" if self.config.defer_post else "migrate"
             steps.extend(Step("migrate(post)", action, name) for name in runner.pending(Stage.POST))
         steps.append(Step("cleanup", "cleanup", "remove managed routes, stop probes"))
+        changes: list[dict[str, Any]] = []
+        if offline is not None:
+            changes = self._dry_run(context, layers)
         return Plan(
             target=self.config.target.name,
             from_version=str(from_version),
@@ -242,7 +265,23 @@ class Upgrade:
             strategy=self.config.strategy.name,
             layers=tuple(layer.name for layer in self.config.layers),
             steps=tuple(sorted(steps, key=lambda s: _phase_rank(s.phase))),
+            changes=tuple(changes),
         )
+
+    def _dry_run(self, context: UpgradeContext, layers: list[TrafficLayer]) -> list[dict[str, Any]]:
+        """Run prepare, rollout, finalize and cleanup on the offline platform; return what it recorded."""
+        platform = self.platform
+        assert isinstance(platform, RecordsChanges)
+        ctx = attrs.evolve(context, record_event=lambda *_: None, probe_factories=(), gates=())
+        strategy = self._strategy()
+        for layer in layers:
+            layer.prepare(ctx)
+        strategy.rollout(ctx)
+        strategy.finalize(ctx)
+        for layer in reversed(layers):
+            layer.finalize(ctx)
+        self.platform.router.remove_managed_routes()
+        return platform.recorded_changes()
 
     def _info(self, upgrade_id: str, from_version: Version) -> UpgradeInfo:
         return UpgradeInfo(
