@@ -303,7 +303,10 @@ def test_importing_zdu_imports_no_plugin() -> None:
     at_import, after_manager = result.stdout.splitlines()
     assert at_import == "[]"
     # the check can fail: the manager does load them
-    assert after_manager == "['zdu_local', 'zdu_migrations', 'zdu_probes', 'zdu_strategies']"
+    assert after_manager == (
+        "['zdu_get', 'zdu_instrumentor', 'zdu_kubernetes', 'zdu_local', 'zdu_migrations', 'zdu_probes', "
+        "'zdu_strategies']"
+    )
 
 
 # -- lifecycle observers ---------------------------------------------------------------------------

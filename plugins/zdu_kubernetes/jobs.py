@@ -1,0 +1,230 @@
+"""Migration commands as Kubernetes Jobs from the release's toolbox image (the ``gitlab-rake`` executor).
+
+As GitLab's chart upgrade procedure does, the webservice and sidekiq Deployments are paused while the
+Job runs (``spec.paused``: no template change rolls out under a migration), and resumed after it,
+sidekiq first.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from zdu.migrations import CommandError, CommandResult, CommandTimeout
+from zdu_kubernetes.api import Obj, WaitTimeout
+from zdu_kubernetes.objects import MANAGED_BY, retag
+
+if TYPE_CHECKING:
+    from zdu_kubernetes.platform import KubernetesPlatform
+
+__all__ = ["JobCommandExecutor", "migration_job"]
+
+log = logging.getLogger("zdu.kubernetes.jobs")
+
+TARGET_LABEL = "zdu.gitlab.com/target"
+
+
+def migration_job(
+    name: str,
+    namespace: str,
+    target: str,
+    image: str,
+    argv: Sequence[str],
+    env: Mapping[str, str | None],
+    template: Obj | None,
+    ttl: int,
+) -> Obj:
+    """The Job that runs ``argv`` once: the toolbox pod template's volumes and environment, ``image``.
+
+    ``env`` changes the container's environment: a string sets a variable, ``None`` removes it.
+    """
+    pod: Obj = copy.deepcopy((template or {}).get("spec") or {})
+    source = (pod.get("containers") or [{}])[0]
+    variables = [v for v in source.get("env") or [] if v.get("name") not in env]
+    variables += [{"name": key, "value": value} for key, value in sorted(env.items()) if value is not None]
+    container: Obj = {
+        "name": "migrations",
+        "image": image,
+        "command": list(argv),
+        **({"env": variables} if variables else {}),
+    }
+    for key in ("envFrom", "volumeMounts", "resources", "securityContext", "workingDir"):
+        if source.get(key):
+            container[key] = copy.deepcopy(source[key])
+    keep = (
+        "volumes",
+        "serviceAccountName",
+        "securityContext",
+        "imagePullSecrets",
+        "nodeSelector",
+        "tolerations",
+    )
+    pod_spec: Obj = {key: pod[key] for key in keep if pod.get(key)}
+    pod_spec["restartPolicy"] = "Never"
+    pod_spec["containers"] = [container]
+    labels = {**MANAGED_BY, TARGET_LABEL: target}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "backoffLimit": 0,
+            "ttlSecondsAfterFinished": ttl,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def _condition(job: Obj, kind: str) -> Obj | None:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            found: Obj = condition
+            return found
+    return None
+
+
+class JobCommandExecutor:
+    """Runs a command as a Job of the release's toolbox image; see :class:`zdu.migrations.CommandExecutor`.
+
+    The output is the pod's log, passed to ``on_output`` line by line once the Job has ended.
+    """
+
+    def __init__(self, platform: KubernetesPlatform) -> None:
+        self.platform = platform
+
+    def _image(self) -> str:
+        config = self.platform.config
+        version = self.platform.env.release or self.platform.env.target.version
+        toolbox = self.platform.api.get("Deployment", config.toolbox_deployment)
+        if toolbox is not None and not config.toolbox_image:
+            image = toolbox["spec"]["template"]["spec"]["containers"][0]["image"]
+            return retag(image, config.image_tag.format(version=version))
+        return config.toolbox_image.format(version=version)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str | None],
+        timeout: float,
+        on_output: Callable[[str], None] | None = None,
+    ) -> CommandResult:
+        """Pause webservice and sidekiq, run ``argv`` in a Job to its end, resume sidekiq then webservice."""
+        if not argv:
+            raise CommandError("no command to run: the command is empty")
+        paused = self._pause()
+        try:
+            return self._run_job(argv, env, timeout, on_output)
+        finally:
+            self._resume(paused)
+
+    def _pausable(self) -> list[str]:
+        config = self.platform.config
+        webservice = [name for name, _version, _obj in self.platform.group_deployments()]
+        sidekiq = [name for name in config.sidekiq_deployments if self.platform.api.get("Deployment", name)]
+        return webservice + sidekiq
+
+    def _pause(self) -> list[str]:
+        paused = []
+        for name in self._pausable():
+
+            def pause(obj: Obj) -> bool:
+                if obj["spec"].get("paused"):
+                    return False
+                obj["spec"]["paused"] = True
+                return True
+
+            before = self.platform.api.get("Deployment", name)
+            if before is not None and not before["spec"].get("paused"):
+                self.platform.api.update("Deployment", name, pause)
+                paused.append(name)
+        if paused:
+            log.info("paused %s while migrations run", ", ".join(paused))
+        return paused
+
+    def _resume(self, paused: list[str]) -> None:
+        sidekiq = set(self.platform.config.sidekiq_deployments)
+        order = [n for n in paused if n in sidekiq] + [n for n in paused if n not in sidekiq]
+        for name in order:
+
+            def resume(obj: Obj) -> bool:
+                if not obj["spec"].get("paused"):
+                    return False
+                obj["spec"]["paused"] = False
+                return True
+
+            self.platform.api.update("Deployment", name, resume)
+        if order:
+            log.info("resumed %s", ", ".join(order))
+
+    def _run_job(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str | None],
+        timeout: float,
+        on_output: Callable[[str], None] | None,
+    ) -> CommandResult:
+        api = self.platform.api
+        config = self.platform.config
+        toolbox = api.get("Deployment", config.toolbox_deployment)
+        name = f"zdu-migrations-{secrets.token_hex(4)}"
+        job = migration_job(
+            name,
+            config.namespace,
+            self.platform.env.target.name,
+            self._image(),
+            argv,
+            env,
+            toolbox["spec"]["template"] if toolbox is not None else None,
+            config.job_ttl,
+        )
+        api.create(job)
+        log.info("job %s runs %s", name, " ".join(argv))
+
+        def ended(obj: Obj | None) -> bool:
+            if obj is None:
+                raise CommandError(f"job {name} was deleted before it ended")
+            return _condition(obj, "Complete") is not None or _condition(obj, "Failed") is not None
+
+        try:
+            finished = api.wait("Job", name, ended, timeout, f"job {name} ({' '.join(argv)}) to end")
+        except WaitTimeout:
+            output = self._output(name, None)
+            api.delete("Job", name)
+            raise CommandTimeout(
+                f"{' '.join(argv)} (job {name}) did not finish within {timeout:g}s and was deleted",
+                output=output,
+            ) from None
+        assert finished is not None
+        code = self._exit_code(name, finished)
+        output = self._output(name, on_output)
+        failed = _condition(finished, "Failed")
+        if failed is not None and code == 0:
+            code = 1
+            reason = f"job {name} failed: {failed.get('reason', '')} {failed.get('message', '')}".strip()
+            output = f"{output}\n{reason}" if output else reason
+            if on_output is not None:
+                on_output(reason)
+        return CommandResult(returncode=code, output=output)
+
+    def _pods(self, name: str) -> list[Obj]:
+        return self.platform.api.list("Pod", {"job-name": name})
+
+    def _exit_code(self, name: str, job: Obj) -> int:
+        for pod in self._pods(name):
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                terminated = (status.get("state") or {}).get("terminated")
+                if terminated is not None:
+                    return int(terminated.get("exitCode", 1))
+        return 0 if _condition(job, "Complete") is not None else 1
+
+    def _output(self, name: str, on_output: Callable[[str], None] | None) -> str:
+        lines: list[str] = []
+        for pod in self._pods(name):
+            lines += self.platform.api.log(pod["metadata"]["name"]).splitlines()
+        if on_output is not None:
+            for line in lines:
+                on_output(line)
+        return "\n".join(lines)

@@ -1,0 +1,215 @@
+"""Fixtures: a stand-in API server seeded with a GitLab chart's webservice, and zdu configured for it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zdu.config import load_config
+from zdu.model import Target, Version
+from zdu.platform import PlatformEnv
+from zdu.registry import get_plugin_manager
+from zdu.upgrade import Upgrade
+from zdu_kubernetes.config import KubernetesPlatformConfig
+from zdu_kubernetes.platform import KubernetesPlatform
+
+from .stand_in_apiserver import StandInApiServer
+
+FROM, TO = "16.5.0", "16.6.0"
+NAMESPACE = "gitlab"
+CNG = "registry.gitlab.com/gitlab-org/build/cng"
+LABELS = {"app": "webservice", "release": "gitlab"}
+
+
+def chart_objects(version: str = FROM, replicas: int = 3) -> list[dict[str, Any]]:
+    """What the GitLab chart installs that zdu touches (trimmed to what matters here)."""
+
+    def deployment(
+        name: str, labels: dict[str, str], containers: list[dict[str, Any]], count: int
+    ) -> dict[str, Any]:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": dict(labels)},
+            "spec": {
+                "replicas": count,
+                "selector": {"matchLabels": dict(labels)},
+                "template": {"metadata": {"labels": dict(labels)}, "spec": {"containers": containers}},
+            },
+        }
+
+    return [
+        deployment(
+            "gitlab-webservice-default",
+            LABELS,
+            [
+                {
+                    "name": "webservice",
+                    "image": f"{CNG}/gitlab-webservice-ee:v{version}",
+                    "ports": [{"containerPort": 8080}],
+                },
+                {
+                    "name": "gitlab-workhorse",
+                    "image": f"{CNG}/gitlab-workhorse-ee:v{version}",
+                    "ports": [{"containerPort": 8181}],
+                },
+            ],
+            replicas,
+        ),
+        deployment(
+            "gitlab-sidekiq-all-in-1-v2",
+            {"app": "sidekiq", "release": "gitlab"},
+            [{"name": "sidekiq", "image": f"{CNG}/gitlab-sidekiq-ee:v{version}"}],
+            1,
+        ),
+        deployment(
+            "gitlab-toolbox",
+            {"app": "toolbox", "release": "gitlab"},
+            [
+                {
+                    "name": "toolbox",
+                    "image": f"{CNG}/gitlab-toolbox-ee:v{version}",
+                    "env": [{"name": "CONFIG_DIRECTORY", "value": "/srv/gitlab/config"}],
+                    "volumeMounts": [{"name": "config", "mountPath": "/srv/gitlab/config"}],
+                }
+            ],
+            1,
+        )
+        | {},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "gitlab-webservice-default", "namespace": NAMESPACE, "labels": dict(LABELS)},
+            "spec": {
+                "selector": dict(LABELS),
+                "ports": [
+                    {"name": "http-webservice", "port": 8080, "targetPort": 8080},
+                    {"name": "http-workhorse", "port": 8181, "targetPort": 8181},
+                ],
+            },
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {
+                "name": "gitlab-webservice-default",
+                "namespace": NAMESPACE,
+                "annotations": {"nginx.ingress.kubernetes.io/service-upstream": "false"},
+            },
+            "spec": {
+                "ingressClassName": "nginx",
+                "rules": [
+                    {
+                        "host": "gitlab.example.com",
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {
+                                        "service": {
+                                            "name": "gitlab-webservice-default",
+                                            "port": {"number": 8181},
+                                        }
+                                    },
+                                }
+                            ]
+                        },
+                    }
+                ],
+                "tls": [{"hosts": ["gitlab.example.com"], "secretName": "gitlab-tls"}],
+            },
+        },
+    ]
+
+
+def _toolbox_volumes(objects: list[dict[str, Any]]) -> None:
+    for obj in objects:
+        if obj["metadata"]["name"] == "gitlab-toolbox":
+            obj["spec"]["template"]["spec"]["volumes"] = [
+                {"name": "config", "configMap": {"name": "gitlab-toolbox"}}
+            ]
+
+
+def seed(server: StandInApiServer, objects: list[dict[str, Any]]) -> None:
+    for obj in objects:
+        server.put(obj)
+    with server.changed:
+        server.changed.wait_for(
+            lambda: all(
+                (server.get("Deployment", o["metadata"]["name"]) or {})
+                .get("status", {})
+                .get("availableReplicas")
+                == o["spec"]["replicas"]
+                for o in objects
+                if o["kind"] == "Deployment"
+            ),
+            timeout=20,
+        )
+
+
+@pytest.fixture
+def apiserver() -> Iterator[StandInApiServer]:
+    server = StandInApiServer().start()
+    objects = chart_objects()
+    _toolbox_volumes(objects)
+    seed(server, objects)
+    yield server
+    server.stop()
+
+
+def platform_options(server: StandInApiServer, **options: Any) -> dict[str, Any]:
+    return {
+        "api_url": server.url,
+        "namespace": NAMESPACE,
+        "rollout_timeout": 20.0,
+        "lease_duration": 15,
+        **options,
+    }
+
+
+@pytest.fixture
+def platform(apiserver: StandInApiServer, tmp_path: Path) -> Iterator[KubernetesPlatform]:
+    config = KubernetesPlatformConfig(**platform_options(apiserver))  # type: ignore[arg-type]
+    env = PlatformEnv(
+        target=Target("cell", "kubernetes", FROM), state_dir=tmp_path, release=Version.parse(TO)
+    )
+    platform = KubernetesPlatform(config, env)
+    yield platform
+    platform.close()
+
+
+def upgrade_for(
+    server: StandInApiServer,
+    state_dir: Path,
+    *,
+    strategy: dict[str, Any] | None = None,
+    layers: list[str] | None = None,
+    migrations: dict[str, Any] | None = None,
+    platform: dict[str, Any] | None = None,
+    to: str = TO,
+) -> Upgrade:
+    data: dict[str, Any] = {
+        "target": {"name": "cell", "platform": "kubernetes", "version": FROM},
+        "release": {"version": to},
+        "platform": platform_options(server, **(platform or {})),
+        "strategy": {"name": "rolling", **(strategy or {}), "layers": layers or []},
+        "upgrade": {"state_dir": str(state_dir)},
+    }
+    if migrations is not None:
+        data["migrations"] = migrations
+    manager = get_plugin_manager()
+    return Upgrade(load_config(data, manager), manager, verify_seconds=0)
+
+
+def webservice_images(server: StandInApiServer, name: str) -> list[str]:
+    deployment = server.get("Deployment", name)
+    assert deployment is not None, name
+    return [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]]
+
+
+__all__ = ["FROM", "TO", "os"]
