@@ -84,3 +84,14 @@ def docs(session: nox.Session) -> None:
     """Check the docs against the code (hook signatures, the example plugin)."""
     session.install("-e", ".[all,test]")
     session.run("pytest", "tests/core/test_docs.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def e2e_kind(session: nox.Session) -> None:
+    """The kubernetes scenarios against a real cluster (kind, k3d, ...); skipped without KUBECONFIG."""
+    if not os.environ.get("KUBECONFIG"):
+        session.skip("KUBECONFIG is not set: point it at a disposable cluster (kind create cluster)")
+    session.install("-e", ".[all,test]")
+    session.run(
+        "pytest", "tests/kubernetes/test_kind_cluster.py", *session.posargs, env={"ZDU_E2E_KIND": "1"}
+    )
