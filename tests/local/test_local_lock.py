@@ -21,7 +21,8 @@ from zdu.platform import PlatformEnv
 from zdu_local.config import LocalPlatformConfig
 from zdu_local.platform import LocalPlatform
 
-env = PlatformEnv(target=Target(name="locked", platform="local", version="16.5.0"), state_dir=Path(sys.argv[1]))
+target = Target(name="locked", platform="local", version="16.5.0")
+env = PlatformEnv(target=target, state_dir=Path(sys.argv[1]))
 with LocalPlatform(LocalPlatformConfig(), env).hold_lock("pipeline 42"):
     print("held", flush=True)
     time.sleep(30)
