@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -55,6 +56,12 @@ class TerraformRunner:
     def _terraform(self) -> Terraform:
         return Terraform(working_dir=str(self.directory), terraform_bin_path=self.binary)
 
+    def plan(self) -> list[PlannedChange]:
+        """``terraform init`` and ``terraform plan -out=<plan_file>``; the changes it holds."""
+        with warnings.catch_warnings():  # python-terraform logs with the deprecated Logger.warn
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return self._plan()
+
     def _check(
         self, command: str, result: tuple[int | None, str | None, str | None], ok: tuple[int, ...]
     ) -> str:
@@ -66,8 +73,7 @@ class TerraformRunner:
             )
         return out or ""
 
-    def plan(self) -> list[PlannedChange]:
-        """``terraform init`` and ``terraform plan -out=<plan_file>``; the changes it holds."""
+    def _plan(self) -> list[PlannedChange]:
         terraform = self._terraform()
         self._check("init", terraform.init(input=False, reconfigure=None, backend=None), (0,))
         self.plan_file.parent.mkdir(parents=True, exist_ok=True)
@@ -102,8 +108,11 @@ class TerraformRunner:
     def apply_saved_plan(self) -> None:
         """``terraform apply <plan_file>``: exactly what was planned and checked, nothing else."""
         terraform = self._terraform()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            result = terraform.apply(str(self.plan_file), var=None, input=False, skip_plan=True)
         self._check(
             "apply",
-            terraform.apply(str(self.plan_file), var=None, input=False, skip_plan=True),
+            result,
             (0,),
         )
