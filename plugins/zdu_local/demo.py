@@ -58,6 +58,8 @@ class Scenario:
     layers: tuple[str, ...] = ()
     options: dict[str, Any] = attrs.field(factory=dict)
     migrations: str = attrs.field(default="none", validator=attrs.validators.in_(MIGRATIONS))
+    #: what tells two scenarios of one strategy apart (``get``: ``no drain`` and ``drain``)
+    variant: str = ""
 
 
 _ROLLING = {"max_surge": 1, "max_unavailable": 0}
@@ -81,6 +83,9 @@ DEFAULT_SCENARIOS: tuple[Scenario, ...] = (
         options=_ROLLING,
         migrations="post-first",
     ),
+    # a GET-like fleet behind HAProxy (zdu[get], haproxy): GET's own way, then with zdu's drain
+    Scenario("get-no-drain", "get", options={"drain": False}, variant="no drain"),
+    Scenario("get-drain", "get", options={"drain": True}, variant="drain"),
 )
 
 
@@ -101,6 +106,7 @@ class DemoRow:
     p99_ms: float
     achieved_rps: float
     duration_s: float
+    variant: str = ""
 
     @classmethod
     def from_report(cls, scenario: Scenario, report: Report) -> DemoRow:
@@ -119,6 +125,7 @@ class DemoRow:
             p99_ms=round(report.value("p99_ms"), 1),
             achieved_rps=round(report.value("achieved_rps"), 1),
             duration_s=round(report.duration_seconds, 2),
+            variant=scenario.variant,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,6 +144,7 @@ class DemoRow:
             "p99_ms": self.p99_ms,
             "achieved_rps": self.achieved_rps,
             "duration_s": self.duration_s,
+            "variant": self.variant,
         }
 
 
@@ -211,12 +219,17 @@ def run_demo(
     manager.register(observer, name="zdu-demo-progress")
     try:
         with interruptible(settings.cancel, console):
-            chain = [s for s in scenarios if s.migrations == "none"]
+            chain = [s for s in scenarios if s.migrations == "none" and s.strategy != "get"]
             if chain:
                 rows.update(_run_fleet(chain, settings, database=False))
             for scenario in scenarios:
                 if scenario.migrations != "none" and not settings.cancel.is_set():
                     rows.update(_run_fleet([scenario], settings, database=True))
+            on_get = [s for s in scenarios if s.strategy == "get"]
+            if on_get and not settings.cancel.is_set():
+                from zdu_get.demo import run_get_scenarios  # noqa: PLC0415 - zdu[get] only when asked
+
+                rows.update(run_get_scenarios(on_get, settings, START_VERSION, STARTUP_DELAY_S))
     finally:
         manager.unregister(observer)
     return [rows[s.key] for s in scenarios if s.key in rows]
@@ -297,7 +310,7 @@ def _create_database(config: Any, platform: LocalPlatform, database: Path) -> No
 
 
 def _label(scenario: Scenario | DemoRow) -> str:
-    parts = [scenario.strategy, *scenario.layers]
+    parts = [scenario.strategy, *scenario.layers, *([scenario.variant] if scenario.variant else [])]
     if scenario.migrations == "ordered":
         parts.append("sql migrations")
     elif scenario.migrations == "post-first":

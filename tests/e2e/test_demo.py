@@ -26,7 +26,12 @@ def test_demo_shows_recreate_losing_requests_and_rolling_and_blue_green_losing_n
     scenarios = json.loads(done.stdout)["scenarios"]  # stdout is only JSON
     rows = {
         " + ".join(
-            (row["strategy"], *row["layers"], *([row["migrations"]] if row["migrations"] != "none" else []))
+            (
+                row["strategy"],
+                *row["layers"],
+                *([row["migrations"]] if row["migrations"] != "none" else []),
+                *([row["variant"]] if row["variant"] else []),
+            )
         ): row
         for row in scenarios
     }
@@ -39,6 +44,8 @@ def test_demo_shows_recreate_losing_requests_and_rolling_and_blue_green_losing_n
         "blue-green + sticky-nginx",
         "rolling + sticky-nginx + ordered",
         "rolling + sticky-nginx + post-first",
+        "get + no drain",
+        "get + drain",
     ]
     for row in rows.values():
         assert set(row) >= {
@@ -66,6 +73,11 @@ def test_demo_shows_recreate_losing_requests_and_rolling_and_blue_green_losing_n
         rows["rolling + sticky-nginx + ordered"]["asset_errors"],
     ) == (0, 0)
     assert rows["rolling + sticky-nginx + post-first"]["failed"] > 0
+    # the same fleet behind HAProxy: GET alone (stop the node, rely on health checks) loses requests,
+    # zdu's drain of each node loses none
+    assert rows["get + no drain"]["failed"] > 0
+    assert rows["get + drain"]["status"] == "succeeded"
+    assert rows["get + drain"]["failed"] == 0
     # nothing the demo started is left: instances log into its state directory, nginx runs under it
     assert [p for p in psutil.process_iter() if p.pid not in before and _belongs_to_a_demo(p)] == []
 
