@@ -76,7 +76,10 @@ def test_unknown_strategy_lists_installed(zdu_plugin_manager):
     }
     with pytest.raises(
         ConfigError,
-        match=r"strategy\.name: unknown strategy 'canary'; installed: blue-green, get, instrumentor, recreate, rolling",
+        match=(
+            r"strategy\.name: unknown strategy 'canary'; "
+            r"installed: blue-green, get, instrumentor, recreate, rolling"
+        ),
     ):
         load_config(raw, zdu_plugin_manager)
 
