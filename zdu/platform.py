@@ -151,6 +151,14 @@ class Router(Protocol):
         """
         ...
 
+    def check_affinity(self) -> None:
+        """Raise :class:`~zdu.errors.PreflightError` with the reason when sticky sessions cannot work here.
+
+        Called in ``preflight`` (through the ``sticky-nginx`` layer's plan), before anything changes:
+        ingress-nginx, for one, ignores affinity on an Ingress with ``service-upstream: "true"``.
+        """
+        ...
+
     def route_assets(self, enabled: bool) -> None:
         """Serve ``/assets/`` from the platform's :class:`AssetStore` instead of the instances.
 

@@ -13,7 +13,7 @@ import http.client
 import json
 from collections.abc import Iterator, Mapping, Sequence
 
-from zdu.errors import PlatformError, TargetBusy
+from zdu.errors import PlatformError, PreflightError, TargetBusy
 from zdu.model import Version
 from zdu.platform import AssetStore, Instance, InstanceGroup, PlatformEnv
 from zdu_get.ansible import AnsibleEnvironment
@@ -65,6 +65,13 @@ class HAProxyRouter:
         if group is not None:
             raise PlatformError("the get platform has no preview route (blue-green needs one)")
         return None
+
+    def check_affinity(self) -> None:
+        """Refuse sticky sessions: this router does not manage affinity."""
+        raise PreflightError(
+            "the get platform's HAProxy router does not manage affinity: the sticky-nginx layer cannot "
+            "run on it (GET's HAProxy configuration decides stickiness)"
+        )
 
     def set_affinity(self, enabled: bool) -> None:
         """Not offered by this router."""

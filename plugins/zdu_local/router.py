@@ -419,6 +419,9 @@ class NginxRouter:
             return False
         return bool(document.get("generation") == record.generation and document.get("weights") == wanted)
 
+    def check_affinity(self) -> None:
+        """Sticky sessions always work here: nginx routes by a cookie map of its own."""
+
     def set_preview(self, group: str | None) -> str | None:
         """Expose ``group``'s ready instances on the preview port and return its URL; None removes it."""
         with self._store.locked():

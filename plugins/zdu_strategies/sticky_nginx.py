@@ -37,7 +37,8 @@ class StickyNginx:
         self.config = config
 
     def plan(self, ctx: UpgradeContext) -> list[Step]:
-        """Affinity on in ``prepare``, off in ``finalize``."""
+        """Affinity on in ``prepare``, off in ``finalize``; refuses a router that would ignore it."""
+        ctx.platform.router.check_affinity()  # in preflight: before any migration or instance changes
         return [
             Step("prepare", "affinity on", "each client stays on the version that served it (cookie)"),
             Step("finalize", "affinity off", "every request routed by weight again"),

@@ -109,7 +109,9 @@ def test_sticky_nginx_is_refused_under_service_upstream(apiserver: StandInApiSer
     upgrade = upgrade_for(apiserver, tmp_path, layers=["sticky-nginx"])
     report = upgrade.run()
     upgrade.close()
-    assert report.status is UpgradeStatus.ROLLED_BACK
+    # refused in preflight, before any migration ran or any object changed
+    assert report.status is UpgradeStatus.FAILED
+    assert [phase for phase, _ in report.phases] == ["preflight"]
     assert "service-upstream" in (report.error or "") and "ignores session affinity" in (report.error or "")
     assert apiserver.get("Deployment", CLONE) is None
 
