@@ -7,13 +7,13 @@ is ready. Nodes are changed by Ansible (the ``get`` strategy), never started or 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import http.client
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 
-from zdu.errors import PlatformError, PreflightError, TargetBusy
+from zdu.errors import PlatformError, PreflightError
+from zdu.locks import file_lock
 from zdu.model import Version
 from zdu.platform import AssetStore, Instance, InstanceGroup, PlatformEnv
 from zdu_get.ansible import AnsibleEnvironment
@@ -208,28 +208,9 @@ class GetPlatform:
         """Refused, as :meth:`scale`."""
         raise PlatformError("the get platform's nodes are upgraded by Ansible; a group cannot be removed")
 
-    @contextlib.contextmanager
-    def hold_lock(self, holder: str) -> Iterator[None]:
+    def hold_lock(self, holder: str) -> AbstractContextManager[None]:
         """Hold ``<state dir>/upgrade.lock`` (flock) on this machine for the upgrade."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / "upgrade.lock"
-        with path.open("a+", encoding="utf-8") as file:
-            try:
-                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                file.seek(0)
-                holder_now = file.read().strip() or "another process"
-                raise TargetBusy(
-                    f"target {self.env.target.name!r} is being upgraded by {holder_now}"
-                ) from None
-            try:
-                file.truncate(0)
-                file.write(holder)
-                file.flush()
-                yield
-            finally:
-                file.truncate(0)
-                fcntl.flock(file, fcntl.LOCK_UN)
+        return file_lock(self.state_dir / "upgrade.lock", self.env.target.name, holder)
 
     def check_health(self) -> list[str]:
         """Rails nodes HAProxy should route to but finds DOWN, and that do not answer readiness either.

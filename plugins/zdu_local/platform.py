@@ -12,19 +12,19 @@ reload), their connections in flight finished (bounded by ``drain_timeout``), th
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import attrs
 
-from zdu.errors import PlatformError, ReadinessTimeout, TargetBusy
+from zdu.errors import PlatformError, ReadinessTimeout
+from zdu.locks import file_lock
 from zdu.model import Version
 from zdu.platform import Instance, InstanceGroup, PlatformEnv
 from zdu_local.assets import DirectoryAssetStore
@@ -91,28 +91,9 @@ class LocalPlatform:
         """The assets store (``<state dir>/assets``), or None when ``assets_command`` is empty."""
         return self._assets
 
-    @contextlib.contextmanager
-    def hold_lock(self, holder: str) -> Iterator[None]:
+    def hold_lock(self, holder: str) -> AbstractContextManager[None]:
         """Hold ``<state dir>/upgrade.lock`` (flock) for an upgrade; TargetBusy names the holder."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / "upgrade.lock"
-        with path.open("a+", encoding="utf-8") as file:
-            try:
-                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                file.seek(0)
-                holder_now = file.read().strip() or "another process"
-                raise TargetBusy(
-                    f"target {self.env.target.name!r} is being upgraded by {holder_now}"
-                ) from None
-            try:
-                file.truncate(0)
-                file.write(holder)
-                file.flush()
-                yield
-            finally:
-                file.truncate(0)
-                fcntl.flock(file, fcntl.LOCK_UN)
+        return file_lock(self.state_dir / "upgrade.lock", self.env.target.name, holder)
 
     @property
     def command_executor(self) -> None:
