@@ -22,6 +22,7 @@ from typing import Any
 import ansible_runner
 import attrs
 
+from zdu.context import UpgradeContext
 from zdu.errors import UsageError, ZduError
 
 __all__ = ["AnsibleEnvironment", "AnsibleError", "AnsibleResult", "TaskResult"]
@@ -184,3 +185,19 @@ def _last_error(output: str) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith(("ERROR", "[ERROR]"))]
     return (errors or lines or ["no output"])[-1][:300]
+
+
+def journal_tasks(ctx: UpgradeContext, label: str) -> Callable[[TaskResult], None]:
+    """An ``on_task`` callback that records each Ansible task of run ``label`` as a journal event."""
+
+    def record(task: TaskResult) -> None:
+        ctx.event(
+            "ansible",
+            f"{label}: {task.task} on {task.host}: {task.status}",
+            run=label,
+            host=task.host,
+            task=task.task,
+            status=task.status,
+        )
+
+    return record

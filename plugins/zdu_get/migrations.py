@@ -11,7 +11,7 @@ from __future__ import annotations
 from zdu.context import UpgradeContext
 from zdu.errors import UsageError
 from zdu.migrations import MigrationEnv, Stage
-from zdu_get.ansible import TaskResult
+from zdu_get.ansible import journal_tasks
 from zdu_get.config import GetPostDeploymentConfig
 from zdu_get.inventory import hosts_matching
 from zdu_get.platform import GetPlatform
@@ -53,16 +53,6 @@ class GetPostDeploymentRunner:
         node = self.deploy_node()
         label = f"post-deployment migrations on {node}"
 
-        def record(task: TaskResult) -> None:
-            ctx.event(
-                "ansible",
-                f"{label}: {task.task} on {task.host}: {task.status}",
-                run=label,
-                host=task.host,
-                task=task.task,
-                status=task.status,
-            )
-
         with ctx.step(label, node=node):
             self.platform.ansible.run(
                 label,
@@ -70,7 +60,7 @@ class GetPostDeploymentRunner:
                 playbook=None if self.config.role else self.config.playbook,
                 role=self.config.role or None,
                 extravars={"gitlab_version": str(ctx.release.version)},
-                on_task=record,
+                on_task=journal_tasks(ctx, label),
             )
         return self.pending(Stage.POST)
 

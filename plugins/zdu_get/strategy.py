@@ -20,7 +20,7 @@ from zdu.context import UpgradeContext
 from zdu.errors import PlatformError, UsageError, ZduError
 from zdu.model import Version
 from zdu.strategy import Step
-from zdu_get.ansible import TaskResult
+from zdu_get.ansible import journal_tasks
 from zdu_get.config import COMPONENT_ORDER, GetStrategyConfig
 from zdu_get.inventory import hosts_matching, set_inventory_version
 from zdu_get.platform import GetPlatform
@@ -89,19 +89,6 @@ class GetStrategy:
 
     # -- rollout -------------------------------------------------------------------------------------
 
-    def _record(self, ctx: UpgradeContext, label: str) -> Any:
-        def record(task: TaskResult) -> None:
-            ctx.event(
-                "ansible",
-                f"{label}: {task.task} on {task.host}: {task.status}",
-                run=label,
-                host=task.host,
-                task=task.task,
-                status=task.status,
-            )
-
-        return record
-
     def _run_component(
         self, ctx: UpgradeContext, platform: GetPlatform, component: str, version: Version
     ) -> None:
@@ -121,7 +108,7 @@ class GetStrategy:
                 playbook=group.playbook or None,
                 role=group.role or None,
                 extravars={"gitlab_version": str(version)},
-                on_task=self._record(ctx, component),
+                on_task=journal_tasks(ctx, component),
             )
 
     def _terraform(self, ctx: UpgradeContext, platform: GetPlatform) -> None:
@@ -194,7 +181,7 @@ class GetStrategy:
                 playbook=group.playbook or None,
                 role=group.role or None,
                 extravars=extravars,
-                on_task=self._record(ctx, label),
+                on_task=journal_tasks(ctx, label),
             )
         self._back_in_service(ctx, platform, node)
 
@@ -222,7 +209,7 @@ class GetStrategy:
                 playbook=group.playbook or None,
                 role=group.role or None,
                 extravars={"gitlab_version": str(ctx.from_version)},
-                on_task=self._record(ctx, label),
+                on_task=journal_tasks(ctx, label),
             )
             platform.runtime.wait_for(
                 config.backend, node, platform.node_ready, config.ready_timeout, "/-/readiness answering 200"
