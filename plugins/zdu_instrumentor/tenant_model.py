@@ -10,7 +10,6 @@ is checked against ``jsonpatch`` applied to the parsed document.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from json.decoder import scanstring  # type: ignore[attr-defined]
@@ -22,6 +21,7 @@ import jsonpatch
 import jsonschema
 
 from zdu.errors import UsageError, ZduError
+from zdu.files import replace_atomically
 from zdu.model import Version
 
 __all__ = [
@@ -170,14 +170,5 @@ def write_atomically(path: Path, text: str, keep_previous: bool = True) -> None:
     data = path.read_bytes()
     if keep_previous:
         previous = path.with_name(path.name + ".previous")
-        _write(previous, data)
-    _write(path, text.encode("utf-8"))
-
-
-def _write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.zdu-tmp")
-    with temporary.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    temporary.replace(path)
+        replace_atomically(previous, data)
+    replace_atomically(path, text)

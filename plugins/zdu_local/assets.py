@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from zdu.errors import PlatformError
+from zdu.files import replace_atomically
 from zdu.model import Version
 from zdu_local.processes import tail
 
@@ -185,16 +186,7 @@ class DirectoryAssetStore:
 
     def _save(self, manifest: Mapping[str, list[str]]) -> None:
         text = json.dumps({"versions": dict(sorted(manifest.items()))}, indent=2, sort_keys=True)
-        fd, temporary = tempfile.mkstemp(dir=self.root, prefix=".manifest-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(text + "\n")
-                file.flush()
-                os.fsync(file.fileno())
-            Path(temporary).replace(self.manifest_path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        replace_atomically(self.manifest_path, text + "\n")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -11,7 +11,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import attrs
 import cattrs
 
 from zdu.errors import PlatformError
+from zdu.files import replace_atomically
 from zdu_local.network import format_address
 
 __all__ = ["FleetState", "InstanceRecord", "RouterRecord", "StateStore"]
@@ -148,17 +148,7 @@ class StateStore:
     def save(self, state: FleetState) -> None:
         """Replace the state, in memory and on disk (atomically)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(cattrs.unstructure(state), indent=2, sort_keys=True)
-        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(text + "\n")
-                file.flush()
-                os.fsync(file.fileno())
-            Path(temporary).replace(self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        replace_atomically(self.path, json.dumps(cattrs.unstructure(state), indent=2, sort_keys=True) + "\n")
         self._state = state
         self._seen = self._stat()
 
