@@ -323,6 +323,31 @@ def judge(summary: Summary, config: HttpProbeConfig) -> list[str]:
     return reasons
 
 
+def outcome(summary: Summary, config: HttpProbeConfig) -> tuple[str, list[str]]:
+    """Decide a measurement or the verdict: ``"failed"``, ``"inconclusive"`` or ``"passed"``, with reasons.
+
+    Failed past a threshold, inconclusive below ``min_requests``, passed otherwise.
+    """
+    reasons = judge(summary, config)
+    if reasons:
+        return "failed", reasons
+    if summary.requests < config.min_requests:
+        return "inconclusive", [f"{summary.requests} requests < min_requests {config.min_requests}"]
+    return "passed", []
+
+
+_MEASUREMENT_STATUS = {
+    "failed": MeasurementStatus.FAILED,
+    "inconclusive": MeasurementStatus.INCONCLUSIVE,
+    "passed": MeasurementStatus.SUCCESSFUL,
+}
+_VERDICT_STATUS = {
+    "failed": VerdictStatus.FAILED,
+    "inconclusive": VerdictStatus.INCONCLUSIVE,
+    "passed": VerdictStatus.PASSED,
+}
+
+
 _ASSET_REFERENCE = re.compile(
     r"""(?:src|href)\s*=\s*["']((?:[^"'<>\s]*/)?assets/[^"'<>\s]+)["']""", re.IGNORECASE
 )
@@ -587,17 +612,10 @@ class HttpProbe:
         started_at, finished_at = self._window_started_wall, time.time()
         self._window_started_wall = finished_at
         summary = summarize(window)
-        reasons = judge(summary, self._config)
-        if reasons:
-            status = MeasurementStatus.FAILED
-        elif summary.requests < self._config.min_requests:
-            status = MeasurementStatus.INCONCLUSIVE
-            reasons = [f"{summary.requests} requests < min_requests {self._config.min_requests}"]
-        else:
-            status = MeasurementStatus.SUCCESSFUL
+        decision, reasons = outcome(summary, self._config)
         return Measurement(
             probe=self._name,
-            status=status,
+            status=_MEASUREMENT_STATUS[decision],
             values=summary.values(),
             reasons=tuple(reasons),
             started_at=started_at,
@@ -620,14 +638,8 @@ class HttpProbe:
                 logger.warning("probe %s: traffic did not stop within %.0f s", self._name, STOP_TIMEOUT_S)
         records = self.records()
         summary = summarize(records)
-        reasons = judge(summary, self._config)
-        if reasons:
-            status = VerdictStatus.FAILED
-        elif summary.requests < self._config.min_requests:
-            status = VerdictStatus.INCONCLUSIVE
-            reasons = [f"{summary.requests} requests < min_requests {self._config.min_requests}"]
-        else:
-            status = VerdictStatus.PASSED
+        decision, reasons = outcome(summary, self._config)
+        status = _VERDICT_STATUS[decision]
         values = summary.values()
         values["achieved_rps"] = round(summary.requests / duration, 3) if duration > 0 else 0.0
         values["duration_s"] = round(duration, 3)
