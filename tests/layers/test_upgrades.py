@@ -7,12 +7,12 @@ version rendered the page an asset error belongs to.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
+from tests.nginx_check import nginx_t
 from zdu.config import load_config
 from zdu.errors import PreflightError
 from zdu.model import UpgradeStatus, Version
@@ -87,22 +87,7 @@ def fresh(platform: LocalPlatform) -> LocalPlatform:
 
 
 def assert_nginx_accepts(platform: LocalPlatform) -> None:
-    nginx = platform.router.nginx
-    done = subprocess.run(
-        [
-            nginx.binary,
-            "-t",
-            "-p",
-            f"{nginx.prefix}/",
-            "-c",
-            str(nginx.conf_path),
-            "-e",
-            str(nginx.error_log),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = nginx_t(platform)
     assert done.returncode == 0, done.stderr
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import http.client
-import subprocess
 from collections.abc import Callable
 
 import pytest
 
 import zdu_local.router
+from tests.nginx_check import nginx_t
 from zdu.errors import PlatformError
 from zdu.model import Version
 from zdu.platform import PlatformEnv, Router
@@ -37,21 +37,7 @@ def test_generated_config_passes_nginx_t(make_platform: Callable[..., LocalPlatf
     nginx = platform.router.nginx
     text = nginx.conf_path.read_text()
     assert "weight=3;" in text and "weight=1;" in text and "proxy_next_upstream error timeout;" in text
-    result = subprocess.run(
-        [
-            nginx.binary,
-            "-t",
-            "-p",
-            f"{nginx.prefix}/",
-            "-c",
-            str(nginx.conf_path),
-            "-e",
-            str(nginx.error_log),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = nginx_t(platform)
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
 
@@ -193,25 +179,6 @@ def request(
 
 def asset(version: Version) -> str:
     return f"/assets/application-{asset_hash(str(version))}.js"
-
-
-def nginx_t(platform: LocalPlatform) -> subprocess.CompletedProcess[str]:
-    nginx = platform.router.nginx
-    return subprocess.run(
-        [
-            nginx.binary,
-            "-t",
-            "-p",
-            f"{nginx.prefix}/",
-            "-c",
-            str(nginx.conf_path),
-            "-e",
-            str(nginx.error_log),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def test_affinity_keeps_a_client_on_the_group_that_served_it(
