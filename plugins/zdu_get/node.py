@@ -24,6 +24,7 @@ from pathlib import Path
 
 import attrs
 
+from zdu_local.config import demo_app_command
 from zdu_local.network import http_status
 from zdu_local.processes import ProcessIdentity, spawn, stop_processes
 
@@ -92,19 +93,8 @@ def start_node(
         port = previous.port
     if previous is not None:
         stop_processes([previous.process], 10.0)
-    command = [
-        sys.executable,
-        "-m",
-        "zdu_local.demo_app",
-        "--version",
-        version,
-        "--port",
-        str(port),
-        "--host",
-        "127.0.0.1",
-        "--startup-delay",
-        str(startup_delay),
-    ]
+    values = {"version": version, "port": str(port), "host": "127.0.0.1"}
+    command = [argument.format(**values) for argument in demo_app_command(startup_delay)]
     if fault:
         command += ["--fault", fault] + (["--fault-version", fault_version] if fault_version else [])
     env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}

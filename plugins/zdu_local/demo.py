@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
@@ -32,6 +31,7 @@ from zdu.platform import PlatformEnv
 from zdu.registry import ZduPluginManager
 from zdu.secret import Secret
 from zdu.upgrade import Upgrade
+from zdu_local.config import demo_app_command
 from zdu_local.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
 from zdu_local.platform import LocalPlatform
 
@@ -162,19 +162,7 @@ def _config(
         "target": {"name": "demo", "platform": "local", "version": str(from_version)},
         "platform": {
             "replicas": replicas,
-            "command": [
-                sys.executable,
-                "-m",
-                "zdu_local.demo_app",
-                "--version",
-                "{version}",
-                "--port",
-                "{port}",
-                "--host",
-                "{host}",
-                "--startup-delay",
-                str(STARTUP_DELAY_S),
-            ],
+            "command": demo_app_command(STARTUP_DELAY_S),
             "drain_timeout": 10.0,
             "stop_grace": 5.0,
         },

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import threading
 import time
 import urllib.error
@@ -18,6 +17,7 @@ from zdu.config import load_config
 from zdu.model import Version
 from zdu.platform import PlatformEnv
 from zdu.registry import get_plugin_manager
+from zdu_local.config import demo_app_command
 from zdu_local.platform import LocalPlatform
 
 FROM, TO = "16.5.0", "16.6.0"
@@ -41,19 +41,7 @@ def write_config(
 
     ``layers`` become ``strategy.layers``; ``platform`` adds (or overrides) options of ``[platform]``.
     """
-    command = [
-        sys.executable,
-        "-m",
-        "zdu_local.demo_app",
-        "--version",
-        "{version}",
-        "--port",
-        "{port}",
-        "--host",
-        "{host}",
-        "--startup-delay",
-        "0.3",
-    ]
+    command = demo_app_command(0.3)
     if fault:
         command += ["--fault", fault, "--fault-version", fault_version]
     platform_options = {

@@ -17,6 +17,7 @@ from zdu.model import UpgradeStatus
 from zdu.registry import get_plugin_manager
 from zdu.secret import Secret
 from zdu.upgrade import Upgrade
+from zdu_local.config import demo_app_command
 from zdu_local.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
 from zdu_migrations.sql import SqlRunner, SqlRunnerConfig
 
@@ -25,8 +26,6 @@ from .conftest import FROM, TO, Traffic, write_config
 pytestmark = pytest.mark.slow
 
 ZDU = str(Path(sys.executable).parent / "zdu")
-COMMAND = [sys.executable, "-m", "zdu_local.demo_app", "--version", "{version}", "--port", "{port}",
-           "--host", "{host}", "--startup-delay", "0.3"]  # fmt: skip
 
 
 def migrating_config(
@@ -34,7 +33,9 @@ def migrating_config(
 ) -> Path:
     """A fleet of demo apps on one SQLite database at 16.5's schema, upgraded with the sql runner."""
     database = directory / "gitlab.sqlite"
-    config = write_config(directory, platform={"command": [*COMMAND, "--database", str(database)]}, **kw)
+    config = write_config(
+        directory, platform={"command": demo_app_command(0.3, "--database", str(database))}, **kw
+    )
     with config.open("a") as file:
         file.write(
             f'[migrations]\nname = "sql"\ndatabase = "sqlite://{database}"\npath = "{migrations}"\n'
