@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import threading
 from collections.abc import Callable, Sequence
 
 from zdu.errors import ZduError
+from zdu.migrations import CommandError, CommandTimeout
+from zdu_migrations.executor import LocalCommandExecutor
 
 __all__ = ["StageFailed", "run_stage"]
 
@@ -20,40 +18,16 @@ class StageFailed(ZduError):
 def run_stage(stage: str, argv: Sequence[str], timeout: float, on_output: Callable[[str], None]) -> None:
     """Run one stage's command to its end, each output line passed to ``on_output`` as it arrives.
 
-    The command runs in its own process group; after ``timeout`` seconds the group is killed and
-    :class:`StageFailed` names the stage.
+    The command runs in its own session, through the same local executor migration commands use;
+    after ``timeout`` seconds the session is stopped and :class:`StageFailed` names the stage.
     """
     try:
-        process = subprocess.Popen(
-            list(argv),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            start_new_session=True,
-        )
-    except OSError as error:
-        raise StageFailed(f"stage {stage}: cannot run {argv[0]!r}: {error}") from None
-    last: list[str] = []
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.rstrip("\n")
-            last[:] = [line]
-            on_output(line)
-
-    reader = threading.Thread(target=pump, name=f"stage-{stage}", daemon=True)
-    reader.start()
-    try:
-        returncode = process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        reader.join(5.0)
+        result = LocalCommandExecutor().run(argv, {}, timeout, on_output)
+    except CommandTimeout:
         raise StageFailed(f"stage {stage} timed out after {timeout:g}s and was stopped") from None
-    reader.join(5.0)
-    if returncode != 0:
-        tail = f": {last[0]}" if last else ""
-        raise StageFailed(f"stage {stage} failed (exit {returncode}){tail}")
+    except CommandError as error:
+        raise StageFailed(f"stage {stage}: {error}") from None
+    if result.returncode != 0:
+        last = result.output.rsplit("\n", 1)[-1] if result.output else ""
+        tail = f": {last}" if last else ""
+        raise StageFailed(f"stage {stage} failed (exit {result.returncode}){tail}")
