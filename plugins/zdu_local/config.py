@@ -36,7 +36,7 @@ DEFAULT_ASSETS_COMMAND = (
     "--version",
     "{version}",
 )
-ASSETS_PLACEHOLDERS = {"version": "16.6.0", "dir": "/tmp/assets"}
+ASSETS_PLACEHOLDERS = {"dir": "/tmp/assets", "version": "16.6.0"}
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -57,28 +57,27 @@ def _at_least_one(instance: Any, attribute: attrs.Attribute[int], value: int) ->
         raise ValueError(f"{attribute.name} must be at least 1, got {value!r}")
 
 
-def _valid_command(instance: Any, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
+def _placeholders_only(placeholders: dict[str, str]) -> Any:
+    """A validator: every argument of a command may use only ``placeholders``."""
+    braced = ["{" + name + "}" for name in placeholders]
+    names = ", ".join(braced[:-1]) + " and " + braced[-1] if len(braced) > 1 else braced[0]
+
+    def check(instance: Any, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
+        for argument in value:
+            try:
+                argument.format(**placeholders)
+            except (KeyError, IndexError, ValueError) as error:
+                raise ValueError(
+                    f"{attribute.name} argument {argument!r} has a bad placeholder ({error}); "
+                    f"the placeholders are {names}"
+                ) from None
+
+    return check
+
+
+def _names_a_program(instance: Any, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
     if not value:
         raise ValueError(f"{attribute.name} must name a program, got {value!r}")
-    for argument in value:
-        try:
-            argument.format(**PLACEHOLDERS)
-        except (KeyError, IndexError, ValueError) as error:
-            raise ValueError(
-                f"{attribute.name} argument {argument!r} has a bad placeholder ({error}); "
-                "the placeholders are {version}, {port} and {host}"
-            ) from None
-
-
-def _valid_assets_command(instance: Any, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
-    for argument in value:
-        try:
-            argument.format(**ASSETS_PLACEHOLDERS)
-        except (KeyError, IndexError, ValueError) as error:
-            raise ValueError(
-                f"{attribute.name} argument {argument!r} has a bad placeholder ({error}); "
-                "the placeholders are {dir} and {version}"
-            ) from None
 
 
 def _not_negative(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
@@ -128,7 +127,9 @@ class LocalPlatformConfig:
     # How many instances `zdu local up` starts.
     replicas: int = attrs.field(default=3, validator=_at_least_one)
     # The instance's program and arguments, no shell; {version}, {port}, {host} are substituted.
-    command: list[str] = attrs.field(factory=lambda: list(DEFAULT_COMMAND), validator=_valid_command)
+    command: list[str] = attrs.field(
+        factory=lambda: list(DEFAULT_COMMAND), validator=[_names_a_program, _placeholders_only(PLACEHOLDERS)]
+    )
     # Extra environment variables of every instance.
     env: dict[str, str] = attrs.field(factory=dict)
     # Where instances listen.
@@ -147,7 +148,7 @@ class LocalPlatformConfig:
     nginx: str = "nginx"
     # The program that exports one version's assets into {dir}; [] for no assets store.
     assets_command: list[str] = attrs.field(
-        factory=lambda: list(DEFAULT_ASSETS_COMMAND), validator=_valid_assets_command
+        factory=lambda: list(DEFAULT_ASSETS_COMMAND), validator=_placeholders_only(ASSETS_PLACEHOLDERS)
     )
     # Seconds a group's last instances keep serving its assets to pinned clients (affinity on).
     affinity_grace: float = attrs.field(default=2.0, validator=_not_negative)
