@@ -97,6 +97,11 @@ def _valid_path(instance: Any, attribute: attrs.Attribute[str], value: str) -> N
         raise ValueError(f"{attribute.name} must start with '/', got {value!r}")
 
 
+def _valid_path_or_empty(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if value and not value.startswith("/"):
+        raise ValueError(f"{attribute.name} must start with '/' (or be empty: none), got {value!r}")
+
+
 @attrs.frozen
 class LocalPlatformConfig:
     """How the local platform runs the fleet: processes on this machine behind a real nginx.
@@ -111,9 +116,12 @@ class LocalPlatformConfig:
     :ivar readiness_path: the HTTP path that answers 200 once an instance is ready for traffic.
     :ivar ready_timeout: seconds a new instance has to become ready before it is stopped and the
         scale-up fails.
-    :ivar drain_timeout: seconds to wait, after an instance left the router, for its connections in
+    :ivar drain_timeout: seconds to wait, after an instance left the router, for its requests in
         flight to finish before it is stopped anyway.
-    :ivar stop_grace: seconds between SIGTERM and SIGKILL when an instance stops.
+    :ivar stop_grace: seconds between SIGTERM and SIGKILL when an instance stops. The application
+        needs them to shut down cleanly: close its websockets with a close frame and, with ``drain``
+        off, finish the requests it still has in flight. Give it at least the app's own shutdown time
+        (and, with ``drain`` off, the longest request), or its clients see the connection cut.
     :ivar nginx: the nginx program: a name looked up on PATH and in /usr/sbin, or a path.
     :ivar assets_command: the program that writes one version's fingerprinted assets (the files under
         ``/assets/``) into a directory, and its arguments, run without a shell; ``{dir}`` and
@@ -122,6 +130,21 @@ class LocalPlatformConfig:
     :ivar affinity_grace: seconds the last instances of a group keep serving its assets to the
         clients pinned to it after they stopped taking pages, while affinity is on (so that a page
         that group rendered just before still gets its assets); 0 turns the grace off.
+    :ivar retry: whether nginx re-sends a request whose connection to an instance failed (refused,
+        timed out) to another instance (``proxy_next_upstream error timeout``). Off by default: every
+        request gets one attempt, so the failures the probes count are the fleet's own and not hidden
+        by the router; a zero-downtime claim must hold without a retry covering for it. On, nginx still
+        never retries a non-idempotent request (POST, PATCH, ...): zdu never gives ``non_idempotent``.
+    :ivar drain: take an instance out of the router and wait for its requests in flight before it is
+        stopped (the default, and the only way to upgrade). ``false`` is for demonstrations and negative
+        controls only: instances get SIGTERM while nginx still routes to them, and leave the router only
+        once they exited ("stopped while still routed"), so clients see the failures draining prevents.
+    :ivar inflight_path: the path on an instance that answers JSON ``{"requests": R, ...}``: its HTTP
+        requests in flight (long downloads included; websockets and health checks not). While an
+        instance drains, it is polled every 20 ms until ``requests`` is 0, so an instance holding only
+        websockets is stopped at once (its SIGTERM closes them cleanly). When an instance answers
+        anything else (404, not JSON, no connection), its established TCP connections are counted
+        instead, websockets included. Empty: always count the connections.
     """
 
     # How many instances `zdu local up` starts.
@@ -152,6 +175,12 @@ class LocalPlatformConfig:
     )
     # Seconds a group's last instances keep serving its assets to pinned clients (affinity on).
     affinity_grace: float = attrs.field(default=2.0, validator=_not_negative)
+    # Whether nginx retries a request whose connection failed on another instance (off: one attempt).
+    retry: bool = False
+    # Drain instances before stopping them; false: stopped while still routed (negative controls only).
+    drain: bool = True
+    # The instance's JSON count of requests in flight, polled while it drains; "": count connections.
+    inflight_path: str = attrs.field(default="/-/inflight", validator=_valid_path_or_empty)
 
     def command_for(self, version: str, port: int) -> list[str]:
         """Return the command line of the instance of ``version`` listening on ``port``."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 from collections.abc import Collection
 
 import psutil
 
-__all__ = ["established_connections", "format_address", "free_port", "http_status"]
+__all__ = ["established_connections", "format_address", "free_port", "http_status", "inflight_requests"]
 
 
 def format_address(host: str, port: int) -> str:
@@ -37,6 +38,30 @@ def http_status(host: str, port: int, path: str, timeout: float = 1.0) -> int | 
         return None
     finally:
         connection.close()
+
+
+def inflight_requests(host: str, port: int, path: str, timeout: float = 1.0) -> int | None:
+    """The ``requests`` count ``GET http://host:port/path`` answers as JSON (an app's requests in flight).
+
+    None when the instance answers anything else: another status (404: it has no such endpoint), a
+    body that is not a JSON object with an integer ``requests`` >= 0, or no answer at all.
+    """
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            return None
+        document = json.loads(body)
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        connection.close()
+    requests = document.get("requests") if isinstance(document, dict) else None
+    if isinstance(requests, bool) or not isinstance(requests, int) or requests < 0:
+        return None
+    return requests
 
 
 def established_connections(ports: Collection[int]) -> dict[int, int]:

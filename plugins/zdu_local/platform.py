@@ -6,8 +6,10 @@ It is the embedded default :class:`zdu.platform.Platform`. ``zdu local up`` star
 ``zdu local down`` stops it. Instances are started detached (their own session, output to
 ``logs/<instance>.log`` in the state directory), on free ports, and join the router only once their
 readiness check answers 200. They leave it by draining: out of the router (a confirmed graceful
-reload), their connections in flight finished (bounded by ``drain_timeout``), then SIGTERM and, after
-``stop_grace``, SIGKILL.
+reload), their requests in flight finished (bounded by ``drain_timeout``; asked of the instance's
+``inflight_path``, so websockets do not hold it, else its established connections counted), then
+SIGTERM (the application closes its websockets) and, after ``stop_grace``, SIGKILL. ``drain = false``
+reverses the order for negative controls: SIGTERM while still routed, out of the router afterwards.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from zdu.model import Version
 from zdu.platform import Instance, InstanceGroup, PlatformEnv
 from zdu_local.assets import DirectoryAssetStore
 from zdu_local.config import LocalPlatformConfig
-from zdu_local.network import established_connections, free_port, http_status
+from zdu_local.network import established_connections, free_port, http_status, inflight_requests
 from zdu_local.nginx import Nginx
 from zdu_local.processes import ProcessIdentity, spawn, stop_processes, tail
 from zdu_local.router import NginxRouter
@@ -42,6 +44,8 @@ logger = logging.getLogger("zdu.local")
 # The weight `up` gives the first group: strategies may think of weights as percentages.
 DEFAULT_WEIGHT = 100
 _POLL = 0.05
+# How often a draining instance's requests in flight are asked for.
+_INFLIGHT_POLL = 0.02
 _GROUP_NAME_LIMIT = 63
 _GROUP_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
@@ -77,6 +81,7 @@ class LocalPlatform:
             self.config.listen,
             assets_dir=self._assets.files_dir if self._assets is not None else None,
             affinity_grace=config.affinity_grace,
+            retry=config.retry,
         )
 
     # -- the fleet's life ----------------------------------------------------------------------------
@@ -366,28 +371,54 @@ class LocalPlatform:
                 time.sleep(_POLL)
 
     def _drain_and_stop(self, records: Sequence[InstanceRecord]) -> None:
-        """Take ``records`` out of the router, wait for their connections to finish, stop them."""
+        """Take ``records`` out of the router, wait for their requests in flight to finish, stop them.
+
+        With ``drain`` off (a negative control), they are stopped first and leave the router after.
+        """
         if not records:
             return
         ids = {r.id for r in records}
+        if not self.config.drain:
+            logger.warning("stopping instances %s while the router still routes to them", sorted(ids))
+            stop_processes([_identity(r) for r in records], self.config.stop_grace)
         self._replace_records([attrs.evolve(r, routable=False) for r in records])
         if self._store.state.router is not None and self._router.running():
             self._router.sync()
-        ports = {r.port for r in records if _identity(r).alive()}
-        deadline = time.monotonic() + self.config.drain_timeout
-        busy = established_connections(ports)
-        while any(busy.values()) and time.monotonic() < deadline:
-            time.sleep(_POLL)
-            busy = established_connections(ports)
-        if any(busy.values()):
-            logger.warning(
-                "connections still open after a %gs drain, stopping anyway: %s",
-                self.config.drain_timeout,
-                {port: count for port, count in busy.items() if count},
-            )
-        logger.info("stopping instances %s", sorted(ids))
-        stop_processes([_identity(r) for r in records], self.config.stop_grace)
+        if self.config.drain:
+            self._wait_drained([r for r in records if _identity(r).alive()])
+            logger.info("stopping instances %s", sorted(ids))
+            stop_processes([_identity(r) for r in records], self.config.stop_grace)
         self._replace_records([r for r in self._store.state.instances if r.id in ids], remove=True)
+
+    def _wait_drained(self, records: Sequence[InstanceRecord]) -> None:
+        """Wait, bounded by ``drain_timeout``, until ``records`` (out of the router) have nothing in flight.
+
+        An instance that answers ``inflight_path`` is done once it counts no request (websockets do not
+        count: its SIGTERM closes them); for any other, its established TCP connections are counted.
+        """
+        path = self.config.inflight_path
+        deadline = time.monotonic() + self.config.drain_timeout
+        pending = {r.id: r for r in records}
+        busy: dict[str, str] = {}
+        while pending:
+            busy = {}
+            counted = []  # instances without an answer at inflight_path: their connections are counted
+            for record in pending.values():
+                requests = inflight_requests(record.host, record.port, path) if path else None
+                if requests is None:
+                    counted.append(record)
+                elif requests > 0:
+                    busy[record.id] = f"{requests} requests"
+            connections = established_connections({r.port for r in counted})
+            busy.update({r.id: f"{connections[r.port]} connections" for r in counted if connections[r.port]})
+            pending = {key: record for key, record in pending.items() if key in busy}
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(_POLL if counted else _INFLIGHT_POLL)
+        if busy:
+            logger.warning(
+                "still in flight after a %gs drain, stopping anyway: %s", self.config.drain_timeout, busy
+            )
 
 
 def _indent(text: str) -> str:

@@ -10,6 +10,11 @@ Routing is rendered into one nginx configuration:
 * a control server on a loopback port answers ``/zdu/routing`` with the generation number of the
   configuration and what it routes.
 
+Every location passes websockets (``Upgrade``/``Connection`` handed on over HTTP/1.1) and streams
+responses unbuffered. nginx retries nothing unless the platform's ``retry`` option says so: a request
+whose instance refuses the connection fails with 502 in one attempt, so the probes measure the fleet
+and not nginx hiding its failures.
+
 A change writes the new configuration (refused, and the old one kept, unless ``nginx -t`` accepts it),
 runs ``nginx -s reload``, then waits until the change is in force: the control server answers the new
 generation (so new workers run it) and the workers of the previous generation have closed their
@@ -218,9 +223,10 @@ def _user_server(record: RouterRecord, routed: Sequence[InstanceRecord], affinit
     return lines
 
 
-def _routing_document(record: RouterRecord, routed: Sequence[InstanceRecord]) -> str:
+def _routing_document(record: RouterRecord, routed: Sequence[InstanceRecord], retry: bool) -> str:
     document = {
         "generation": record.generation,
+        "retries": retry,
         "weights": {group: weight for group, weight in sorted(record.weights.items()) if weight > 0},
         "routed": sorted(r.id for r in routed),
         "preview": record.preview_group,
@@ -246,8 +252,28 @@ def _sticky(record: RouterRecord, instances: Sequence[InstanceRecord]) -> dict[s
     return dict(sorted(groups.items()))
 
 
-def render_config(nginx: Nginx, record: RouterRecord, instances: Sequence[InstanceRecord]) -> str:
-    """Render the nginx configuration that routes ``instances`` as ``record`` says."""
+def _retry_directives(retry: bool) -> list[str]:
+    """``proxy_next_upstream``: one attempt per request, or a failed connection retried elsewhere."""
+    if not retry:
+        return [
+            "    # One attempt per request: a failure is the client's to see (the probes measure the fleet).",
+            "    proxy_next_upstream off;",
+        ]
+    return [
+        "    # A connection an instance refuses (it stopped, it died) is retried on another one.",
+        "    # nginx never retries a non-idempotent request (POST, PATCH, ...) unless 'non_idempotent'",
+        "    # is given, which zdu never does.",
+        "    proxy_next_upstream error timeout;",
+    ]
+
+
+def render_config(
+    nginx: Nginx, record: RouterRecord, instances: Sequence[InstanceRecord], *, retry: bool = False
+) -> str:
+    """Render the nginx configuration that routes ``instances`` as ``record`` says.
+
+    ``retry``: whether nginx re-sends a request whose connection failed to another instance.
+    """
     prefix = nginx.prefix
     routed = _routed(record, instances)
     sticky = _sticky(record, instances)
@@ -268,14 +294,23 @@ def render_config(nginx: Nginx, record: RouterRecord, instances: Sequence[Instan
     parts += [
         "    default_type application/octet-stream;",
         "    server_tokens off;",
+        "    map $http_upgrade $connection_upgrade {",
+        "        default upgrade;",
+        "        '' close;",
+        "    }",
         "    proxy_set_header Host $http_host;",
         "    proxy_set_header X-Real-IP $remote_addr;",
         "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
         "    proxy_set_header X-Forwarded-Proto $scheme;",
         "    proxy_set_header X-Forwarded-Host $host;",
         "    proxy_set_header X-Forwarded-Port $server_port;",
-        "    # A connection an instance refuses (it stopped, it died) is retried on another one.",
-        "    proxy_next_upstream error timeout;",
+        # Websockets (the app's /-/cable) and long downloads pass through every location: HTTP/1.1 to
+        # the instances, the client's Upgrade handed on, and responses streamed as they come.
+        "    proxy_http_version 1.1;",
+        "    proxy_set_header Upgrade $http_upgrade;",
+        "    proxy_set_header Connection $connection_upgrade;",
+        "    proxy_buffering off;",
+        *_retry_directives(retry),
         "    proxy_connect_timeout 5s;",
         "    proxy_read_timeout 300s;",
         "    proxy_send_timeout 300s;",
@@ -302,7 +337,7 @@ def render_config(nginx: Nginx, record: RouterRecord, instances: Sequence[Instan
         "        access_log off;",
         f"        location = {CONTROL_PATH} {{",
         "            default_type application/json;",
-        f"            return 200 '{_routing_document(record, routed)}\\n';",
+        f"            return 200 '{_routing_document(record, routed, retry)}\\n';",
         "        }",
         "        location / {",
         "            return 404;",
@@ -327,6 +362,8 @@ class NginxRouter:
         (``None``: the platform has no assets store).
     :param affinity_grace: seconds the last instances of a group keep serving its assets to the clients
         pinned to it after they left the router, while affinity is on (see :meth:`sync`).
+    :param retry: whether nginx re-sends a request whose connection to an instance failed to another
+        instance (``proxy_next_upstream error timeout``); off, every request gets one attempt.
     """
 
     def __init__(
@@ -337,12 +374,23 @@ class NginxRouter:
         *,
         assets_dir: Path | None = None,
         affinity_grace: float = 0.0,
+        retry: bool = False,
     ) -> None:
         self._store = store
         self._nginx = nginx
         self._listen = listen
         self._assets_dir = assets_dir
         self._affinity_grace = affinity_grace
+        self._retry = retry
+
+    @property
+    def retries(self) -> bool:
+        """Whether this router retries a failed request on another instance (the platform's ``retry``).
+
+        False: one attempt per request, so what a client measures through the router is the fleet's
+        own behaviour. The configuration in force says the same in its routing document (``retries``).
+        """
+        return self._retry
 
     @property
     def nginx(self) -> Nginx:
@@ -487,8 +535,9 @@ class NginxRouter:
     def routing(self) -> dict[str, object] | None:
         """What the running nginx says it routes (its control server's document); None when unreachable.
 
-        ``generation``, ``weights``, ``routed`` (instance ids), ``preview``, ``affinity``,
-        ``asset_grace`` (instance ids) and ``assets`` (whether ``/assets/`` is served from the store).
+        ``generation``, ``retries`` (whether nginx retries a failed request on another instance),
+        ``weights``, ``routed`` (instance ids), ``preview``, ``affinity``, ``asset_grace`` (instance ids)
+        and ``assets`` (whether ``/assets/`` is served from the store).
         """
         record = self._store.state.router
         return None if record is None else self._running_routing(record)
@@ -531,7 +580,7 @@ class NginxRouter:
         elif self.running():
             return
         record = attrs.evolve(record, generation=record.generation + 1)
-        self._nginx.install(render_config(self._nginx, record, self._store.state.instances))
+        self._nginx.install(self._render(record, self._store.state.instances))
         master = self._nginx.start()
         self._wait_in_force(record, old_workers=[])
         self._save(attrs.evolve(record, master_pid=master.pid, master_started_at=master.started_at))
@@ -581,14 +630,14 @@ class NginxRouter:
 
     def _reload(self, record: RouterRecord) -> None:
         instances = self._store.state.instances
-        if render_config(self._nginx, record, instances) == self._nginx.current() and self._serves(record):
+        if self._render(record, instances) == self._nginx.current() and self._serves(record):
             self._save(record)
             return
         master = self._nginx.master()
         if master is None:
             raise PlatformError(f"nginx does not run (prefix {self._nginx.prefix}): run 'zdu local up'")
         record = attrs.evolve(record, generation=self.record.generation + 1)
-        previous = self._nginx.install(render_config(self._nginx, record, instances))
+        previous = self._nginx.install(self._render(record, instances))
         old_workers = self._nginx.workers()
         try:
             self._nginx.reload()
@@ -599,6 +648,9 @@ class NginxRouter:
         if self._nginx.master() != master:
             raise PlatformError(f"nginx's master process changed during a reload (was pid {master.pid})")
         self._save(record)
+
+    def _render(self, record: RouterRecord, instances: Sequence[InstanceRecord]) -> str:
+        return render_config(self._nginx, record, instances, retry=self._retry)
 
     def _serves(self, record: RouterRecord) -> bool:
         """Whether the running nginx serves the configuration of ``record``'s generation."""
