@@ -28,7 +28,13 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
     ]
     if not missing:
         return
-    packages = {"nginx": "nginx-light", "curl": "curl", "initdb": "postgresql", "haproxy": "haproxy"}
+    packages = {
+        "nginx": "nginx-light",
+        "curl": "curl",
+        "initdb": "postgresql",
+        "haproxy": "haproxy",
+        "wrk": "wrk",
+    }
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         session.error(f"missing {', '.join(missing)}: install {' '.join(packages[c] for c in missing)}")
     session.log(f"installing {', '.join(missing)} with apt-get")
@@ -43,7 +49,7 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite, the slow end-to-end scenarios included (``-- -m 'not slow'`` skips them)."""
-    ensure_system_packages(session, "nginx", "curl", "initdb", "haproxy")
+    ensure_system_packages(session, "nginx", "curl", "initdb", "haproxy", "wrk")
     session.install("-e", ".[all,test]")
     session.run("pytest", *session.posargs)
 
@@ -66,7 +72,7 @@ def typing(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """``zdu demo`` on the embedded local default (pass arguments after ``--``, e.g. ``-- --json``)."""
-    ensure_system_packages(session, "nginx")
+    ensure_system_packages(session, "nginx", "haproxy", "wrk")
     session.install("-e", ".[all]")
     session.run("zdu", "demo", *session.posargs)
 
@@ -74,7 +80,7 @@ def demo(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks; results are written to docs/benchmarks.md with the machine and the date."""
-    ensure_system_packages(session, "nginx")
+    ensure_system_packages(session, "nginx", "haproxy", "wrk")
     session.install("-e", ".[all]")
     session.run("python", "bench/run.py", *session.posargs)
 
