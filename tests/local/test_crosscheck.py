@@ -100,7 +100,8 @@ def test_a_refused_start_is_an_error_not_a_zero():
 
 def test_parse_output_reads_the_summary_line():
     count = parse_output(
-        'Running 1m test\nZDU-WRK {"requests": 10, "connect": 1, "read": 2, "write": 0, "status": 3, "timeout": 0}\n'
+        "Running 1m test\n"
+        'ZDU-WRK {"requests": 10, "connect": 1, "read": 2, "write": 0, "status": 3, "timeout": 0}\n'
     )
     assert (count.requests, count.failed) == (10, 6)
     with pytest.raises(ValueError, match="no summary"):
