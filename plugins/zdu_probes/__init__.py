@@ -1,4 +1,4 @@
-"""First-party probes: ``http`` (generated browser-like traffic through the router).
+"""First-party probes: ``http`` (generated open-loop, browser-like traffic through the router).
 
 Registered through the entry point ``probes`` in group ``zdu``, exactly as a third-party plugin.
 """
@@ -19,7 +19,10 @@ def zdu_probes() -> Iterator[ProbePlugin[Any]]:
     """Register ``http``."""
     yield ProbePlugin(
         name="http",
-        summary="browser-like traffic through the router: failed requests, asset errors, outage, latency",
+        summary=(
+            "open-loop traffic through the router (pages and assets, API reads, writes read back,"
+            " long downloads, websockets): failed requests, lost writes, outage, latency"
+        ),
         config=HttpProbeConfig,
         factory=HttpProbe,
     )
