@@ -18,8 +18,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.migrations import conftest as migration_fixtures
 from zdu_local.demo_app import asset_hash
 from zdu_local.network import free_port
+
+from .conftest import get
+
+#: A PostgreSQL server for the session, as the migration runners' tests start it.
+postgres_server = migration_fixtures.postgres_server
 
 Get = Callable[..., tuple[int, dict[str, str], bytes]]
 
@@ -439,19 +445,19 @@ def test_writes_without_a_database_are_lost_when_the_instance_stops(
 def test_bad_write_and_lookup_bodies_are_400_naming_the_field(start_demo: Callable[..., Demo]) -> None:
     demo = start_demo()
     assert call(demo, "POST", "/api/v4/writes", {"key": "k" * 200})[0] == 201  # the longest key
-    for document, field in (
-        ({"key": "k" * 201}, "key:"),
-        ({"key": ""}, "key:"),
-        ({"key": 7}, "key:"),
-        ({}, "key:"),
-        (["key"], "body:"),
-        ({"keys": "k-1"}, "keys:"),
-        ({"keys": ["ok", 3]}, "keys[1]:"),
-        ({"keys": ["k"] * 5001}, "keys:"),
+    writes, lookup = "/api/v4/writes", "/api/v4/writes/lookup"
+    for path, document, field in (
+        (writes, {"key": "k" * 201}, "key:"),
+        (writes, {"key": ""}, "key:"),
+        (writes, {"key": 7}, "key:"),
+        (writes, {}, "key:"),
+        (writes, ["key"], "body:"),
+        (lookup, {"keys": "k-1"}, "keys:"),
+        (lookup, {"keys": ["ok", 3]}, "keys[1]:"),
+        (lookup, {"keys": ["k"] * 5001}, "keys:"),
     ):
-        path = "/api/v4/writes/lookup" if "keys" in document or field == "keys:" else "/api/v4/writes"
         status, answer = call(demo, "POST", path, document)
-        assert status == 400 and answer["error"].startswith(field), (document, answer)
+        assert status == 400 and answer["error"].startswith(field), (path, document, answer)
     connection = http.client.HTTPConnection("127.0.0.1", demo.port, timeout=10)
     try:
         connection.request("POST", "/api/v4/writes", body=b"{not json")
@@ -564,3 +570,38 @@ def test_sigterm_blackout_then_streams_finish_and_websockets_close_with_1001(
     assert download.received == download.content_length == 300_000
     assert cable.close_code == 1001 and cable.error is None
     assert demo.process.wait(timeout=15) == 0
+
+
+def test_writes_and_the_api_read_on_postgresql(
+    start_demo: Callable[..., Demo], postgres_server: migration_fixtures.PostgresServer, tmp_path: Path
+) -> None:
+    url = postgres_server.url(postgres_server.create_database())
+    with migration_fixtures.postgres_connection(url) as connection:
+        connection.execute(
+            "CREATE TABLE projects (id INTEGER PRIMARY KEY, name TEXT NOT NULL, legacy_path TEXT NOT NULL)"
+        )
+        connection.execute("INSERT INTO projects VALUES (1, 'Demo Project', 'demo-group/demo-project')")
+    old = start_demo("--database", url, version="16.5.0")
+    new = start_demo("--database", url, version="16.6.0")
+
+    assert call(old, "POST", "/api/v4/writes", {"key": "k-1"}) == (201, {"key": "k-1", "version": "16.5.0"})
+    assert call(new, "GET", "/api/v4/writes/k-1") == (200, {"key": "k-1", "version": "16.5.0"})
+    assert call(new, "POST", "/api/v4/writes", {"key": "k-1"})[0] == 409
+    assert call(new, "GET", "/api/v4/writes/absent")[0] == 404
+    assert call(new, "POST", "/api/v4/writes/lookup", {"keys": ["absent", "k-1"]}) == (
+        200,
+        {"found": ["k-1"]},
+    )
+    with migration_fixtures.postgres_connection(url) as connection:
+        rows = connection.execute("SELECT key, version FROM probe_writes").fetchall()
+    assert rows == [("k-1", "16.5.0")]
+
+    assert call(old, "GET", "/api/v4/projects/1") == (
+        200,
+        {"id": 1, "name": "Demo Project", "path": "demo-group/demo-project"},
+    )
+    status, _headers, body = get(new.url + "/api/v4/projects/1")
+    assert status == 500 and b'column "path" does not exist' in body
+    assert postgres_server.password.encode() not in body
+    for log in tmp_path.glob("demo-*.log"):
+        assert postgres_server.password not in log.read_text()
