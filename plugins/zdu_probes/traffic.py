@@ -89,6 +89,11 @@ class _Visitor:
     visit: int = 1
     pages: int = 0
 
+    @property
+    def who(self) -> tuple[int, int]:
+        """(visitor, visit), as records name them."""
+        return self.index, self.visit
+
 
 @attrs.define
 class _Attempts:
@@ -328,17 +333,17 @@ class Traffic:
                 visitor.session.cookie_jar.clear()
                 visitor.visit += 1
                 visitor.pages = 1
-            self._launch(due, RequestKind.PAGE, config.path, self._page_view(visitor, due))
+            self._launch(due, RequestKind.PAGE, config.path, self._page_view(visitor, visitor.who, due))
         elif kind == "api":
             url = self._base.join(yarl.URL(config.api_path))
             self._launch(
                 due,
                 RequestKind.API,
                 url.path,
-                self._attempt(RequestKind.API, url, visitor.session, due, visitor=visitor, scheduled=True),
+                self._attempt(RequestKind.API, url, visitor.session, due, who=visitor.who, scheduled=True),
             )
         else:
-            self._launch(due, RequestKind.WRITE, config.write_path, self._write(visitor, due))
+            self._launch(due, RequestKind.WRITE, config.write_path, self._write(visitor, visitor.who, due))
 
     async def _schedule_streams(self, session: aiohttp.ClientSession) -> None:
         """Start long downloads at ``streams / stream_seconds`` per second, so ``streams`` run at once."""
@@ -367,7 +372,7 @@ class Traffic:
         error: ErrorKind | None,
         finished: float | None = None,
         version: str | None = None,
-        visitor: _Visitor | None = None,
+        who: tuple[int, int] = (0, 1),
         scheduled: bool = False,
         key: str | None = None,
         reconnect: bool = False,
@@ -381,8 +386,8 @@ class Traffic:
             status=status,
             error=error,
             version=version,
-            client=visitor.index if visitor is not None else 0,
-            visit=visitor.visit if visitor is not None else 1,
+            client=who[0],
+            visit=who[1],
             scheduled=scheduled,
             key=key,
             reconnect=reconnect,
@@ -399,7 +404,7 @@ class Traffic:
         *,
         method: str = "GET",
         payload: object = None,
-        visitor: _Visitor | None = None,
+        who: tuple[int, int] = (0, 1),
         scheduled: bool = False,
         key: str | None = None,
     ) -> None:
@@ -410,7 +415,7 @@ class Traffic:
             due,
             method=method,
             payload=payload,
-            visitor=visitor,
+            who=who,
             scheduled=scheduled,
             key=key,
         )
@@ -424,7 +429,7 @@ class Traffic:
         *,
         method: str = "GET",
         payload: object = None,
-        visitor: _Visitor | None = None,
+        who: tuple[int, int] = (0, 1),
         scheduled: bool = False,
         key: str | None = None,
     ) -> tuple[RequestRecord, yarl.URL, bytes]:
@@ -459,7 +464,7 @@ class Traffic:
                 due,
                 status=None,
                 error=ErrorKind.TIMEOUT,
-                visitor=visitor,
+                who=who,
                 scheduled=scheduled,
                 key=key,
             )
@@ -475,7 +480,7 @@ class Traffic:
                 due,
                 status=None,
                 error=ErrorKind.CONNECTION,
-                visitor=visitor,
+                who=who,
                 scheduled=scheduled,
                 key=key,
             )
@@ -486,7 +491,7 @@ class Traffic:
             status=status,
             error=error,
             version=version,
-            visitor=visitor,
+            who=who,
             scheduled=scheduled,
             key=key,
         )
@@ -494,11 +499,11 @@ class Traffic:
 
     # --- kinds ---------------------------------------------------------------------------------
 
-    async def _page_view(self, visitor: _Visitor, due: float) -> None:
+    async def _page_view(self, visitor: _Visitor, who: tuple[int, int], due: float) -> None:
         """A page, then every asset it references, fetched together by the same visitor."""
         url = self._base.join(yarl.URL(self._config.path))
         record, final_url, body = await self._request(
-            RequestKind.PAGE, url, visitor.session, due, visitor=visitor, scheduled=True
+            RequestKind.PAGE, url, visitor.session, due, who=who, scheduled=True
         )
         if record.error is not None or record.status is None or not 200 <= record.status < 300:
             return
@@ -506,13 +511,10 @@ class Traffic:
         assets = find_assets(final_url, body.decode("utf-8", errors="replace"))
         now = time.monotonic()
         await asyncio.gather(
-            *(
-                self._attempt(RequestKind.ASSET, asset, visitor.session, now, visitor=visitor)
-                for asset in assets
-            )
+            *(self._attempt(RequestKind.ASSET, asset, visitor.session, now, who=who) for asset in assets)
         )
 
-    async def _write(self, visitor: _Visitor, due: float) -> None:
+    async def _write(self, visitor: _Visitor, who: tuple[int, int], due: float) -> None:
         """Post a unique key, once; read it back about a second after it is acknowledged."""
         key = uuid.uuid4().hex
         url = self._base.join(yarl.URL(self._config.write_path))
@@ -523,7 +525,7 @@ class Traffic:
             due,
             method="POST",
             payload={"key": key},
-            visitor=visitor,
+            who=who,
             scheduled=True,
             key=key,
         )
@@ -538,7 +540,7 @@ class Traffic:
             return  # stopping: the final lookup checks it
         url = self._base.join(yarl.URL(self._config.read_back_path.format(key=key)))
         await self._attempt(
-            RequestKind.READ_BACK, url, visitor.session, time.monotonic(), visitor=visitor, key=key
+            RequestKind.READ_BACK, url, visitor.session, time.monotonic(), who=visitor.who, key=key
         )
 
     async def _final_check(self, session: aiohttp.ClientSession) -> WriteCheck | None:
