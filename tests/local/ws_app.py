@@ -28,6 +28,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import WSCloseCode, web
 
+_CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
+
 
 def command(*options: str) -> list[str]:
     """This app as a local platform ``command`` template."""
@@ -80,7 +82,8 @@ class HeldSocket(threading.Thread):
             await socket.send_str("hello")
             self.echo = str((await socket.receive(timeout=10)).data)
             self.connected.set()
-            await socket.receive(timeout=60)
+            while (await socket.receive(timeout=60)).type not in _CLOSED:
+                pass  # the demo app's pings
             self.closed_at = time.monotonic()
             self.close_code = socket.close_code
 
