@@ -46,6 +46,8 @@ class DemoApp:
     :ivar stall_until: monotonic time until which every request waits before being answered.
     :ivar forget_every: forget every n-th acknowledged write (0: never).
     :ivar cut_every: cut every n-th stream half-way by closing the connection (0: never).
+    :ivar lookup_status: the status of ``POST /api/v4/writes/lookup`` (200 answers it).
+    :ivar reject_reconnects: answer 503 to every websocket after the first.
     :ivar socket_mode: ``"ok"``, ``"drop"`` (abort the TCP connection after ``socket_after`` s) or
         ``"close"`` (a close frame 1001 after ``socket_after`` s, once per connection).
     """
@@ -56,6 +58,8 @@ class DemoApp:
         self.cut_every = 0
         self.socket_mode = "ok"
         self.socket_after = 1.0
+        self.lookup_status = 200
+        self.reject_reconnects = False
         self.writes: dict[str, int] = {}
         self.acknowledged = 0
         self.forgotten: set[str] = set()
@@ -139,6 +143,8 @@ class DemoApp:
 
     async def lookup(self, request: web.Request) -> web.Response:
         keys = (await request.json())["keys"]
+        if self.lookup_status != 200:
+            return web.json_response({"error": "down"}, status=self.lookup_status, headers=self._headers())
         return web.json_response({"found": [k for k in keys if k in self.writes]}, headers=self._headers())
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
@@ -155,12 +161,16 @@ class DemoApp:
                 assert request.transport is not None
                 request.transport.abort()
                 return response
-            await response.write(b"y" * (size // chunks if index < chunks - 1 else size - (size // chunks) * (chunks - 1)))
+            await response.write(
+                b"y" * (size // chunks if index < chunks - 1 else size - (size // chunks) * (chunks - 1))
+            )
             await asyncio.sleep(seconds / chunks)
         await response.write_eof()
         return response
 
-    async def cable(self, request: web.Request) -> web.WebSocketResponse:
+    async def cable(self, request: web.Request) -> web.StreamResponse:
+        if self.reject_reconnects and self.socket_connections:
+            return web.Response(status=503, text="going away")
         ws = web.WebSocketResponse()
         ws.headers.update(self._headers())
         await ws.prepare(request)
