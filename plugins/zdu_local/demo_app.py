@@ -431,12 +431,12 @@ class DemoPostgresDatabase:
         return [key for key in keys if key in found]
 
 
-def is_postgresql_url(database: str) -> bool:
+def _is_postgresql_url(database: str) -> bool:
     """Whether ``--database`` names a PostgreSQL database rather than a SQLite file."""
     return database.startswith(("postgresql://", "postgres://"))
 
 
-def redact_url(url: str) -> str:
+def _redact_url(url: str) -> str:
     """``url`` with its password, if any, replaced by ``***`` (for messages)."""
     parts = urllib.parse.urlsplit(url)
     if parts.password is None:
@@ -466,7 +466,7 @@ class DemoApp:
         self.database: DemoDatabase | DemoPostgresDatabase | None
         if database is None:
             self.database = None
-        elif isinstance(database, str) and is_postgresql_url(database):
+        elif isinstance(database, str) and _is_postgresql_url(database):
             self.database = DemoPostgresDatabase(database, version)
         else:
             self.database = DemoDatabase(Path(database), version)
@@ -1006,9 +1006,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             database=args.database,
         )
     except RuntimeError as error:
-        parser.error(f"--database {redact_url(args.database)}: {error}")
+        parser.error(f"--database {_redact_url(args.database)}: {error}")
     if app.database is not None:
-        shown = redact_url(args.database)
+        shown = _redact_url(args.database)
         try:
             app.database.prepare()
         except app.writes.errors as error:

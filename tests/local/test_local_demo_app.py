@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -605,3 +606,59 @@ def test_writes_and_the_api_read_on_postgresql(
     assert postgres_server.password.encode() not in body
     for log in tmp_path.glob("demo-*.log"):
         assert postgres_server.password not in log.read_text()
+
+
+def test_a_stream_longer_than_the_shutdown_timeout_is_cut_and_its_client_sees_it(
+    start_demo: Callable[..., Demo],
+) -> None:
+    """The negative control of the graceful shutdown: the same client sees fewer bytes than announced."""
+    demo = start_demo("--shutdown-timeout", "0.5")
+    with Download(demo, seconds=5, size=50_000) as download:
+        wait_for(lambda: inflight(demo)["streams"] == 1)
+        demo.process.send_signal(signal.SIGTERM)
+    assert demo.process.wait(timeout=15) == 0
+    assert download.status == 200 and download.content_length == 50_000
+    assert 0 < download.received < 50_000  # cut: fewer bytes than its Content-Length
+
+
+def test_sigterm_closes_idle_keep_alive_connections(start_demo: Callable[..., Demo]) -> None:
+    demo = start_demo()
+    connection = http.client.HTTPConnection("127.0.0.1", demo.port, timeout=10)
+    try:
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        response.read()
+        assert not response.will_close  # kept open, idle
+        assert connection.sock is not None
+        demo.process.send_signal(signal.SIGTERM)
+        assert connection.sock.recv(1) == b""  # closed by the server (a timeout raises instead)
+    finally:
+        connection.close()
+    assert demo.process.wait(timeout=10) == 0
+
+
+def test_a_postgresql_database_without_psycopg_is_a_clear_error(tmp_path: Path) -> None:
+    blocked = tmp_path / "no-psycopg"
+    (blocked / "psycopg").mkdir(parents=True)
+    (blocked / "psycopg" / "__init__.py").write_text("raise ImportError('psycopg blocked by the test')\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zdu_local.demo_app",
+            "--version",
+            "16.6.0",
+            "--port",
+            "1",
+            "--database",
+            "postgresql://zdu:s3cret@127.0.0.1:1/gitlab",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(blocked)},
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "psycopg is not installed: pip install 'zdu[postgresql]'" in result.stderr
+    assert "postgresql://zdu:***@127.0.0.1:1/gitlab" in result.stderr and "s3cret" not in result.stderr
