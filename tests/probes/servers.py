@@ -77,12 +77,12 @@ class DemoApp:
         app.router.add_get("/api/v4/writes/{key}", self.read_back)
         app.router.add_get("/-/stream", self.stream)
         app.router.add_get("/-/cable", self.cable)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
         self.port = self._loop.call(self._start())
 
     async def _start(self) -> int:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, shutdown_timeout=0.5)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
