@@ -246,3 +246,33 @@ def test_a_dead_traffic_thread_is_never_a_pass(app: DemoApp, monkeypatch: pytest
     assert "schedule bug" in measurement.reasons[0]
     assert verdict.status is VerdictStatus.INCONCLUSIVE
     assert verdict.reasons == ("the probe's traffic died: RuntimeError: schedule bug",)
+
+
+def test_a_client_that_retries_anyway_is_caught_by_the_trace(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The second line of defence: should a future aiohttp resend on its own, every hidden attempt
+    is still recorded (as a failed connection), so records and connections still match."""
+
+    with pytest.warns(DeprecationWarning, match="Inheritance class"):
+
+        class RetryingSession(aiohttp.ClientSession):
+            @property  # type: ignore[override]
+            def _retry_connection(self) -> bool:
+                return True
+
+            @_retry_connection.setter
+            def _retry_connection(self, value: bool) -> None:
+                pass  # ignores the probe's "no retry"
+
+    monkeypatch.setattr(aiohttp, "ClientSession", RetryingSession)
+    dropping = DroppingServer(drop_every=5)
+    try:
+        config = HttpProbeConfig(rps=200, mix=API, max_failed_requests=None)
+        seen = measure_capacity(dropping.url, 200, 2.0, config)
+    finally:
+        dropping.close()
+    assert dropping.dropped >= 60
+    assert dropping.connections == seen.recorded
+    assert seen.failed == dropping.dropped
+    assert "the HTTP client resent GET /api/v4/projects/1 on its own" in caplog.text  # it did resend
