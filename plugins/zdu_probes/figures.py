@@ -4,10 +4,10 @@ Everything here is a pure function of records (and of the final write check), so
 checked without a network. The traffic (``traffic.py``) only produces :class:`RequestRecord`; the
 probe (``http.py``) only calls :func:`summarize` and :func:`outcome`.
 
-Memory: a record is a small frozen object (about 0.5 KB with its strings). At 100 requests/s plus
-assets, a ten-minute run keeps around 100 000 records, some 50 MB; runs of minutes are what the
-probe is for. The acknowledged write keys are kept as well (one uuid string each) for the final
-read-back.
+Memory: a record is a small frozen object (about 0.3 KB with its strings). At the default 100
+requests/s plus assets and read-backs (about 220 records/s), a ten-minute run keeps some 130 000
+records, about 40 MB; runs of minutes are what the probe is for. The acknowledged write keys are
+kept as well (one uuid string each) for the final read-back.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ import re
 import attrs
 import pytest
 
+from zdu.config import structure, unstructure
+from zdu.errors import ConfigError
 from zdu_probes.config import HttpProbeConfig
 from zdu_probes.figures import (
     ErrorKind,
@@ -248,3 +250,13 @@ def test_default_thresholds_fail_on_any_failure_loss_cut_drop_or_asset_error() -
         None,
         None,
     )
+
+
+def test_options_load_through_the_configuration_loader() -> None:
+    data = {"rps": 200, "mix": {"page": 0.7, "api": 0.3}, "streams": 2, "sockets": 1, "schedule": "poisson"}
+    config = structure(data, HttpProbeConfig, "probes[0]")
+    assert config.mix == {"page": 0.7, "api": 0.3, "write": 0.0}
+    assert (config.streams, config.sockets, config.schedule) == (2, 1, "poisson")
+    assert unstructure(config)["mix"] == config.mix
+    with pytest.raises(ConfigError, match=r"^probes\[0\]: mix: the shares must add up to 1 \(got .* 0.8\)$"):
+        structure({"mix": {"page": 0.5, "api": 0.3}}, HttpProbeConfig, "probes[0]")
