@@ -289,7 +289,9 @@ class Traffic:
         """Sleep until ``due`` (monotonic); False once the traffic is stopping."""
         assert self._stopping is not None
         delay = due - time.monotonic()
-        if delay > 0:
+        if 0 < delay < 0.1:  # the schedule's ticks: a plain sleep is cheaper
+            await asyncio.sleep(delay)
+        elif delay > 0:  # longer waits (read-backs, socket retries) end at once on stop
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
         return not self._stopping.is_set()
@@ -612,6 +614,12 @@ class Traffic:
             RequestKind.STREAM, url.path, due, status=status, error=error, version=version, scheduled=True
         )
 
+    async def _open_socket(
+        self, session: aiohttp.ClientSession, url: yarl.URL
+    ) -> aiohttp.ClientWebSocketResponse:
+        async with asyncio.timeout(self._config.timeout):
+            return await session.ws_connect(url, autoclose=True, autoping=True)
+
     async def _hold_socket(self, index: int, session: aiohttp.ClientSession) -> None:
         """Hold one websocket for the whole run; reopen it when it ends, recording how it ended."""
         url = self._base.join(yarl.URL(self._config.socket_path))
@@ -619,15 +627,20 @@ class Traffic:
         reconnect = False
         while self._stopping is not None and not self._stopping.is_set():
             due = time.monotonic()
+            connect = asyncio.ensure_future(self._open_socket(session, url))
+            stopped = False
             try:
-                async with asyncio.timeout(timeout):
-                    ws = await session.ws_connect(url, autoclose=True, autoping=True)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # refused, reset, timed out, or not upgraded (a 5xx, say)
-                status = getattr(exc, "status", None)
+                await asyncio.shield(connect)
+            except asyncio.CancelledError:  # the run ends mid-handshake: finish it (within the timeout)
+                stopped = True
+                await asyncio.wait([connect])
+            except Exception:  # noqa: S110 -- read from the future below
+                pass
+            failed = connect.exception()
+            if failed is not None:  # refused, reset, timed out, or not upgraded (a 5xx, say)
+                status = getattr(failed, "status", None)
                 failure = ErrorKind.CONNECTION
-                if isinstance(exc, TimeoutError):
+                if isinstance(failed, TimeoutError):
                     failure = ErrorKind.TIMEOUT
                 elif isinstance(status, int) and status >= 500:
                     failure = ErrorKind.HTTP_5XX
@@ -639,9 +652,17 @@ class Traffic:
                     error=failure,
                     reconnect=reconnect,
                 )
+                if stopped:
+                    raise asyncio.CancelledError
                 reconnect = False
                 await self._sleep_until(time.monotonic() + SOCKET_RETRY_S)
                 continue
+            ws = connect.result()
+            if stopped:
+                self._emit(RequestKind.SOCKET, url.path, due, status=101, error=None)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 1.0)
+                raise asyncio.CancelledError
             response = getattr(ws, "_response", None)
             version = response.headers.get(self._config.version_header) if response is not None else None
             error: ErrorKind | None = None

@@ -4,6 +4,7 @@ and a raw server that drops connections. Each runs its own asyncio loop in a thr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -49,7 +50,8 @@ class DemoApp:
     :ivar lookup_status: the status of ``POST /api/v4/writes/lookup`` (200 answers it).
     :ivar reject_reconnects: answer 503 to every websocket after the first.
     :ivar socket_mode: ``"ok"``, ``"drop"`` (abort the TCP connection after ``socket_after`` s) or
-        ``"close"`` (a close frame 1001 after ``socket_after`` s, once per connection).
+        ``"close"`` (a close frame 1001 after ``socket_after`` s) or ``"silent"`` (stop sending after
+        ``socket_after`` s); only the first connection misbehaves.
     """
 
     def __init__(self) -> None:
@@ -188,6 +190,10 @@ class DemoApp:
                 if self.socket_mode == "drop":
                     assert request.transport is not None
                     request.transport.abort()
+                    break
+                if self.socket_mode == "silent":  # still connected, never a word again
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.sleep(30)
                     break
                 if self.socket_mode == "close":
                     await ws.close(code=1001, message=b"going away")

@@ -209,7 +209,7 @@ def test_cut_streams_are_counted(app: DemoApp) -> None:
 
 @pytest.mark.parametrize(
     ("mode", "reject_reconnects", "dropped"),
-    [("ok", False, 0), ("close", False, 0), ("drop", False, 1), ("close", True, 1)],
+    [("ok", False, 0), ("close", False, 0), ("drop", False, 1), ("silent", False, 1), ("close", True, 1)],
 )
 def test_websockets_dropped_or_closed_cleanly(
     app: DemoApp, mode: str, reject_reconnects: bool, dropped: int
