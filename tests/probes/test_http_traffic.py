@@ -276,3 +276,16 @@ def test_a_client_that_retries_anyway_is_caught_by_the_trace(
     assert dropping.connections == seen.recorded
     assert seen.failed == dropping.dropped
     assert "the HTTP client resent GET /api/v4/projects/1 on its own" in caplog.text  # it did resend
+
+
+def test_a_final_read_back_that_goes_wrong_leaves_writes_unverified(
+    app: DemoApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: object, session: object) -> None:
+        raise RuntimeError("lookup bug")
+
+    monkeypatch.setattr(traffic_module.Traffic, "_final_check", broken)
+    verdict = run_for(context(app.url), 1.0, HttpProbeConfig(rps=40, mix={"write": 1.0}))
+    assert verdict.values["writes"] > 0
+    assert verdict.values["unverified_writes"] == verdict.values["writes"]
+    assert verdict.status is VerdictStatus.INCONCLUSIVE
