@@ -321,8 +321,8 @@ def summarize(
       :func:`lost_write_keys`; ``unverified_writes``: acknowledged writes the final lookup could not
       check (``final.unverified``; 0 without a final check).
     - ``streams``: long downloads completed or cut; ``cut_streams``: those cut (the server answered,
-      then the download ended short, was reset or timed out). A stream that got no answer at all is a
-      failed request, not a cut one.
+      then the download ended short, was reset or timed out). A stream that got no answer at all, or
+      a 5xx, is a failed request, neither completed nor cut.
     - ``sockets``: websocket connections opened; ``dropped_sockets``: connections that ended without
       a close frame or went silent (:attr:`ErrorKind.DROPPED`), plus failed reconnects right after a
       clean close.
@@ -355,7 +355,7 @@ def summarize(
         failed_writes=sum(1 for r in writes if r.failed),
         lost_writes=len(lost_write_keys(records, final)),
         unverified_writes=final.unverified if final is not None else 0,
-        streams=sum(1 for r in streams if r.status is not None),
+        streams=sum(1 for r in streams if r.error in (None, ErrorKind.CUT)),
         cut_streams=sum(1 for r in streams if r.error is ErrorKind.CUT),
         sockets=sum(1 for r in sockets if r.status == 101),
         dropped_sockets=sum(1 for r in sockets if r.error is ErrorKind.DROPPED or (r.reconnect and r.failed)),
