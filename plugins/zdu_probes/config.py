@@ -68,8 +68,9 @@ def _path(*placeholders: str) -> Any:
         try:
             value.format(**dict.fromkeys(placeholders, "x"))
         except (KeyError, IndexError, ValueError):
-            allowed = ", ".join("{" + p + "}" for p in placeholders) or "no placeholder"
-            raise ValueError(f"{attribute.name} may only use {allowed} (got {value!r})") from None
+            allowed = ", ".join("{" + p + "}" for p in placeholders)
+            use = f"may only use the placeholders {allowed}" if allowed else "must not contain '{' or '}'"
+            raise ValueError(f"{attribute.name} {use} (got {value!r})") from None
         for placeholder in placeholders:
             if "{" + placeholder + "}" not in value:
                 raise ValueError(f"{attribute.name} must contain {{{placeholder}}} (got {value!r})")
