@@ -710,16 +710,19 @@ class _PostgresSession:
     def _drop_leftover(self, migration: MigrationFile, name: str, on_event: EventSink) -> None:
         """Drop an INVALID index called ``name`` left by an earlier run, before it is created again."""
         row = self.connection.execute(
-            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index i "
+            "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_index i "
             "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE i.indexrelid = to_regclass(%s) AND NOT i.indisvalid",
             (name,),
         ).fetchone()
         if row is None:
             return
-        left = self._drop([str(row[0])], migration, on_event, "an earlier run left it")
+        _dropped, left = self._drop([str(row[0])], migration, on_event, "an earlier run left it")
         if left:
-            raise MigrationError(f"migration {migration.path}: an earlier run left an INVALID index{left}")
+            raise MigrationError(
+                f"migration {migration.path}: an earlier run left the INVALID index {row[0]}, which could "
+                f"not be dropped now (run {' '.join(left)})"
+            )
 
     def _clean_invalid(self, migration: MigrationFile, before: dict[int, str], on_event: EventSink) -> str:
         """Drop the INVALID indexes a failed statement left; what to tell about them in the error."""
@@ -729,12 +732,22 @@ class _PostgresSession:
             return f"; could not look for INVALID indexes it may have left: {_first_line(error)}"
         if not new:
             return ""
-        return self._drop(new, migration, on_event, "the failed statement left it")
+        dropped, left = self._drop(new, migration, on_event, "the failed statement left it")
+        text = ""
+        if dropped:
+            text += f"; the INVALID index it left was dropped: {', '.join(dropped)}"
+        if left:
+            text += f"; it left an INVALID index that could not be dropped now (run {' '.join(left)})"
+        return text
 
-    def _drop(self, names: list[str], migration: MigrationFile, on_event: EventSink, why: str) -> str:
+    def _drop(
+        self, names: list[str], migration: MigrationFile, on_event: EventSink, why: str
+    ) -> tuple[list[str], list[str]]:
+        """Drop INVALID indexes concurrently; the names dropped, and the commands of those left."""
         import psycopg  # noqa: PLC0415 - present: PostgresDatabase checked it
 
-        dropped, left = [], []
+        dropped: list[str] = []
+        left: list[str] = []
         for name in names:
             command = f"DROP INDEX CONCURRENTLY IF EXISTS {name};"
             try:
@@ -760,12 +773,7 @@ class _PostgresSession:
             finally:
                 with contextlib.suppress(psycopg.Error):
                     self.connection.execute("RESET statement_timeout")
-        text = ""
-        if dropped:
-            text += f"; the INVALID index it left was dropped: {', '.join(dropped)}"
-        if left:
-            text += f"; it left an INVALID index that could not be dropped now: run {' '.join(left)}"
-        return text
+        return dropped, left
 
 
 def _ms(seconds: float) -> str:
