@@ -41,6 +41,7 @@ __all__ = [
     "MigrationEnv",
     "MigrationError",
     "MigrationRunner",
+    "MigrationTiming",
     "Stage",
     "check_background_migrations",
     "migration_timings",
@@ -307,20 +308,38 @@ def wait_for_background_migrations(
         ctx.wait(min(interval, max(0.0, deadline - time.monotonic())), "waiting for background migrations")
 
 
-def migration_timings(events: Iterable[Event]) -> list[dict[str, object]]:
-    """The ``migration-timing`` events of an upgrade, as rows for its report.
+@attrs.frozen
+class MigrationTiming:
+    """How long one migration took, as its ``migration-timing`` event recorded it.
 
-    Each row has ``stage``, ``migration``, ``duration_s``, ``attempts`` and ``lock_wait_s`` (the time
-    lost to attempts that gave up on a lock, and to the waits between them).
+    :ivar stage: ``pre`` or ``post``.
+    :ivar migration: ``<version>_<name>``.
+    :ivar duration_s: seconds from its start to its end, waits included.
+    :ivar attempts: how many attempts it took (more than one only with lock retries).
+    :ivar lock_wait_s: seconds lost to attempts that gave up on a lock and to the waits between them.
     """
-    rows: list[dict[str, object]] = []
-    for event in events:
-        if event.kind != "migration-timing":
-            continue
-        rows.append(
-            {
-                key: event.data.get(key)
-                for key in ("stage", "migration", "duration_s", "attempts", "lock_wait_s", "transactional")
-            }
+
+    stage: str
+    migration: str
+    duration_s: float
+    attempts: int = 1
+    lock_wait_s: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dictionary."""
+        return attrs.asdict(self)
+
+
+def migration_timings(events: Iterable[Event]) -> list[MigrationTiming]:
+    """The timings of the migrations an upgrade applied, from its ``migration-timing`` events."""
+    return [
+        MigrationTiming(
+            stage=str(event.data.get("stage", "")),
+            migration=str(event.data.get("migration", "")),
+            duration_s=float(event.data.get("duration_s", 0.0)),
+            attempts=int(event.data.get("attempts", 1)),
+            lock_wait_s=float(event.data.get("lock_wait_s", 0.0)),
         )
-    return rows
+        for event in events
+        if event.kind == "migration-timing"
+    ]
