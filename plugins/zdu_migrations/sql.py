@@ -79,6 +79,13 @@ def _positive(_instance: Any, attribute: attrs.Attribute[float], value: float) -
         raise ValueError(f"{attribute.name} must be positive, got {value!r}")
 
 
+def _one_of_lock_retries(_instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in LOCK_RETRIES:
+        raise ValueError(
+            f"{attribute.name} must be one of {', '.join(map(repr, LOCK_RETRIES))}, got {value!r}"
+        )
+
+
 def _at_least_one(_instance: Any, attribute: attrs.Attribute[int], value: int) -> None:
     if value < 1:
         raise ValueError(f"{attribute.name} must be 1 or more, got {value!r}")
@@ -133,7 +140,7 @@ class SqlRunnerConfig:
     database: Secret
     path: Path
     lock_timeout: float = attrs.field(default=600.0, validator=_positive)
-    lock_retries: str = attrs.field(default="marked", validator=attrs.validators.in_(LOCK_RETRIES))
+    lock_retries: str = attrs.field(default="marked", validator=_one_of_lock_retries)
     lock_retry_lock_timeout: float = attrs.field(default=0.1, validator=_positive)
     lock_retry_attempts: int = attrs.field(default=40, validator=_at_least_one)
     lock_retry_backoff: float = attrs.field(default=0.05, validator=_not_negative)
