@@ -38,7 +38,11 @@ def background_config(
 ) -> tuple[Path, SqlRunner]:
     """A fleet on one SQLite database migrated up to ``through``, upgraded with the sql runner."""
     database = directory / "gitlab.sqlite"
-    config = write_config(directory, platform={"command": demo_app_command(0.3, "--database", str(database))})
+    config = write_config(
+        directory,
+        platform={"command": demo_app_command(0.3, "--database", str(database))},
+        layers=["sticky-nginx"],  # pages and their assets from one version: the probe counts asset errors
+    )
     with config.open("a") as file:
         file.write(
             f'[migrations]\nname = "sql"\ndatabase = "sqlite://{database}"\npath = "{DEMO_MIGRATIONS}"\n'
