@@ -30,6 +30,7 @@ from zdu.config import load_config
 from zdu.context import UpgradeInfo
 from zdu.errors import ConfigError, TargetBusy, UsageError, ZduError
 from zdu.journal import Journal, default_journal_path
+from zdu.migrations import migration_timings
 from zdu.model import Event, Report, UpgradeStatus
 from zdu.plugins import hookimpl
 from zdu.registry import ZduPluginManager, get_plugin_manager
@@ -50,6 +51,11 @@ _PROGRESS_EVENTS = {
     "paused",
     "error",
     "migrations-applied",
+    "migration-timing",
+    "lock-retry",
+    "invalid-index-dropped",
+    "invalid-index-left",
+    "background-migrations",
 }
 
 
@@ -391,9 +397,11 @@ def report(
     if record is None:
         raise UsageError(f"no upgrade {upgrade_id!r} in the journal {journal.path}")
     events = journal.events(upgrade_id)
+    timings = migration_timings(events)
     data = {
         **record.to_dict(),
         "report": record.report,
+        "migrations": [t.to_dict() for t in timings],
         "events": [{"at": e.at, "phase": e.phase, "kind": e.kind, "message": e.message} for e in events],
     }
 
@@ -404,6 +412,13 @@ def report(
         if record.error:
             lines.append(f"  reason: {record.error}")
         lines += [f"  {e.phase:<14} {e.kind:<20} {e.message}" for e in events]
+        if timings:
+            lines.append("migrations (seconds; lock wait: time lost to attempts that gave up on a lock):")
+            lines += [
+                f"  {t.stage:<5} {t.migration:<50} {t.duration_s:>8.2f}s  attempts {t.attempts}  "
+                f"lock wait {t.lock_wait_s:.2f}s"
+                for t in timings
+            ]
         return "\n".join(lines)
 
     emit(data, as_json, text)
