@@ -28,7 +28,14 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
     ]
     if not missing:
         return
-    packages = {"nginx": "nginx-light", "curl": "curl", "initdb": "postgresql", "haproxy": "haproxy"}
+    packages = {
+        "nginx": "nginx-light",
+        "curl": "curl",
+        "initdb": "postgresql",
+        "haproxy": "haproxy",
+        "rsync": "rsync",
+        "npm": "npm",
+    }
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         session.error(f"missing {', '.join(missing)}: install {' '.join(packages[c] for c in missing)}")
     session.log(f"installing {', '.join(missing)} with apt-get")
@@ -40,10 +47,22 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
     )
 
 
+def ensure_gitlab_ci_local(session: nox.Session) -> None:
+    """Install gitlab-ci-local 4.56 (it runs on Node 20) from npm when missing, for the fleet CI tests."""
+    if shutil.which("gitlab-ci-local"):
+        return
+    ensure_system_packages(session, "rsync", "npm")
+    session.log("installing gitlab-ci-local@4.56 with npm")
+    subprocess.run(
+        ["npm", "install", "--global", "--no-fund", "--no-audit", "gitlab-ci-local@4.56"], check=True
+    )
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite, the slow end-to-end scenarios included (``-- -m 'not slow'`` skips them)."""
-    ensure_system_packages(session, "nginx", "curl", "initdb", "haproxy")
+    ensure_system_packages(session, "nginx", "curl", "initdb", "haproxy", "rsync")
+    ensure_gitlab_ci_local(session)
     session.install("-e", ".[all,test]")
     session.run("pytest", *session.posargs)
 
@@ -77,6 +96,7 @@ def bench(session: nox.Session) -> None:
     ensure_system_packages(session, "nginx")
     session.install("-e", ".[all]")
     session.run("python", "bench/run.py", *session.posargs)
+    session.run("python", "bench/fleet.py")
 
 
 @nox.session(python=PYTHON)
