@@ -398,7 +398,12 @@ def load_fleet(source: Path | str, manager: ZduPluginManager, *, check_cells: bo
     rings: list[Ring] = []
     for index, ring_raw in enumerate(_list(raw.get("rings"), "rings", problems, required=True)):
         try:
-            rings.append(structure(_table(ring_raw, f"rings[{index}]"), Ring, f"rings[{index}]"))
+            table = _table(ring_raw, f"rings[{index}]")
+            ranges = _ring_ranges(table, f"rings[{index}]")
+            if ranges:
+                problems.extend(ranges)
+                continue
+            rings.append(structure(table, Ring, f"rings[{index}]"))
         except ConfigError as error:
             problems.extend(error.problems)
     names = [ring.name for ring in rings]
@@ -440,6 +445,30 @@ def load_fleet(source: Path | str, manager: ZduPluginManager, *, check_cells: bo
     if problems:
         raise ConfigError(problems)
     return fleet
+
+
+_RING_RANGES: dict[str, tuple[type | tuple[type, ...], float, str]] = {
+    "concurrency": (int, 1, "a whole number >= 1"),
+    "failure_budget": (int, 0, "a whole number >= 0"),
+    "bake_seconds": ((int, float), 0, "seconds >= 0"),
+    "verify_seconds": ((int, float), 0, "seconds >= 0"),
+}
+
+
+def _ring_ranges(table: Mapping[str, Any], where: str) -> list[str]:
+    """Values of the right type but out of range, named by field (the types are cattrs' to check)."""
+    problems = []
+    for key, (kind, least, expected) in _RING_RANGES.items():
+        value = table.get(key)
+        if isinstance(value, kind) and not isinstance(value, bool) and value < least:
+            problems.append(f"{where}.{key}: expected {expected}, got {value!r}")
+    on_failure = table.get("on_failure", "stop")
+    if isinstance(on_failure, str) and on_failure not in ON_FAILURE:
+        problems.append(f"{where}.on_failure: expected one of {', '.join(ON_FAILURE)}, got {on_failure!r}")
+    name = table.get("name")
+    if isinstance(name, str) and not re.match(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$", name):
+        problems.append(f"{where}.name: {name!r} is not a ring name (lowercase letters, digits, '.', '_', '-')")
+    return problems
 
 
 def _version_field(value: object, where: str, problems: list[str]) -> Version | None:

@@ -436,16 +436,16 @@ class FleetRunner:
                 continue
             ids.append(report.upgrade_id)
             if report.status is not UpgradeStatus.SUCCEEDED:
-                error = f"{report.status.value}: {report.error}"
-                self.journal.cell_finished(run_id, cell.name, str(step), "failed", report.upgrade_id, error)
+                problem = f"{report.status.value}: {report.error}"
+                self.journal.cell_finished(run_id, cell.name, str(step), "failed", report.upgrade_id, problem)
                 self._tell(
                     "cell-failed",
-                    f"{cell.name}: {error}",
+                    f"{cell.name}: {problem}",
                     cell=cell.name,
                     ring=ring.name,
                     upgrade=report.upgrade_id,
                 )
-                return CellOutcome(cell.name, ring.name, "failed", str(version), error, tuple(ids))
+                return CellOutcome(cell.name, ring.name, "failed", str(version), problem, tuple(ids))
             self.journal.cell_finished(run_id, cell.name, str(step), "succeeded", report.upgrade_id, None)
             version = step
         self._tell("cell-succeeded", f"{cell.name}: {version}", cell=cell.name, ring=ring.name)
