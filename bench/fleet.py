@@ -118,14 +118,16 @@ def main() -> None:
     lines = [
         "# Fleet benchmark",
         "",
-        f"`python bench/fleet.py` (also run by `nox -s bench`) on {platform.node()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}: `zdu fleet upgrade FLEET --json` over "
+        f"`python bench/fleet.py` (also run by `nox -s bench`) on {platform.node()}, {os.cpu_count()} "
+        f"CPUs, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}: "
+        "`zdu fleet upgrade FLEET --json` over "
         "the rings of examples/fleet-sim.toml (cells split 1 : 9 : 30 : 60; concurrency 5, 30, 60, 100; "
         "2 s bake each), every cell an ordinary rolling upgrade of 2 simulated instances.",
         "",
         "Overhead is wall time beyond the simulated work along the critical path (each ring's cells "
         "scheduled on its concurrency, plus its bake); peak memory is the process's maximum RSS. "
-        f"Targets at 1,000 cells: overhead <= {LIMIT_OVERHEAD_S:.0f} s, peak memory <= {LIMIT_MEMORY_MB:.0f} MB.",
+        f"Targets at 1,000 cells: overhead <= {LIMIT_OVERHEAD_S:.0f} s, "
+        f"peak memory <= {LIMIT_MEMORY_MB:.0f} MB.",
         "",
         "| cells | wall | simulated critical path | zdu overhead | overhead per cell | peak memory |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -460,14 +460,21 @@ def _ring_ranges(table: Mapping[str, Any], where: str) -> list[str]:
     problems = []
     for key, (kind, least, expected) in _RING_RANGES.items():
         value = table.get(key)
-        if isinstance(value, kind) and not isinstance(value, bool) and value < least:
+        if (
+            isinstance(value, int | float)
+            and isinstance(value, kind)
+            and not isinstance(value, bool)
+            and value < least
+        ):
             problems.append(f"{where}.{key}: expected {expected}, got {value!r}")
     on_failure = table.get("on_failure", "stop")
     if isinstance(on_failure, str) and on_failure not in ON_FAILURE:
         problems.append(f"{where}.on_failure: expected one of {', '.join(ON_FAILURE)}, got {on_failure!r}")
     name = table.get("name")
     if isinstance(name, str) and not re.match(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$", name):
-        problems.append(f"{where}.name: {name!r} is not a ring name (lowercase letters, digits, '.', '_', '-')")
+        problems.append(
+            f"{where}.name: {name!r} is not a ring name (lowercase letters, digits, '.', '_', '-')"
+        )
     return problems
 
 

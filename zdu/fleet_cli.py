@@ -103,7 +103,8 @@ def plan(ctx: click.Context, fleet_file: Path, as_json: bool, now: str | None) -
 
     def text() -> str:
         lines = [
-            f"fleet {fleet_.name} -> {fleet_.release} ({len(fleet_.cells)} cells, judged at {moment:%Y-%m-%d %H:%M} UTC)"
+            f"fleet {fleet_.name} -> {fleet_.release} ({len(fleet_.cells)} cells, "
+            f"judged at {moment:%Y-%m-%d %H:%M} UTC)"
         ]
         lines += [
             f"  freeze {f.start:%Y-%m-%d %H:%M} .. {f.end:%Y-%m-%d %H:%M} {f.reason}" for f in fleet_.freezes

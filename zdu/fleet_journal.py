@@ -205,8 +205,8 @@ class FleetJournal:
             ):
                 raise _busy(row["fleet"], row)
             db.execute(
-                "UPDATE fleet_runs SET status = 'running', reason = NULL, halt_requested = NULL, owner_host = ?, "
-                "owner_pid = ?, owner_started = ? WHERE id = ?",
+                "UPDATE fleet_runs SET status = 'running', reason = NULL, halt_requested = NULL, "
+                "owner_host = ?, owner_pid = ?, owner_started = ? WHERE id = ?",
                 (socket.gethostname(), me.pid, me.create_time(), run_id),
             )
 

@@ -68,8 +68,7 @@ def pipeline(fleet: Fleet, fleet_file: str, *, zdu: str = "zdu") -> dict[str, An
                 "script": [f"echo 'ring {ring.name} approved to start'"],
             }
         lanes: list[str | None] = [None] * ring.concurrency
-        position = 0
-        for cell in fleet.cells_of(ring.name):
+        for position, cell in enumerate(fleet.cells_of(ring.name)):
             previous = cell.version
             for step in fleet.path_of(cell):
                 name = cell_job_name(cell.name, str(step))
@@ -93,7 +92,6 @@ def pipeline(fleet: Fleet, fleet_file: str, *, zdu: str = "zdu") -> dict[str, An
                 jobs[name] = job
                 lanes[lane] = name
                 previous = step
-            position += 1
         jobs[bake_job_name(ring.name)] = {
             "stage": bake_stage,
             "script": [f"{zdu} fleet bake {quoted} {shlex.quote(ring.name)}"],
@@ -104,7 +102,8 @@ def pipeline(fleet: Fleet, fleet_file: str, *, zdu: str = "zdu") -> dict[str, An
 def render_pipeline(fleet: Fleet, fleet_file: str, *, zdu: str = "zdu") -> str:
     """The pipeline as the text of a ``.gitlab-ci.yml`` (JSON, which YAML reads)."""
     header = [
-        f"# The fleet {fleet.name} to {fleet.release}, ring by ring: written by 'zdu fleet pipeline {fleet_file}'.",
+        f"# The fleet {fleet.name} to {fleet.release}, ring by ring,",
+        f"# as 'zdu fleet pipeline {fleet_file}' wrote it.",
         "# Cells start when the pipeline runs: schedule it inside the cells' maintenance windows, outside",
         "# change freezes. Regenerate it when the fleet file changes.",
     ]

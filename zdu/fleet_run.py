@@ -378,8 +378,8 @@ class FleetRunner:
                     opens = min(self.fleet.next_start(cell, now) for cell in pending)
                     if not self.wait_for_windows:
                         return RunStatus.WAITING, (
-                            f"ring {ring.name}: {len(pending)} cells wait for their maintenance window or the "
-                            f"end of a freeze; the next may start at {opens.isoformat()} "
+                            f"ring {ring.name}: {len(pending)} cells wait for their maintenance window or "
+                            f"the end of a freeze; the next may start at {opens.isoformat()} "
                             "('zdu fleet resume FLEET' then, or --wait)"
                         )
                     self.cancel.wait(min(max((opens - now).total_seconds(), 0.05), 60.0))
@@ -491,8 +491,8 @@ class FleetRunner:
         problem = self._bake("", ring, behind)
         if len(behind) > ring.failure_budget:
             return (
-                f"ring {ring.name}: {len(behind)} cell(s) do not serve {self.fleet.release}, over its failure "
-                f"budget of {ring.failure_budget}: {', '.join(behind)}"
+                f"ring {ring.name}: {len(behind)} cell(s) do not serve {self.fleet.release}, over its "
+                f"failure budget of {ring.failure_budget}: {', '.join(behind)}"
             )
         return problem
 

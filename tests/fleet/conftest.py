@@ -42,7 +42,10 @@ def write_fleet(
         f"upgrade = {toml_value({'state_dir': str(state)})}",
     ]
     for ring in rings:
-        lines += ["[[rings]]", *(f"{k} = {toml_value(v)}" for k, v in {"verify_seconds": 0.0, **ring}.items())]
+        lines += [
+            "[[rings]]",
+            *(f"{k} = {toml_value(v)}" for k, v in {"verify_seconds": 0.0, **ring}.items()),
+        ]
     for cell in cells:
         lines += ["[[cells]]", *(f"{k} = {toml_value(v)}" for k, v in {"version": "16.5.0", **cell}.items())]
     path = directory / "fleet.toml"

@@ -35,7 +35,11 @@ def test_window_days_ranges_and_midnight():
 
 @pytest.mark.parametrize(
     ("text", "fragment"),
-    [("sat 22:00", "not a weekly window"), ("fun 01:00-02:00", "'fun' is not a day"), ("mon 25:00-26:00", "not a time")],
+    [
+        ("sat 22:00", "not a weekly window"),
+        ("fun 01:00-02:00", "'fun' is not a day"),
+        ("mon 25:00-26:00", "not a time"),
+    ],
 )
 def test_bad_window(text, fragment):
     with pytest.raises(ValueError, match=fragment):
@@ -77,7 +81,9 @@ def test_plan_tells_when_each_cell_starts_around_windows_and_freezes(tmp_path):
         ],
         extra=freeze,
     )
-    plan = json.loads(zdu("fleet", "plan", str(fleet_file), "--json", "--now", "2026-12-02T12:00:00Z", check=0).stdout)
+    plan = json.loads(
+        zdu("fleet", "plan", str(fleet_file), "--json", "--now", "2026-12-02T12:00:00Z", check=0).stdout
+    )
     starts = {c["cell"]: c["next_start"] for c in plan["rings"][0]["cells"]}
     assert starts["anytime"] == "2026-12-02T12:00:00+00:00"
     # Saturday 22:00 falls inside the freeze: Sunday 22:00 is the first opening after it
@@ -108,7 +114,10 @@ def test_bad_fields_are_named_with_their_values_and_exit_2(tmp_path):
     fixed = write_fleet(
         tmp_path,
         [{"name": "ring-0"}],
-        [{"name": "c", "ring": "ring-0", "version": "17.0.0"}, {"name": "d", "ring": "ring-0", "platform": {"replicas": "three"}}],
+        [
+            {"name": "c", "ring": "ring-0", "version": "17.0.0"},
+            {"name": "d", "ring": "ring-0", "platform": {"replicas": "three"}},
+        ],
     )
     with pytest.raises(ConfigError) as raised:
         load_fleet(fixed, get_plugin_manager())
@@ -118,7 +127,9 @@ def test_bad_fields_are_named_with_their_values_and_exit_2(tmp_path):
 
 
 def test_cell_patterns_expand_and_duplicates_are_refused(tmp_path):
-    fleet_file = write_fleet(tmp_path, [{"name": "ring-0"}], [{"name": "sim-{index:03d}", "ring": "ring-0", "count": 12}])
+    fleet_file = write_fleet(
+        tmp_path, [{"name": "ring-0"}], [{"name": "sim-{index:03d}", "ring": "ring-0", "count": 12}]
+    )
     fleet = load_fleet(fleet_file, get_plugin_manager())
     assert [c.name for c in fleet.cells][:2] == ["sim-000", "sim-001"] and len(fleet.cells) == 12
     twice = write_fleet(tmp_path, [{"name": "ring-0"}], [{"name": "same", "ring": "ring-0", "count": 2}])

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-import psutil
-import pytest
 
 from tests.fleet.conftest import RELEASE, upgrades_of, write_fleet, zdu
-from zdu.fleet_journal import FleetJournal
 from zdu.model import UpgradeStatus
 
 RINGS = [
@@ -30,7 +26,9 @@ def cells(counts=(2, 6, 10, 14), *, bad: str | None = None, bad_platform: dict |
         out.append({"name": f"r{ring}-{{index:02d}}", "ring": f"ring-{ring}", "count": count})
     if bad is not None:
         ring = int(bad[1])
-        out.append({"name": bad, "ring": f"ring-{ring}", "platform": bad_platform or {"fail_versions": [RELEASE]}})
+        out.append(
+            {"name": bad, "ring": f"ring-{ring}", "platform": bad_platform or {"fail_versions": [RELEASE]}}
+        )
     return out
 
 
@@ -65,7 +63,7 @@ def test_every_cell_upgraded_once_ring_by_ring_within_concurrency(tmp_path):
         assert 1 < overlap(records) <= limit, (ring, overlap(records))
     # ring by ring: every upgrade of a ring ended before the next ring's first began
     order = [by_ring[f"r{n}"] for n in range(4)]
-    for earlier, later in zip(order, order[1:]):
+    for earlier, later in itertools.pairwise(order):
         assert max(r.finished_at for r in earlier) <= min(r.started_at for r in later)
     # the negative control of the overlap instrument: all of a ring overlaps the next ring's? no
     assert overlap(order[0] + order[1]) <= max(RINGS[0]["concurrency"], RINGS[1]["concurrency"])
@@ -101,7 +99,10 @@ def test_a_failing_cell_halts_its_ring_later_rings_untouched_then_resume(tmp_pat
         (record,) = upgrades_of(state, name)  # once each: none twice, none skipped
         assert record.status is UpgradeStatus.SUCCEEDED, name
     # the instrument sees a second upgrade where there was one: the failed cell's retry
-    assert [r.status for r in upgrades_of(state, "r1-bad")] == [UpgradeStatus.ROLLED_BACK, UpgradeStatus.SUCCEEDED]
+    assert [r.status for r in upgrades_of(state, "r1-bad")] == [
+        UpgradeStatus.ROLLED_BACK,
+        UpgradeStatus.SUCCEEDED,
+    ]
 
 
 def test_a_failure_within_the_budget_does_not_halt(tmp_path):
@@ -119,7 +120,19 @@ def test_on_failure_finish_completes_the_ring_stop_does_not(tmp_path):
         directory = tmp_path / on_failure
         directory.mkdir()
         rings = [RINGS[0], {"name": "ring-1", "concurrency": 2, "on_failure": on_failure}]
-        fleet_file = write_fleet(directory, rings, [cells(counts)[0], {"name": "r1-bad", "ring": "ring-1", "platform": {"fail_versions": [RELEASE], "ready_timeout": 1}}, cells(counts)[1]])
+        fleet_file = write_fleet(
+            directory,
+            rings,
+            [
+                cells(counts)[0],
+                {
+                    "name": "r1-bad",
+                    "ring": "ring-1",
+                    "platform": {"fail_versions": [RELEASE], "ready_timeout": 1},
+                },
+                cells(counts)[1],
+            ],
+        )
         report = json.loads(zdu("fleet", "upgrade", str(fleet_file), "--json", check=1).stdout)
         ring = {r["name"]: r for r in report["rings"]}["ring-1"]
         if on_failure == "finish":
@@ -132,7 +145,15 @@ def test_sigkill_then_resume_upgrades_no_cell_twice_and_skips_none(tmp_path):
     counts = (2, 8, 12, 18)
     fleet_file = write_fleet(tmp_path, RINGS, cells(counts), platform={"time_scale": 0.05})
     process = subprocess.Popen(
-        [sys.executable, "-c", "from zdu.cli import main; main()", "fleet", "upgrade", str(fleet_file), "--json"],
+        [
+            sys.executable,
+            "-c",
+            "from zdu.cli import main; main()",
+            "fleet",
+            "upgrade",
+            str(fleet_file),
+            "--json",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -171,7 +192,15 @@ def test_halt_request_stops_new_cells_and_resume_continues(tmp_path):
     rings = [RINGS[0], {"name": "ring-1", "concurrency": 2}]
     fleet_file = write_fleet(tmp_path, rings, cells(counts), platform={"time_scale": 0.05})
     process = subprocess.Popen(
-        [sys.executable, "-c", "from zdu.cli import main; main()", "fleet", "upgrade", str(fleet_file), "--json"],
+        [
+            sys.executable,
+            "-c",
+            "from zdu.cli import main; main()",
+            "fleet",
+            "upgrade",
+            str(fleet_file),
+            "--json",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -200,7 +229,9 @@ def test_a_ring_with_approval_waits_for_it(tmp_path):
     assert waiting["status"] == "waiting" and "--approve ring-1" in waiting["reason"]
     assert upgrades_of(tmp_path / "state", "r1-00") == []
     assert len(upgrades_of(tmp_path / "state", "r0-00")) == 1
-    done = json.loads(zdu("fleet", "resume", str(fleet_file), "--json", "--approve", "ring-1", check=0).stdout)
+    done = json.loads(
+        zdu("fleet", "resume", str(fleet_file), "--json", "--approve", "ring-1", check=0).stdout
+    )
     assert done["status"] == "succeeded"
 
 
@@ -208,14 +239,21 @@ def test_cells_start_only_inside_their_window(tmp_path):
     fleet_file = write_fleet(
         tmp_path,
         [{"name": "ring-0", "concurrency": 2}],
-        [{"name": "now", "ring": "ring-0", "window": "wed 11:00-13:00"}, {"name": "weekend", "ring": "ring-0", "window": "sat 22:00-23:00"}],
+        [
+            {"name": "now", "ring": "ring-0", "window": "wed 11:00-13:00"},
+            {"name": "weekend", "ring": "ring-0", "window": "sat 22:00-23:00"},
+        ],
     )
     # a Wednesday noon: 'now' may start, 'weekend' may not
-    waiting = json.loads(zdu("fleet", "upgrade", str(fleet_file), "--json", "--now", "2026-12-02T12:00:00Z", check=4).stdout)
+    waiting = json.loads(
+        zdu("fleet", "upgrade", str(fleet_file), "--json", "--now", "2026-12-02T12:00:00Z", check=4).stdout
+    )
     assert "2026-12-05T22:00:00+00:00" in waiting["reason"]
     assert len(upgrades_of(tmp_path / "state", "now")) == 1
     assert upgrades_of(tmp_path / "state", "weekend") == []
-    done = json.loads(zdu("fleet", "resume", str(fleet_file), "--json", "--now", "2026-12-05T22:30:00Z", check=0).stdout)
+    done = json.loads(
+        zdu("fleet", "resume", str(fleet_file), "--json", "--now", "2026-12-05T22:30:00Z", check=0).stdout
+    )
     assert done["status"] == "succeeded"
     assert len(upgrades_of(tmp_path / "state", "now")) == 1
 
@@ -223,9 +261,15 @@ def test_cells_start_only_inside_their_window(tmp_path):
 def test_a_cell_that_dies_during_the_bake_halts_before_the_next_ring(tmp_path):
     rings = [{"name": "ring-0", "concurrency": 2, "bake_seconds": 3.0}, {"name": "ring-1", "concurrency": 2}]
     crash = {"fail_versions": [RELEASE], "failure": "crash", "crash_after": 50}  # 1 s real, after verify
-    fleet_file = write_fleet(tmp_path, rings, [*cells((1, 2)), {"name": "r0-crash", "ring": "ring-0", "platform": crash}])
+    fleet_file = write_fleet(
+        tmp_path, rings, [*cells((1, 2)), {"name": "r0-crash", "ring": "ring-0", "platform": crash}]
+    )
     report = json.loads(zdu("fleet", "upgrade", str(fleet_file), "--json", check=1).stdout)
-    assert report["status"] == "halted" and "bake of ring ring-0" in report["reason"] and "r0-crash" in report["reason"]
+    assert (
+        report["status"] == "halted"
+        and "bake of ring ring-0" in report["reason"]
+        and "r0-crash" in report["reason"]
+    )
     (record,) = upgrades_of(tmp_path / "state", "r0-crash")
     assert record.status is UpgradeStatus.SUCCEEDED  # its own upgrade passed; the bake caught it
     assert upgrades_of(tmp_path / "state", "r1-00") == []
