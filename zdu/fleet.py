@@ -406,7 +406,9 @@ def load_fleet(source: Path | str, manager: ZduPluginManager, *, check_cells: bo
             rings.append(structure(table, Ring, f"rings[{index}]"))
         except ConfigError as error:
             problems.extend(error.problems)
-    names = [ring.name for ring in rings]
+    names = [
+        r["name"] for r in raw.get("rings") or [] if isinstance(r, dict) and isinstance(r.get("name"), str)
+    ]
     for ring_name in {n for n in names if names.count(n) > 1}:
         problems.append(f"rings: ring {ring_name!r} is named twice")
 
@@ -418,9 +420,8 @@ def load_fleet(source: Path | str, manager: ZduPluginManager, *, check_cells: bo
         if cell.name in seen:
             problems.append(f"{cell.where}.name: cell {cell.name!r} is named twice")
         seen.add(cell.name)
-    if problems:
+    if not isinstance(name, str) or release is None:
         raise ConfigError(problems)
-    assert isinstance(name, str) and release is not None
     fleet = Fleet(
         name=name,
         release=release,
