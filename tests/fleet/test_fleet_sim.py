@@ -65,8 +65,6 @@ def test_every_cell_upgraded_once_ring_by_ring_within_concurrency(tmp_path):
     order = [by_ring[f"r{n}"] for n in range(4)]
     for earlier, later in itertools.pairwise(order):
         assert max(r.finished_at for r in earlier) <= min(r.started_at for r in later)
-    # the negative control of the overlap instrument: all of a ring overlaps the next ring's? no
-    assert overlap(order[0] + order[1]) <= max(RINGS[0]["concurrency"], RINGS[1]["concurrency"])
 
 
 def test_a_failing_cell_halts_its_ring_later_rings_untouched_then_resume(tmp_path):
@@ -142,7 +140,7 @@ def test_on_failure_finish_completes_the_ring_stop_does_not(tmp_path):
 
 
 def test_sigkill_then_resume_upgrades_no_cell_twice_and_skips_none(tmp_path):
-    counts = (2, 8, 12, 18)
+    counts = (2, 4, 18, 6)
     fleet_file = write_fleet(tmp_path, RINGS, cells(counts), platform={"time_scale": 0.05})
     process = subprocess.Popen(
         [
