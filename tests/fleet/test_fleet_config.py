@@ -135,3 +135,29 @@ def test_cell_patterns_expand_and_duplicates_are_refused(tmp_path):
     twice = write_fleet(tmp_path, [{"name": "ring-0"}], [{"name": "same", "ring": "ring-0", "count": 2}])
     with pytest.raises(ConfigError, match="same"):
         load_fleet(twice, get_plugin_manager())
+
+
+def test_a_cell_may_reference_its_own_configuration_file(tmp_path):
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / "tenant.toml").write_text(
+        '[target]\nname = "renamed-by-the-fleet"\nplatform = "sim"\nversion = "16.4.1"\n'
+        "[platform]\nreplicas = 3\ntime_scale = 0.01\n"
+        '[release]\nversion = "16.5.0"\n'
+        '[strategy]\nname = "blue-green"\n'
+        '[upgrade]\nstate_dir = "state"\n'
+    )
+    fleet_file = tmp_path / "fleet.toml"
+    fleet_file.write_text(
+        '[fleet]\nname = "f"\nrelease = "16.6.0"\n'
+        '[[rings]]\nname = "ring-0"\n'
+        '[[cells]]\nname = "tenant"\nring = "ring-0"\nconfig = "cells/tenant.toml"\nplatform = { replicas = 4 }\n'
+    )
+    manager = get_plugin_manager()
+    fleet = load_fleet(fleet_file, manager)
+    cell = fleet.cell("tenant")
+    assert [str(v) for v in fleet.path_of(cell)] == ["16.5.0", "16.6.0"]  # its version is the file's
+    config = fleet.config_of(cell, Version.parse("16.6.0"), manager)
+    assert config.target.name == "tenant" and str(config.target.version) == "16.5.0"
+    assert config.strategy.name == "blue-green"
+    assert config.platform.options.replicas == 4 and config.platform.options.time_scale == 0.01
+    assert config.state_dir == (tmp_path / "cells" / "state").resolve()  # relative to the cell's file
