@@ -150,7 +150,8 @@ def test_a_cell_may_reference_its_own_configuration_file(tmp_path):
     fleet_file.write_text(
         '[fleet]\nname = "f"\nrelease = "16.6.0"\n'
         '[[rings]]\nname = "ring-0"\n'
-        '[[cells]]\nname = "tenant"\nring = "ring-0"\nconfig = "cells/tenant.toml"\nplatform = { replicas = 4 }\n'
+        '[[cells]]\nname = "tenant"\nring = "ring-0"\nconfig = "cells/tenant.toml"\n'
+        "platform = { replicas = 4 }\n"
     )
     manager = get_plugin_manager()
     fleet = load_fleet(fleet_file, manager)
