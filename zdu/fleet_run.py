@@ -299,11 +299,12 @@ class FleetRunner:
         for name in approve:
             if self.journal.rings(run_id).get(name) in (None, "pending"):
                 self.journal.ring_state(run_id, name, "approved", "approved from the command line")
-        status, reason = RunStatus.SUCCEEDED, None
+        status: str = RunStatus.HALTED
+        reason: str | None = "interrupted"
         try:
             status, reason = self._rings(run_id)
-        except KeyboardInterrupt:
-            status, reason = RunStatus.HALTED, "interrupted"
+        except Exception as error:
+            reason = f"the run stopped on an error: {type(error).__name__}: {error}"
             raise
         finally:
             self.journal.finish(run_id, status, reason)
@@ -369,7 +370,8 @@ class FleetRunner:
                         deferred.append(cell)
                         continue
                     done = {s.to_version for s in steps.get(cell.name, []) if s.state == "succeeded"}
-                    started = {s.to_version for s in steps.get(cell.name, []) if s.state == "started"}
+                    # a step tried before in this run (interrupted, failed or paused): reconcile it
+                    started = {s.to_version for s in steps.get(cell.name, []) if s.state != "succeeded"}
                     running[pool.submit(self._cell, run_id, ring, cell, done, started)] = cell
                 pending.extendleft(reversed(deferred))
                 if not running:
@@ -427,7 +429,10 @@ class FleetRunner:
                     report = self._step(run_id, ring, cell, upgrade, version, step, str(step) in started)
                 finally:
                     upgrade.close()
-            except (ZduError, OSError) as error:
+            except Exception as error:  # a cell's error, a plugin's bug included, fails that cell only
+                if not isinstance(error, ZduError | OSError):
+                    log.exception("cell %s failed on an unexpected error", cell.name)
+                self.journal.cell_started(run_id, cell.name, ring.name, str(version), str(step))
                 self.journal.cell_finished(run_id, cell.name, str(step), "failed", None, str(error))
                 self._tell("cell-failed", f"{cell.name}: {error}", cell=cell.name, ring=ring.name)
                 return CellOutcome(cell.name, ring.name, "failed", str(version), str(error), tuple(ids))
