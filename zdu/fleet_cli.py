@@ -8,6 +8,7 @@ fleet has a run in progress, 4 the run waits (for an approval, a maintenance win
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from zdu.cli import EXIT_FAILED, EXIT_PAUSED, emit, interruptible, manager_from,
 from zdu.errors import UsageError
 from zdu.fleet import Fleet, is_required_stop, load_fleet
 from zdu.fleet_journal import FleetJournal, RunStatus
+from zdu.fleet_pipeline import pipeline as build_pipeline
 from zdu.fleet_pipeline import render_pipeline
 from zdu.fleet_run import FleetReport, FleetRunner, fleet_report, utc_now
 from zdu.model import Version
@@ -270,13 +272,26 @@ def halt(ctx: click.Context, fleet_file: Path, as_json: bool, reason: str) -> No
     "--fleet-path",
     help="The fleet file's path as jobs see it, from the repository's root (default: as given).",
 )
+@json_option
 @click.pass_context
 def pipeline(
-    ctx: click.Context, fleet_file: Path, output: Path | None, zdu_command: str, fleet_path: str | None
+    ctx: click.Context,
+    fleet_file: Path,
+    output: Path | None,
+    zdu_command: str,
+    fleet_path: str | None,
+    as_json: bool,
 ) -> None:
-    """Write a GitLab CI pipeline running the fleet: a stage per ring, a job per cell, bake jobs."""
+    """Write a GitLab CI pipeline running the fleet: a stage per ring, a job per cell, bake jobs.
+
+    With --json, the pipeline as bare JSON (no header comment).
+    """
     fleet_ = _load(ctx, fleet_file)
-    text = render_pipeline(fleet_, fleet_path or str(fleet_file), zdu=zdu_command)
+    where = fleet_path or str(fleet_file)
+    if as_json:
+        text = json.dumps(build_pipeline(fleet_, where, zdu=zdu_command), indent=2) + "\n"
+    else:
+        text = render_pipeline(fleet_, where, zdu=zdu_command)
     if output is None:
         click.echo(text, nl=False)
     else:
@@ -290,11 +305,17 @@ def pipeline(
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here (default: stdout)."
 )
+@json_option
 @click.pass_context
 def config(
-    ctx: click.Context, fleet_file: Path, cell: str, to_version: str | None, output: Path | None
+    ctx: click.Context,
+    fleet_file: Path,
+    cell: str,
+    to_version: str | None,
+    output: Path | None,
+    as_json: bool,
 ) -> None:
-    """Write one cell's upgrade configuration (TOML) for one step, for 'zdu upgrade'."""
+    """Write one cell's upgrade configuration (TOML, or JSON with --json) for one step, for 'zdu upgrade'."""
     fleet_ = _load(ctx, fleet_file, check_cells=False)
     cell_ = fleet_.cell(cell)
     path = fleet_.path_of(cell_)
@@ -303,7 +324,8 @@ def config(
     step = Version.parse(to_version) if to_version else path[0]
     fleet_.config_of(cell_, step, manager_from(ctx))  # checks the step and the configuration
     previous = ([cell_.version, *path])[[cell_.version, *path].index(step) - 1]
-    text = tomli_w.dumps(fleet_.raw_config(cell_, previous, step))
+    raw = fleet_.raw_config(cell_, previous, step)
+    text = json.dumps(raw, indent=2) + "\n" if as_json else tomli_w.dumps(raw)
     if output is None:
         click.echo(text, nl=False)
     else:
