@@ -28,14 +28,7 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
     ]
     if not missing:
         return
-    packages = {
-        "nginx": "nginx-light",
-        "curl": "curl",
-        "initdb": "postgresql",
-        "haproxy": "haproxy",
-        "rsync": "rsync",
-        "npm": "npm",
-    }
+    packages = {"nginx": "nginx-light", "curl": "curl", "initdb": "postgresql", "haproxy": "haproxy"}
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         session.error(f"missing {', '.join(missing)}: install {' '.join(packages[c] for c in missing)}")
     session.log(f"installing {', '.join(missing)} with apt-get")
@@ -48,22 +41,30 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
 
 
 def ensure_gitlab_ci_local(session: nox.Session) -> None:
-    """Install gitlab-ci-local 4.56 (it runs on Node 20) from npm when missing, for the fleet CI tests."""
-    if shutil.which("gitlab-ci-local"):
+    """Install gitlab-ci-local 4.56 (it runs on Node 20) with npm, and rsync, when missing (fleet tests)."""
+    if shutil.which("gitlab-ci-local") and shutil.which("rsync"):
         return
-    ensure_system_packages(session, "rsync", "npm")
-    session.log("installing gitlab-ci-local@4.56 with npm")
-    subprocess.run(
-        ["npm", "install", "--global", "--no-fund", "--no-audit", "gitlab-ci-local@4.56"], check=True
-    )
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        session.error(
+            "missing gitlab-ci-local or rsync: apt-get install rsync npm; npm install -g gitlab-ci-local@4.56"
+        )
+    session.log("installing rsync (and npm) with apt-get, gitlab-ci-local@4.56 with npm")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    wanted = ["rsync", *([] if shutil.which("npm") else ["npm"])]
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *wanted], check=True, env=env)
+    if not shutil.which("gitlab-ci-local"):
+        subprocess.run(
+            ["npm", "install", "--global", "--no-fund", "--no-audit", "gitlab-ci-local@4.56"], check=True
+        )
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite, the slow end-to-end scenarios included (``-- -m 'not slow'`` skips them)."""
-    ensure_system_packages(session, "nginx", "curl", "initdb", "haproxy", "rsync")
-    ensure_gitlab_ci_local(session)
+    ensure_system_packages(session, "nginx", "curl", "initdb", "haproxy")
     session.install("-e", ".[all,test]")
+    ensure_gitlab_ci_local(session)
     session.run("pytest", *session.posargs)
 
 
