@@ -492,3 +492,9 @@ def main(argv: list[str] | None = None) -> None:
         console.print("interrupted")
         code = 130
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# The fleet commands live in their own module, which imports this one's helpers.
+from zdu.fleet_cli import fleet as _fleet  # noqa: E402
+
+cli.add_command(_fleet)
