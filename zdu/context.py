@@ -16,11 +16,23 @@ from typing import Any
 import attrs
 
 from zdu.errors import GateFailed, UpgradeInterrupted, ZduError
-from zdu.model import Measurement, MeasurementStatus, Release, Target, Verdict, VerdictStatus, Version
+from zdu.model import (
+    Event,
+    Measurement,
+    MeasurementStatus,
+    Release,
+    Target,
+    Verdict,
+    VerdictStatus,
+    Version,
+)
 from zdu.platform import Platform
 from zdu.probe import GateSettings, Probe, ProbeContext
 
-__all__ = ["ProbeGate", "UpgradeContext", "UpgradeInfo", "UpgradePaused"]
+__all__ = ["PROMOTE_EVENT", "ProbeGate", "UpgradeContext", "UpgradeInfo", "UpgradePaused"]
+
+#: The journal event ``zdu promote ID`` records: a paused canary goes on to its next step.
+PROMOTE_EVENT = "promote"
 
 
 class UpgradePaused(ZduError):
@@ -102,6 +114,8 @@ class UpgradeContext:
     dry_run: bool = False
     phase: str = "preflight"
     gate_interval: float = 1.0
+    #: the upgrade's journal events so far (for decisions taken from outside: ``zdu promote``)
+    read_events: Callable[[], Sequence[Event]] = lambda: ()
 
     @property
     def old_group(self) -> str:
@@ -223,3 +237,24 @@ class UpgradeContext:
                     f"analysis of {step} by {verdict.probe} failed: {'; '.join(verdict.reasons)}"
                 )
         return [verdict for verdict, _ in verdicts]
+
+    def promotions(self) -> int:
+        """How many times ``zdu promote`` was recorded for this upgrade so far."""
+        return sum(1 for event in self.read_events() if event.kind == PROMOTE_EVENT)
+
+    def wait_for_promotion(self, step: str, *, seen: int) -> int:
+        """Gate every ``gate_interval`` until a promotion beyond the first ``seen`` is journaled.
+
+        ``zdu promote ID`` records the decision in the journal; the running upgrade reads it here
+        (canary's indefinite pause, Argo Rollouts' ``pause: {}``). Returns the promotions counted, to
+        pass as ``seen`` to the next pause. Nothing waits while planning.
+        """
+        if self.dry_run:
+            return seen
+        self.event("paused-for-promotion", f"{step}: waiting for 'zdu promote {self.info.id}'", step=step)
+        while (count := self.promotions()) <= seen:
+            if self.cancel.wait(self.gate_interval):
+                self.check_cancelled()
+            self.gate(step)
+        self.event("promoted", f"{step}: promoted", step=step)
+        return count
