@@ -71,6 +71,10 @@ class RouterRecord:
     :ivar asset_grace: ids of instances that left the router but still serve their group's assets to
         the clients pinned to it, for a short grace, because their group has no other instance.
     :ivar assets_dir: the directory ``/assets/`` is served from (the assets store), when routed there.
+    :ivar canary_group: the group a share of user requests is split off to (``set_canary``), if any.
+    :ivar canary_percent: that share, in percent of user requests (nginx's ``split_clients``).
+    :ivar canary_cookie: ``name=value``: requests with this cookie always go to the canary.
+    :ivar canary_header: ``Name: value``: requests with this header always go to the canary.
     """
 
     listen: str
@@ -86,6 +90,10 @@ class RouterRecord:
     sticky: tuple[str, ...] = ()
     asset_grace: tuple[str, ...] = ()
     assets_dir: str | None = None
+    canary_group: str | None = None
+    canary_percent: int = 0
+    canary_cookie: str | None = None
+    canary_header: str | None = None
 
 
 @attrs.frozen
