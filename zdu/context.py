@@ -29,10 +29,12 @@ from zdu.model import (
 from zdu.platform import Platform
 from zdu.probe import GateSettings, Probe, ProbeContext
 
-__all__ = ["PROMOTE_EVENT", "ProbeGate", "UpgradeContext", "UpgradeInfo", "UpgradePaused"]
+__all__ = ["PROMOTE_EVENT", "RESTORED_EVENT", "ProbeGate", "UpgradeContext", "UpgradeInfo", "UpgradePaused"]
 
 #: The journal event ``zdu promote ID`` records: a paused canary goes on to its next step.
 PROMOTE_EVENT = "promote"
+#: The journal event a strategy's rollback records once only the old version serves users again.
+RESTORED_EVENT = "restored"
 
 
 class UpgradePaused(ZduError):
@@ -258,3 +260,11 @@ class UpgradeContext:
             self.gate(step)
         self.event("promoted", f"{step}: promoted", step=step)
         return count
+
+    def restored(self, group: str) -> None:
+        """Journal that only ``group`` (the old version) serves users again: a rollback's routing is done.
+
+        Strategies call it in ``rollback`` right after the routing change, so that the time from the
+        decision to roll back to users being safe again can be read from the journal (``restored``).
+        """
+        self.event(RESTORED_EVENT, f"only {group} serves users again", group=group)

@@ -94,5 +94,6 @@ class BlueGreen:
                 ctx.platform.scale(ctx.old_group, ctx.from_version, ctx.replicas)
         with ctx.step(f"switch traffic back to {ctx.old_group}"):
             router.set_weights({ctx.old_group: 1})
+        ctx.restored(ctx.old_group)
         with ctx.step(f"remove {ctx.new_group}"):
             ctx.platform.remove_group(ctx.new_group)

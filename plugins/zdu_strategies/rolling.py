@@ -104,4 +104,5 @@ class Rolling:
             platform.scale(ctx.old_group, ctx.from_version, ctx.replicas)
         with ctx.step(f"remove {ctx.new_group}"):
             platform.router.set_weights({ctx.old_group: 1})
+            ctx.restored(ctx.old_group)
             platform.remove_group(ctx.new_group)
