@@ -97,12 +97,24 @@ class Rolling:
         """Nothing is left to remove: the old group went in the last batch."""
 
     def rollback(self, ctx: UpgradeContext) -> None:
-        """Bring the old group back to full size (readiness-gated), then drain the new one."""
+        """Route every request to the old group, bring it back to full size, then drain the new one.
+
+        Users leave the new version at once when the old group still has a ready instance (the release
+        is what failed; a third less capacity for a second is the lesser harm); otherwise the old group
+        is started first (readiness-gated) while both take traffic.
+        """
         platform = ctx.platform
+        old = next((g for g in platform.groups() if g.name == ctx.old_group), None)
+        if old is not None and old.ready > 0:
+            with ctx.step(f"every request to {ctx.old_group}"):
+                platform.router.set_weights({ctx.old_group: 1})
+            ctx.restored(ctx.old_group)
         with ctx.step(f"scale {ctx.old_group} back to {ctx.replicas}"):
-            platform.router.set_weights({ctx.old_group: 1, ctx.new_group: 1})
+            if old is None or old.ready == 0:
+                platform.router.set_weights({ctx.old_group: 1, ctx.new_group: 1})
             platform.scale(ctx.old_group, ctx.from_version, ctx.replicas)
         with ctx.step(f"remove {ctx.new_group}"):
-            platform.router.set_weights({ctx.old_group: 1})
-            ctx.restored(ctx.old_group)
+            if old is None or old.ready == 0:
+                platform.router.set_weights({ctx.old_group: 1})
+                ctx.restored(ctx.old_group)
             platform.remove_group(ctx.new_group)
