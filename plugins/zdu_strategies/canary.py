@@ -261,18 +261,30 @@ class Canary:
                 ctx.platform.remove_group(ctx.old_group)
 
     def rollback(self, ctx: UpgradeContext) -> None:
-        """Every request to the old group (full size first), then remove the canary route and group."""
+        """Every request to the old group (full size first), then remove the canary route and group.
+
+        A canary route in force is first set to 0% without opt-ins (one change on every platform: the
+        local router drops the split, ingress-nginx's canary weight goes to 0), which is when users
+        are back on the old version (journaled ``restored``); the route and the group go after.
+        """
         router = ctx.platform.router
         router.set_preview(None)
         old = next((g for g in ctx.platform.groups() if g.name == ctx.old_group), None)
         if old is None or old.ready < ctx.replicas:
             with ctx.step(f"start {ctx.old_group} again", replicas=ctx.replicas):
                 ctx.platform.scale(ctx.old_group, ctx.from_version, ctx.replicas)
+        split = router if isinstance(router, SplitsTraffic) else None
+        route = split.canary() if split is not None else None
+        if split is not None and route is not None:
+            with ctx.step(f"no request to the canary {route.group}"):
+                split.set_canary(route.group, 0)
+            ctx.restored(ctx.old_group)
         with ctx.step(f"every request to {ctx.old_group}"):
             router.set_weights({ctx.old_group: 1})
-        ctx.restored(ctx.old_group)
-        if isinstance(router, SplitsTraffic):
+        if route is None:
+            ctx.restored(ctx.old_group)
+        if split is not None:
             with ctx.step("remove the canary route"):
-                router.set_canary(None)
+                split.set_canary(None)
         with ctx.step(f"remove {ctx.new_group}"):
             ctx.platform.remove_group(ctx.new_group)
