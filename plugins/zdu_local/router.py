@@ -31,6 +31,8 @@ import logging
 import os
 import pwd
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -885,14 +887,48 @@ class NginxRouter:
                     f"nginx did not put configuration generation {record.generation} in force within "
                     f"{_IN_FORCE_TIMEOUT:.0f}s: {tail(self._nginx.error_log, 3)}"
                 )
-            time.sleep(0.01)
-        while any(_listens(worker) for worker in old_workers):
+            time.sleep(0.002)
+        while _still_listening(old_workers):
             if time.monotonic() > deadline:
                 # The new configuration is in force (it answers); this is unexpected, not fatal.
                 logger.warning("nginx's previous workers still hold their listening sockets after a reload")
                 break
             time.sleep(0.01)
         logger.debug("nginx configuration generation %d in force", record.generation)
+
+
+def _listening_pids() -> set[int] | None:
+    """The pids holding a listening TCP socket, asked of the kernel by ``ss`` (netlink); None without it.
+
+    Reading the TCP table (``/proc/net/tcp``, what psutil does) costs as much as the machine has
+    connections, seconds on a host full of TIME_WAIT entries; the kernel filters listening sockets
+    itself for ``ss``.
+    """
+    ss = shutil.which("ss")
+    if ss is None:
+        return None
+    try:
+        done = subprocess.run([ss, "-Hltnp"], capture_output=True, text=True, timeout=5.0, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", done.stdout)}
+
+
+def _still_listening(workers: Sequence[psutil.Process]) -> bool:
+    """Whether any of ``workers`` (nginx workers of a previous generation) still holds a listening socket."""
+    if not workers:
+        return False
+    holders = _listening_pids()
+    if holders is None:
+        return any(_listens(worker) for worker in workers)
+    return any(worker.pid in holders and _alive(worker) for worker in workers)
+
+
+def _alive(worker: psutil.Process) -> bool:
+    try:
+        return worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _listens(worker: psutil.Process) -> bool:
