@@ -74,6 +74,7 @@ class LocalPlatform:
         self.state_dir = env.state_dir.resolve()
         self._store = StateStore(self.state_dir / "state.json")
         self._assets: DirectoryAssetStore | None = None
+        self._died: list[str] = []
         if config.assets_command:
             self._assets = DirectoryAssetStore(
                 self.state_dir / "assets", config.assets_command_for, {**os.environ, **config.env}
@@ -254,8 +255,11 @@ class LocalPlatform:
             logger.info("group %s removed", group)
 
     def check_health(self) -> list[str]:
-        """Instances that died or stopped answering their readiness check, and a stopped nginx."""
-        problems = []
+        """Instances that died or stopped answering their readiness check, and a stopped nginx.
+
+        A routed instance found dead and forgotten by a ``scale`` since the last check is reported too.
+        """
+        problems, self._died = list(self._died), []
         if self._store.state.router is not None and not self._router.running():
             problems.append(f"the router (nginx, prefix {self.state_dir / 'nginx'}) is not running")
         for record in self._store.state.instances:
@@ -313,6 +317,11 @@ class LocalPlatform:
             return
         for record in dead:
             logger.warning("instance %s (pid %d) is dead: forgetting it", record.id, record.pid)
+            if record.routable:  # it served: the next health check says so, though it is gone by then
+                self._died.append(
+                    f"instance {record.id} ({record.version}, {record.address}) died while serving "
+                    f"(process {record.pid} exited) and was forgotten"
+                )
         self._replace_records(dead, remove=True)
         if self._store.state.router is not None and self._router.running():
             self._router.sync()
