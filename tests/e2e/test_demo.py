@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 SAFE = [
     "rolling",
     "blue-green",
+    "canary",
     "rolling + sticky-nginx",
     "rolling + assets-shim",
     "blue-green + sticky-nginx",
@@ -27,6 +28,7 @@ SAFE = [
     "get + drain",
 ]
 CONTROLS = ["recreate", "rolling + no drain", "get + no drain"]
+BAD_RELEASES = ["rolling + bad release", "blue-green + bad release", "canary + bad release"]
 WITH_A_LAYER = [key for key in SAFE if "sticky-nginx" in key or "assets-shim" in key]
 
 
@@ -62,9 +64,11 @@ def test_every_scenario_ran_with_its_role(demo):
         "rolling + no drain",
         "rolling",
         "blue-green",
+        "canary",
         "rolling + sticky-nginx",
         "rolling + assets-shim",
         "blue-green + sticky-nginx",
+        *BAD_RELEASES,
         "rolling + sticky-nginx + ordered",
         "rolling + sticky-nginx + post-first",
         "get + no drain",
@@ -72,6 +76,7 @@ def test_every_scenario_ran_with_its_role(demo):
     ]
     assert {key for key, row in demo.items() if row["role"] == "safe"} == set(SAFE)
     assert {key for key, row in demo.items() if row["role"] == "control"} == set(CONTROLS)
+    assert {key for key, row in demo.items() if row["role"] == "blast-radius"} == set(BAD_RELEASES)
     for row in demo.values():
         assert row["router_retries"] is False, row
         assert row["independent"] is not None and row["independent"]["tool"] == "wrk", row
@@ -110,6 +115,26 @@ def test_the_hazards_the_layers_and_the_order_cure_are_reproduced(demo):
     # post-deployment migrations run early break the old version
     assert demo["rolling + sticky-nginx + post-first"]["failed"] > 0
     assert demo["rolling + sticky-nginx + post-first"]["role"] == "unsafe"
+
+
+def test_a_bad_release_hurts_the_fewest_users_where_it_is_analysed_before_them(demo):
+    rows = {key.partition(" + ")[0]: demo[key] for key in BAD_RELEASES}
+    for strategy, row in rows.items():
+        assert row["variant"] == "bad release", row
+        assert row["status"] == "rolled_back", row  # the gating probe caught it
+        # users are back on the old version within 2 s of the decision
+        assert row["restore_s"] is not None and 0 <= row["restore_s"] <= 2.0, (strategy, row)
+        assert isinstance(row["user_failed"], int), row
+        if row["user_failed"]:
+            assert row["detect_s"] is not None and row["detect_s"] >= 0, row
+    # the negative control, same instrument and run: rolling hands the release to users at once
+    assert rows["rolling"]["user_failed"] > 0, rows["rolling"]
+    # blue-green's preview analysis caught it before any user
+    assert rows["blue-green"]["user_failed"] == 0, rows["blue-green"]
+    # the canary: analysed before users too, then a small share of them
+    assert rows["canary"]["user_failed"] <= rows["rolling"]["user_failed"] / 5, rows
+    # the safe rows report no blast radius
+    assert demo["canary"]["user_failed"] is None and demo["canary"]["failed"] == 0
 
 
 def _belongs_to_a_demo(process: psutil.Process) -> bool:
