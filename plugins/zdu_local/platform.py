@@ -75,6 +75,7 @@ class LocalPlatform:
         self._store = StateStore(self.state_dir / "state.json")
         self._assets: DirectoryAssetStore | None = None
         self._died: list[str] = []
+        self._reported: set[str] = set()  # instances whose death a health check reported
         if config.assets_command:
             self._assets = DirectoryAssetStore(
                 self.state_dir / "assets", config.assets_command_for, {**os.environ, **config.env}
@@ -257,13 +258,19 @@ class LocalPlatform:
     def check_health(self) -> list[str]:
         """Instances that died or stopped answering their readiness check, and a stopped nginx.
 
-        A routed instance found dead and forgotten by a ``scale`` since the last check is reported too.
+        A routed instance found dead and forgotten by a ``scale`` since the last check is reported too;
+        one that died out of the router (drained, or not ready yet) is not a problem.
         """
         problems, self._died = list(self._died), []
         if self._store.state.router is not None and not self._router.running():
             problems.append(f"the router (nginx, prefix {self.state_dir / 'nginx'}) is not running")
         for record in self._store.state.instances:
             if not _identity(record).alive():
+                if not record.routable:
+                    # it had left the router (drained, being stopped when a command was interrupted)
+                    # or not joined it yet: no user reaches it, and the next scale forgets it
+                    continue
+                self._reported.add(record.id)
                 problems.append(
                     f"instance {record.id} ({record.version}, {record.address}) is not running: "
                     f"process {record.pid} exited"
@@ -317,7 +324,7 @@ class LocalPlatform:
             return
         for record in dead:
             logger.warning("instance %s (pid %d) is dead: forgetting it", record.id, record.pid)
-            if record.routable:  # it served: the next health check says so, though it is gone by then
+            if record.routable and record.id not in self._reported:  # the next health check says so
                 self._died.append(
                     f"instance {record.id} ({record.version}, {record.address}) died while serving "
                     f"(process {record.pid} exited) and was forgotten"
