@@ -734,7 +734,8 @@ class NginxRouter:
 
         ``generation``, ``retries`` (whether nginx retries a failed request on another instance),
         ``weights``, ``routed`` (instance ids), ``preview``, ``affinity``, ``asset_grace`` (instance ids)
-        and ``assets`` (whether ``/assets/`` is served from the store).
+        ``assets`` (whether ``/assets/`` is served from the store) and ``canary`` (the canary route:
+        group, percent, cookie, header; null without one).
         """
         record = self._store.state.router
         return None if record is None else self._running_routing(record)
