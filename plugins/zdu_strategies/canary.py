@@ -215,7 +215,8 @@ class Canary:
         platform = ctx.platform
         if router.weights().get(ctx.old_group, 0) > 0:
             with ctx.step(f"start {ctx.new_group} (canary, no user traffic)"):
-                router.set_weights({ctx.old_group: 1})
+                # only the old group takes traffic; its weight is kept (no routing change, no reload)
+                router.set_weights({ctx.old_group: router.weights().get(ctx.old_group) or 1})
                 platform.scale(ctx.new_group, ctx.release.version, 1)
             ctx.gate(f"{ctx.new_group} started")
             if self.config.preview_seconds > 0:
