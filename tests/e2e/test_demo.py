@@ -15,7 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-pytestmark = pytest.mark.slow
+# the whole demo runs once for the module (about 5 minutes on a loaded 2-core machine)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 SAFE = [
     "rolling",
