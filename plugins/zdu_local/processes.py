@@ -146,14 +146,17 @@ def wait_for_exits(processes: Sequence[ProcessIdentity], timeout: float) -> list
         while running and (left := deadline - time.monotonic()) > 0:
             watched = [fd for p, fd in fds.items() if fd is not None and p in running]
             if watched and len(watched) == len(running):
-                select.select(watched, [], [], left)
+                poller = select.poll()  # not select(): a busy process has descriptors above 1024
+                for descriptor in watched:
+                    poller.register(descriptor, select.POLLIN)
+                poller.poll(left * 1000)
             else:
                 time.sleep(min(_POLL, left))
             running = [p for p in running if p.alive()]
     finally:
-        for fd in fds.values():
-            if fd is not None:
-                os.close(fd)
+        for opened in fds.values():
+            if opened is not None:
+                os.close(opened)
     return running
 
 
