@@ -201,6 +201,8 @@ class DemoTraffic:
 
         ``gating``: the probe gates instead (a bad-release scenario): one failed measurement of the
         default thresholds (no failed request, no lost write, ...) fails the gate and rolls back.
+        Asset errors do not gate there: they are the mixed-version hazard the traffic layers cure, not
+        the bad release, and the time to the decision is measured from the first failed request.
         """
         return {
             "name": "http",
@@ -211,6 +213,7 @@ class DemoTraffic:
             "stream_seconds": self.stream_seconds,
             "sockets": self.sockets,
             "dry_run": not gating,
+            **({"max_asset_errors": None} if gating else {}),
         }
 
 
