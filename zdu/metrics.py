@@ -9,7 +9,8 @@ An :class:`UpgradeMetrics` observer turns the lifecycle hooks into metrics in it
 * ``zdu_probe_requests_total{target,probe,kind,outcome}``: the probes' requests (``outcome``: ``ok``,
   ``failed``, ``asset_error``; ``kind`` as the probe counts them, ``all`` when it does not split);
 * ``zdu_gate_decisions_total{target,probe,decision}`` and ``zdu_gate_value{target,probe,check}``:
-  every gate measurement's decision and each check's last value (Flagger's analysis metrics);
+  every gate measurement's decision and the last value of each check (or figure) of each probe
+  (Flagger's analysis metrics);
 * ``zdu_upgrade_new_version_traffic_share{target}``: the router's share on the release (Flagger's
   ``flagger_canary_weight``, as a ratio);
 * ``deployment_duration_seconds{deployment_type,status,version}``: a histogram observed once at the
@@ -187,6 +188,9 @@ class UpgradeMetrics:
         data: dict[str, Any] = dict(event.data)
         probe = str(data.get("probe", ""))
         self.decisions.labels(upgrade.target, probe, str(data.get("status", ""))).inc()
+        for name, figure in dict(data.get("values", {})).items():
+            if isinstance(figure, int | float):
+                self.value.labels(upgrade.target, probe, str(name)).set(figure)
         for evaluation in data.get("evaluations", ()):
             value = evaluation.get("value")
             if isinstance(value, int | float):

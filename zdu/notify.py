@@ -112,7 +112,8 @@ def notification_of(upgrade: UpgradeInfo, report: Report, trigger: str = "upgrad
         to_version=upgrade.to_version,
         status=report.status.value,
         trigger=trigger,
-        reason=report.error or "",
+        reason=report.error
+        or ("rolled back on request ('zdu rollback')" if trigger == "manual rollback" else ""),
         duration_s=round(report.duration_seconds, 3),
         figures=figures,
     )

@@ -334,7 +334,7 @@ def render_text(view: UpgradeView) -> str:
 
 # -- the page --------------------------------------------------------------------------------------
 
-#: Colours of the picture (also what a test looks for in a screenshot).
+#: Colours of the picture (only the picture uses them: a test looks for them in a screenshot).
 COLOURS = {
     "ok": "#2e7d32",
     "failed": "#c62828",

@@ -610,6 +610,10 @@ class Upgrade:
 
         :raises RollbackRefused: once ``migrate(post)`` has started for it.
         """
+        with self._outputs(trigger="manual rollback"):
+            return self._rollback_requested(upgrade_id)
+
+    def _rollback_requested(self, upgrade_id: str) -> Report:
         record = self.journal.get(upgrade_id)
         if record is None or record.target != self.config.target.name:
             raise UsageError(
@@ -623,7 +627,7 @@ class Upgrade:
             )
         if not record.status.in_progress:
             raise UsageError(f"upgrade {upgrade_id} is {record.status.value}; nothing to roll back")
-        with self.platform.hold_lock(_holder()), self._outputs(trigger="manual rollback"):
+        with self.platform.hold_lock(_holder()):
             self.journal.claim(upgrade_id)
             from_version = Version.parse(record.from_version)
             info = self._info(upgrade_id, from_version)

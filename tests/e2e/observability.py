@@ -156,7 +156,11 @@ def running_pushgateway(directory: Path) -> Iterator[str]:
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = [need("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{port}"]
+    argv = [
+        need("prometheus-pushgateway"),
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--persistence.file={directory / 'pushgateway.data'}",  # not Debian's shared default
+    ]
     with process(argv, directory / "pushgateway.log"):
         wait_http(url + "/-/ready", timeout=30)
         yield url
