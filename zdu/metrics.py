@@ -20,10 +20,16 @@ An :class:`UpgradeMetrics` observer turns the lifecycle hooks into metrics in it
 While an upgrade runs, :meth:`UpgradeMetrics.serve` exposes them on ``upgrade.metrics_address``
 (``--metrics-address``); at its end, :meth:`UpgradeMetrics.push` sends them to the Pushgateway in
 ``upgrade.pushgateway`` (``--pushgateway``) under job ``zdu`` and the target's name.
+
+A Grafana dashboard over these metrics (and the fleet's own ``http_requests_total`` and
+``http_request_duration_seconds``) ships with the package: :func:`grafana_dashboard`, or the file
+``zdu/dashboards/zdu-upgrades.json`` to import.
 """
 
 from __future__ import annotations
 
+import importlib.resources
+import json
 import logging
 import threading
 import time
@@ -36,7 +42,7 @@ from zdu.context import UpgradeInfo
 from zdu.model import Event, Report, UpgradeStatus
 from zdu.plugins import hookimpl
 
-__all__ = ["METRIC_NAMES", "UpgradeMetrics", "parse_address"]
+__all__ = ["METRIC_NAMES", "UpgradeMetrics", "grafana_dashboard", "parse_address"]
 
 log = logging.getLogger("zdu.metrics")
 
@@ -54,6 +60,13 @@ METRIC_NAMES = (
 
 #: Buckets of ``deployment_duration_seconds``: from a demo's seconds to a fleet's hours.
 DEPLOYMENT_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, float("inf"))
+
+
+def grafana_dashboard() -> dict[str, Any]:
+    """The Grafana dashboard over zdu's metrics (``zdu/dashboards/zdu-upgrades.json``), as JSON data."""
+    text = importlib.resources.files("zdu").joinpath("dashboards/zdu-upgrades.json").read_text("utf-8")
+    dashboard: dict[str, Any] = json.loads(text)
+    return dashboard
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import TO, write_config
-from tests.e2e.observability import free_port, get_text, running_pushgateway
-from zdu.metrics import METRIC_NAMES
+from tests.e2e.observability import free_port, get_text, running_prometheus, running_pushgateway
+from zdu.metrics import METRIC_NAMES, grafana_dashboard
 from zdu.upgrade import Upgrade
 
 pytestmark = pytest.mark.slow
@@ -73,7 +73,15 @@ def add_outputs(config: Path, **options: object) -> None:
 
 def test_metrics_are_served_during_the_upgrade_and_pushed_at_its_end(tmp_path: Path, fleet) -> None:
     port = free_port()
-    with running_pushgateway(tmp_path / "pushgateway") as gateway, Webhook() as hook:
+    with (
+        running_pushgateway(tmp_path / "pushgateway") as gateway,
+        running_prometheus(
+            tmp_path / "prometheus",
+            {"pushgateway": [gateway.removeprefix("http://")]},
+            honor=("pushgateway",),
+        ) as prometheus,
+        Webhook() as hook,
+    ):
         config = write_config(tmp_path, strategy="rolling", options={"max_surge": 1, "max_unavailable": 0})
         add_outputs(config, metrics_address=f"127.0.0.1:{port}", pushgateway=gateway, webhooks=[hook.url])
         fleet(config)
@@ -130,6 +138,22 @@ def test_metrics_are_served_during_the_upgrade_and_pushed_at_its_end(tmp_path: P
         assert total and abs(float(total.group(1)) - report.duration_seconds) < 0.01
         assert re.search(r'^zdu_upgrade_info\{[^}]*status="succeeded"', pushed, re.MULTILINE)
         assert re.search(r'^zdu_upgrade_phase_duration_seconds\{[^}]*phase="rollout"', pushed, re.MULTILINE)
+
+        # the Grafana dashboard: every panel's query runs on the real Prometheus (which scrapes the
+        # Pushgateway), and those over zdu's own metrics find the pushed upgrade
+        assert prometheus.wait_for('zdu_upgrade_info{status="succeeded"}'), (
+            "Prometheus never scraped the push"
+        )
+        dashboard = grafana_dashboard()
+        answered = 0
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                expression = target["expr"].replace("$__rate_interval", "1m").replace("$target", ".*")
+                result = prometheus.query(expression)  # raises on a query Prometheus rejects
+                answered += bool(result)
+                if "zdu_upgrade_info" in expression or "deployment_duration_seconds_count" in expression:
+                    assert result, f"panel {panel['title']!r} found nothing"
+        assert answered >= 6, f"only {answered} panels had data"
 
         # the webhook: refused once, retried, then told in Slack's format
         assert hook.attempts == 2 and len(hook.bodies) == 1
