@@ -156,8 +156,9 @@ def apdex_queries(config: ApdexProbeConfig) -> tuple[QueryCheck, QueryCheck]:
         f"sum(rate({bucket}{{{le_matcher(config.tolerated)}{extra}}}[{window}]))) / 2 / "
         f"sum(rate({count}{{{extra.lstrip(',')}}}[{window}]))"
     )
+    # no 5xx series at all means no errors ("or vector(0)"); no requests at all still means no data
     errors = (
-        f'sum(rate({config.requests_metric}{{status=~"5.."{extra}}}[{window}])) / '
+        f'(sum(rate({config.requests_metric}{{status=~"5.."{extra}}}[{window}])) or vector(0)) / '
         f"sum(rate({config.requests_metric}{{{extra.lstrip(',')}}}[{window}]))"
     )
     return (
