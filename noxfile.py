@@ -28,7 +28,16 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
     ]
     if not missing:
         return
-    packages = {"nginx": "nginx-light", "curl": "curl", "initdb": "postgresql", "haproxy": "haproxy"}
+    packages = {
+        "nginx": "nginx-light",
+        "curl": "curl",
+        "initdb": "postgresql",
+        "haproxy": "haproxy",
+        # the observability tests: a real Prometheus and Pushgateway, and a browser for the HTML report
+        "prometheus": "prometheus",
+        "prometheus-pushgateway": "prometheus-pushgateway",
+        "chromium": "chromium",
+    }
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         session.error(f"missing {', '.join(missing)}: install {' '.join(packages[c] for c in missing)}")
     session.log(f"installing {', '.join(missing)} with apt-get")
@@ -43,7 +52,9 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite, the slow end-to-end scenarios included (``-- -m 'not slow'`` skips them)."""
-    ensure_system_packages(session, "nginx", "curl", "initdb", "haproxy")
+    ensure_system_packages(
+        session, "nginx", "curl", "initdb", "haproxy", "prometheus", "prometheus-pushgateway", "chromium"
+    )
     session.install("-e", ".[all,test]")
     session.run("pytest", *session.posargs)
 
