@@ -131,9 +131,6 @@ class ProgressObserver:
         if self._status is not None:
             self._status.stop()
             self._status = None
-        figures = self._traffic.line()
-        if figures:
-            self.console.print(f"[dim]probe traffic: {figures}[/dim]", highlight=False)
 
 
 class LiveTraffic:

@@ -181,13 +181,19 @@ class UpgradeContext:
                 )
 
     def new_version_share(self) -> float:
-        """The share of the router's weight on the release's group now (0 to 1; -1 when unknown)."""
+        """The release's share of the router's traffic now (0 to 1; -1 when unknown).
+
+        Every ready instance of a group gets its group's weight (:meth:`Router.set_weights`), so a
+        group's share is its weight times its ready instances over the sum of all groups'.
+        """
         try:
             weights = self.platform.router.weights()
+            ready = {g.name: g.ready for g in self.platform.groups()}
         except (ZduError, OSError, NotImplementedError, AttributeError):
             return -1.0
-        total = sum(w for w in weights.values() if w > 0)
-        return round(max(weights.get(self.new_group, 0), 0) / total, 4) if total else 0.0
+        shares = {name: max(weight, 0) * ready.get(name, 0) for name, weight in weights.items()}
+        total = sum(shares.values())
+        return round(shares.get(self.new_group, 0) / total, 4) if total else 0.0
 
     def wait(self, seconds: float, step: str) -> None:
         """Wait ``seconds`` while gating every ``gate_interval`` (``blue-green``'s scale-down delay).

@@ -402,7 +402,7 @@ def timeline_png(view: UpgradeView, *, width_in: float = 12.0) -> bytes:
     if shares:
         share.step(*zip(*shares, strict=True), where="post", color=COLOURS["share"], linewidth=2)
     share.set_ylim(-0.05, 1.05)
-    share.set_ylabel(f"{view.record.to_version}\nshare")
+    share.set_ylabel(f"share of\n{view.record.to_version}")
     share.set_xlabel(f"seconds since {_date(view.started_at)}")
     for index, span in enumerate(view.phases):
         begin, end = span.start - view.started_at, span.end - view.started_at

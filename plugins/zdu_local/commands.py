@@ -54,6 +54,19 @@ def down(ctx: click.Context, config: Path) -> None:
     click.echo(f"stopped the fleet in {platform.state_dir}")
 
 
+@local.command("status")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
+@click.pass_context
+def status_(ctx: click.Context, config: Path, as_json: bool) -> None:
+    """Show what the fleet runs: the router, and each instance's version, address, pid and log."""
+    from zdu_local.fleet_status import fleet_status, render_fleet_status  # noqa: PLC0415
+
+    platform, _ = _platform(ctx, config)
+    found = fleet_status(platform)
+    click.echo(json.dumps(found, indent=2) if as_json else render_fleet_status(found))
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
 @click.option(

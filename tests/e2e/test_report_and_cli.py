@@ -56,10 +56,21 @@ def test_html_report_of_a_real_upgrade_renders_in_chromium_with_its_timeline(
     work.mkdir()
     config = write_config(work, strategy="rolling", options={"max_surge": 1, "max_unavailable": 0})
     fleet(config)
+    local = zdu("local", "status", "cell.toml", cwd=work, env=user_env)
+    assert local.returncode == 0, local.stderr
+    rows = [line.split() for line in local.stdout.splitlines() if line.startswith("v16-5-0-")]
+    assert len(rows) == 3 and all(r[1] == "16.5.0" and r[4:6] == ["running", "yes"] for r in rows), (
+        local.stdout
+    )
+    assert all(Path(" ".join(r[6:])).is_file() for r in rows)  # the log files (their path has spaces)
 
     upgraded = zdu("upgrade", "cell.toml", cwd=work, env=user_env)
     assert upgraded.returncode == 0, upgraded.stderr
     upgrade_id = re.search(r"upgrade (\d{8}-\d{6}-[0-9a-f]{6})", upgraded.stdout).group(1)
+
+    local = zdu("local", "status", "cell.toml", cwd=work, env=user_env)
+    rows = [line.split() for line in local.stdout.splitlines() if line.startswith("v16-")]
+    assert {r[1] for r in rows if r[4] == "running"} == {"16.6.0"}, local.stdout
 
     # found without --config: the journal is beside the configuration (and in the index)
     status = zdu("status", cwd=work, env=user_env)
