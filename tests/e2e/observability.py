@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -201,22 +202,23 @@ def chromium_screenshot(page: Path, screenshot: Path, *, height: int = 2400) -> 
     """Open ``page`` in headless Chromium: save a screenshot, return the DOM after load."""
     browser = need("chromium")
     screenshot.parent.mkdir(parents=True, exist_ok=True)
-    common = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--hide-scrollbars",
-        f"--user-data-dir={screenshot.parent / '.chromium-profile'}",
-    ]
-    subprocess.run(
-        [*common, f"--screenshot={screenshot}", f"--window-size=1300,{height}", page.as_uri()],
-        check=True,
-        timeout=120,
-        capture_output=True,
-    )
-    dom = subprocess.run(
-        [*common, "--dump-dom", page.as_uri()], check=True, timeout=120, capture_output=True, text=True
-    )
+    with tempfile.TemporaryDirectory(prefix="zdu-chromium-") as profile:
+        common = [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+        ]
+        subprocess.run(
+            [*common, f"--screenshot={screenshot}", f"--window-size=1300,{height}", page.as_uri()],
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
+        dom = subprocess.run(
+            [*common, "--dump-dom", page.as_uri()], check=True, timeout=120, capture_output=True, text=True
+        )
     return dom.stdout
