@@ -72,6 +72,8 @@ def test_html_report_of_a_real_upgrade_renders_in_chromium_with_its_timeline(
     rows = [line.split() for line in local.stdout.splitlines() if line.startswith("v16-")]
     assert {r[1] for r in rows if r[4] == "running"} == {"16.6.0"}, local.stdout
 
+    assert "requests, 0 failed" not in upgraded.stderr  # the live line is for terminals only
+
     # found without --config: the journal is beside the configuration (and in the index)
     status = zdu("status", cwd=work, env=user_env)
     assert status.returncode == 0, status.stderr
