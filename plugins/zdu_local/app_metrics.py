@@ -65,8 +65,8 @@ class RequestMetrics:
         ).set(1)
 
     def install(self, app: web.Application) -> None:
-        """Add the middleware and the ``/-/metrics`` route to ``app`` (before it starts)."""
-        app.middlewares.append(self.middleware)
+        """Add the middleware (outermost: it sees every answer) and the ``/-/metrics`` route to ``app``."""
+        app.middlewares.insert(0, self.middleware)
         app.router.add_get(METRICS_PATH, self.handler)
 
     @web.middleware
