@@ -33,6 +33,7 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
         "curl": "curl",
         "initdb": "postgresql",
         "haproxy": "haproxy",
+        "wrk": "wrk",
         # the observability tests: a real Prometheus and Pushgateway, and a browser for the HTML report
         "prometheus": "prometheus",
         "prometheus-pushgateway": "prometheus-pushgateway",
@@ -53,7 +54,15 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
 def tests(session: nox.Session) -> None:
     """The whole test suite, the slow end-to-end scenarios included (``-- -m 'not slow'`` skips them)."""
     ensure_system_packages(
-        session, "nginx", "curl", "initdb", "haproxy", "prometheus", "prometheus-pushgateway", "chromium"
+        session,
+        "nginx",
+        "curl",
+        "initdb",
+        "haproxy",
+        "wrk",
+        "prometheus",
+        "prometheus-pushgateway",
+        "chromium",
     )
     session.install("-e", ".[all,test]")
     session.run("pytest", *session.posargs)
@@ -77,7 +86,7 @@ def typing(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """``zdu demo`` on the embedded local default (pass arguments after ``--``, e.g. ``-- --json``)."""
-    ensure_system_packages(session, "nginx")
+    ensure_system_packages(session, "nginx", "haproxy", "wrk")
     session.install("-e", ".[all]")
     session.run("zdu", "demo", *session.posargs)
 
@@ -85,7 +94,7 @@ def demo(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks; results are written to docs/benchmarks.md with the machine and the date."""
-    ensure_system_packages(session, "nginx")
+    ensure_system_packages(session, "nginx", "haproxy", "wrk")
     session.install("-e", ".[all]")
     session.run("python", "bench/run.py", *session.posargs)
 

@@ -36,6 +36,11 @@ def _positive(_instance: Any, attribute: attrs.Attribute[float], value: float) -
         raise ValueError(f"{attribute.name} must be above 0, got {value!r}")
 
 
+def _path_or_empty(_instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if value and not value.startswith("/"):
+        raise ValueError(f"{attribute.name} must start with '/' (or be empty: none), got {value!r}")
+
+
 def _http_url(_instance: Any, _attribute: attrs.Attribute[str], value: str) -> None:
     if not value.startswith(("http://", "https://")):
         raise ValueError(f"url must be an http:// or https:// URL, got {value!r}")
@@ -84,7 +89,13 @@ class GetPlatformConfig:
     :ivar terraform_vars: variables given to ``terraform plan``; ``{version}`` is the release.
     :ivar version_path: the path on each Rails node that answers its version as JSON ``{"version": ...}``.
     :ivar version_token: a token sent as ``PRIVATE-TOKEN`` to ``version_path`` (never logged).
-    :ivar drain_timeout: seconds to wait for a drained node's sessions to reach 0.
+    :ivar drain_timeout: seconds to wait for a drained node's sessions to reach 0 (or its requests in
+        flight, see ``inflight_path``).
+    :ivar inflight_path: the path on each Rails node that answers JSON ``{"requests": R, ...}``, its HTTP
+        requests in flight (websockets not counted). A drained node is done once HAProxy counts no
+        session on it *or* it answers 0 requests here: a websocket, a session that lasts, does not hold
+        the drain (the node's SIGTERM closes it). A node that answers anything else (404, not JSON, no
+        connection) is done only when its sessions reach 0. Empty: sessions only.
     :ivar ready_timeout: seconds to wait for an upgraded node to answer ``/-/readiness`` and be UP.
     """
 
@@ -100,6 +111,7 @@ class GetPlatformConfig:
     version_token: Secret | None = None
     drain_timeout: float = attrs.field(default=60.0, validator=_positive)
     ready_timeout: float = attrs.field(default=300.0, validator=_positive)
+    inflight_path: str = attrs.field(default="/-/inflight", validator=_path_or_empty)
 
 
 @attrs.frozen

@@ -5,6 +5,11 @@ inventory (``inventory/hosts.yml`` and GET's ``inventory/vars.yml`` with ``gitla
 playbooks (copied from ``demo_env``: real playbooks whose tasks run :mod:`zdu_get.node` on localhost
 with ``ansible_connection=local``), and each node's process state. HAProxy runs in the foreground of
 its own session (no systemd) and is stopped, with every node, by :meth:`LocalGetFleet.down`.
+
+HAProxy retries nothing here (``retries 0``, no ``option redispatch``), so what the probes count is
+what the nodes do. Websockets and long downloads pass through it. A playbook replaces a node's app
+through :mod:`zdu_get.node`, which stops it with SIGTERM (SIGKILL only after a 10 s grace): the app
+finishes its requests in flight and closes its websockets with a close frame (1001, going away).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from zdu_get.node import start_node, stop_node
 from zdu_local.network import free_port
 from zdu_local.processes import ProcessIdentity, spawn, stop_processes
 
-__all__ = ["DEMO_PLAYBOOKS", "LocalGetFleet"]
+__all__ = ["DEMO_PLAYBOOKS", "LocalGetFleet", "haproxy_config"]
 
 #: The playbooks of the local fleet, one per component, named as GET names them.
 DEMO_PLAYBOOKS = Path(__file__).parent / "demo_env"
@@ -49,7 +54,12 @@ defaults
     timeout connect 2s
     timeout client 30s
     timeout server 30s
+    # websockets (/-/cable) and long downloads: an upgraded connection lives on as a tunnel
+    timeout tunnel 1h
     option http-server-close
+    # No retry and no 'option redispatch': a request a node refuses or cuts fails, once, where the
+    # probes see it. The evidence is the fleet's own behaviour, not HAProxy covering for it.
+    retries 0
 
 frontend gitlab
     bind 127.0.0.1:{port}
@@ -79,6 +89,16 @@ all:
 """
 
 
+def haproxy_config(socket: Path, port: int, servers: Mapping[str, str]) -> str:
+    """The local fleet's HAProxy configuration: ``servers`` (name: ``host:port``) behind ``port``.
+
+    Health-checked on ``/-/readiness``, runtime API on ``socket``; no retry, no redispatch;
+    websockets pass (``timeout tunnel``).
+    """
+    lines = [f"    server {name} {address} check" for name, address in servers.items()]
+    return _HAPROXY.format(socket=socket, port=port, servers="\n".join(lines))
+
+
 @attrs.define
 class LocalGetFleet:
     """Demo-app Rails nodes behind HAProxy, other components as recorded versions, all under ``directory``.
@@ -96,6 +116,11 @@ class LocalGetFleet:
     startup_delay: float = 0.3
     port: int = 0
     _haproxy: ProcessIdentity | None = None
+
+    @property
+    def retries(self) -> bool:
+        """Whether the fleet's HAProxy retries a failed request (never: ``retries 0``, no redispatch)."""
+        return False
 
     @property
     def socket(self) -> Path:
@@ -152,7 +177,7 @@ class LocalGetFleet:
             lines += [f"    {group}:", "      hosts:", *(f"        {host}: {{}}" for host in hosts)]
         (self.inventory / "hosts.yml").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (self.directory / "components").mkdir(exist_ok=True)
-        servers = []
+        servers = {}
         try:
             for node in self.rails:
                 fault, fault_version = self.faults.get(node, ("", ""))
@@ -165,22 +190,28 @@ class LocalGetFleet:
                     fault_version=fault_version,
                     startup_delay=self.startup_delay,
                 )
-                servers.append(f"    server {node} 127.0.0.1:{state.port} check")
-            config = self.directory / "haproxy.cfg"
-            config.write_text(
-                _HAPROXY.format(socket=self.socket, port=self.port, servers="\n".join(servers)),
-                encoding="utf-8",
-            )
-            self._haproxy = spawn(
-                ["haproxy", "-db", "-f", str(config)],
-                {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                self.directory / "logs" / "haproxy.log",
-            )
-            self._wait_up()
+                servers[node] = f"127.0.0.1:{state.port}"
+            self.start_haproxy(servers)
         except BaseException:
             self.down()
             raise
         return self.url
+
+    def start_haproxy(self, servers: Mapping[str, str]) -> None:
+        """Write HAProxy's configuration for ``servers`` (name: ``host:port``), start it, wait all UP.
+
+        :meth:`up` calls it with the nodes it started; :meth:`down` stops it.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port("127.0.0.1")
+        config = self.directory / "haproxy.cfg"
+        config.write_text(haproxy_config(self.socket, self.port, servers), encoding="utf-8")
+        self._haproxy = spawn(
+            ["haproxy", "-db", "-f", str(config)],
+            {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            self.directory / "logs" / "haproxy.log",
+        )
+        self._wait_up()
 
     def _wait_up(self, timeout: float = 15.0) -> None:
         runtime = HAProxyRuntime(self.socket)

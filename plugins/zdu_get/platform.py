@@ -20,6 +20,7 @@ from zdu_get.ansible import AnsibleEnvironment
 from zdu_get.config import GetPlatformConfig
 from zdu_get.haproxy import HAProxyRuntime, ServerState
 from zdu_get.terraform import TerraformRunner
+from zdu_local.network import inflight_requests
 
 __all__ = ["GetPlatform", "HAProxyRouter"]
 
@@ -168,6 +169,29 @@ class GetPlatform:
             return False
         finally:
             connection.close()
+
+    def node_inflight(self, server: ServerState) -> int | None:
+        """The node's own count of requests in flight (``inflight_path``); None when it gives none."""
+        if not self.config.inflight_path:
+            return None
+        host, port = _split(server.address)
+        return inflight_requests(host, port, self.config.inflight_path, timeout=2.0)
+
+    def node_drained(self, server: ServerState) -> bool:
+        """Whether a drained node has nothing in flight: no HAProxy session, or no request it counts.
+
+        Its own count leaves websockets out, which HAProxy's sessions hold for as long as they live.
+        """
+        return server.sessions == 0 or self.node_inflight(server) == 0
+
+    def wait_drained(self, node: str) -> ServerState:
+        """Wait, up to ``drain_timeout``, until the node (drained in HAProxy) is :meth:`node_drained`."""
+        what = "sessions reaching 0" + (
+            f" or {self.config.inflight_path} answering 0 requests" if self.config.inflight_path else ""
+        )
+        return self.runtime.wait_for(
+            self.config.backend, node, self.node_drained, self.config.drain_timeout, what
+        )
 
     # -- Platform ------------------------------------------------------------------------------------
 

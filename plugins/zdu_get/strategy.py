@@ -7,7 +7,8 @@ the post-deployment migrations on the deploy node come last (the ``get-post-depl
 runner, in phase ``migrate(post)``, the point of no return).
 
 What zdu adds: Terraform's plan is checked before it is applied (no destroy, no replace); each Rails
-node leaves HAProxy before it is touched (``state drain``, its sessions reach 0) and returns once its
+node leaves HAProxy before it is touched (``state drain``; its sessions reach 0, or the requests in
+flight the node counts at ``inflight_path`` do, so websockets do not hold it) and returns once its
 ``/-/readiness`` answers (``state ready``); the probes gate every node; the first node that fails is put
 back on the old version and in HAProxy, and the nodes after it are never touched.
 """
@@ -166,9 +167,9 @@ class GetStrategy:
         if self.config.drain:
             with ctx.step(f"drain {backend}/{node}", node=node):
                 runtime.set_state(backend, node, "drain")
-                runtime.wait_for(
-                    backend, node, lambda s: s.sessions == 0, config.drain_timeout, "sessions reaching 0"
-                )
+                # Sessions reaching 0, or the node's own count of requests in flight reaching 0: a
+                # websocket keeps its session open but is closed cleanly when the node stops.
+                platform.wait_drained(node)
         group = self.config.group("gitlab_rails")
         extravars: dict[str, Any] = {"gitlab_version": str(version)}
         if deploy:

@@ -120,8 +120,9 @@ class LocalPlatformConfig:
         flight to finish before it is stopped anyway.
     :ivar stop_grace: seconds between SIGTERM and SIGKILL when an instance stops. The application
         needs them to shut down cleanly: close its websockets with a close frame and, with ``drain``
-        off, finish the requests it still has in flight. Give it at least the app's own shutdown time
-        (and, with ``drain`` off, the longest request), or its clients see the connection cut.
+        off, finish the requests it still has in flight. Give it more than the app's own shutdown
+        time (the demo app's ``--blackout-seconds`` plus, with requests in flight, up to its
+        ``--shutdown-timeout``, 10 s by default), or its clients see their connections cut.
     :ivar nginx: the nginx program: a name looked up on PATH and in /usr/sbin, or a path.
     :ivar assets_command: the program that writes one version's fingerprinted assets (the files under
         ``/assets/``) into a directory, and its arguments, run without a shell; ``{dir}`` and

@@ -260,9 +260,9 @@ def _retry_directives(retry: bool) -> list[str]:
             "    proxy_next_upstream off;",
         ]
     return [
-        "    # A connection an instance refuses (it stopped, it died) is retried on another one.",
-        "    # nginx never retries a non-idempotent request (POST, PATCH, ...) unless 'non_idempotent'",
-        "    # is given, which zdu never does.",
+        "    # A request whose instance failed it (refused, cut, timed out) is retried on another one.",
+        "    # nginx never retries a non-idempotent request (POST, PATCH, ...) that reached an instance",
+        "    # unless 'non_idempotent' is given, which zdu never does.",
         "    proxy_next_upstream error timeout;",
     ]
 

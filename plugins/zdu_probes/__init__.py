@@ -1,7 +1,7 @@
 """First-party probes: ``http``, ``prometheus``, ``apdex`` and ``qa``.
 
-``http`` sends generated browser-like traffic through the router; ``prometheus`` checks PromQL
-queries; ``apdex`` judges GitLab's Apdex and error ratio; ``qa`` runs a smoke-test command.
+``http`` sends generated open-loop, browser-like traffic through the router; ``prometheus`` checks
+PromQL queries; ``apdex`` judges GitLab's Apdex and error ratio; ``qa`` runs a smoke-test command.
 
 Registered through the entry point ``probes`` in group ``zdu``, exactly as a third-party plugin.
 """
@@ -34,7 +34,10 @@ def zdu_probes() -> Iterator[ProbePlugin[Any]]:
     """Register ``http``, ``prometheus``, ``apdex`` and ``qa``."""
     yield ProbePlugin(
         name="http",
-        summary="browser-like traffic through the router: failed requests, asset errors, outage, latency",
+        summary=(
+            "open-loop traffic through the router (pages and assets, API reads, writes read back,"
+            " long downloads, websockets): failed requests, lost writes, outage, latency"
+        ),
         config=HttpProbeConfig,
         factory=HttpProbe,
     )

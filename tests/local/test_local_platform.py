@@ -15,6 +15,7 @@ import cattrs
 import psutil
 import pytest
 
+from tests.local import ws_app
 from zdu.errors import PlatformError, ReadinessTimeout
 from zdu.model import Version
 from zdu.platform import Platform, PlatformEnv
@@ -306,3 +307,87 @@ def _cmdline(process: psutil.Process) -> list[str]:
         return process.cmdline()
     except (psutil.ZombieProcess, psutil.NoSuchProcess):
         return []
+
+
+def test_stopped_while_still_routed_fails_requests_that_draining_does_not(
+    make_platform: Make, traffic: Callable[..., Any]
+) -> None:
+    """drain=false, the negative control: the same traffic loop sees failures draining prevents."""
+    command = [*DEFAULT_COMMAND, "--request-delay-ms", "30"]
+    platform = make_platform(replicas=3, command=command)
+    url = platform.up(OLD)
+    group = platform.group_name(OLD)
+    with traffic(url, threads=4, duration=2.0) as drained:
+        time.sleep(0.4)
+        platform.scale(group, OLD, 2)
+        drained.wait()
+    undrained_platform = make_platform(replicas=3, command=command, drain=False)
+    with traffic(url, threads=4, duration=2.0) as undrained:
+        time.sleep(0.4)
+        undrained_platform.scale(group, OLD, 1)
+        undrained.wait()
+    assert drained.requests > 20 and undrained.requests > 20, (drained.results, undrained.results)
+    assert drained.failed == 0, (drained.results, drained.errors)
+    assert undrained.failed > 0, undrained.results
+    assert [i.id for i in platform.groups()[0].instances] == ["v16-5-0-1"]
+
+
+def test_drain_waits_for_a_long_request_in_flight(make_platform: Make, http_get: Get) -> None:
+    # stop_grace 0.2 s: an instance stopped before its request ended would be killed with it
+    platform = make_platform(replicas=1, command=ws_app.command(), stop_grace=0.2, drain_timeout=20)
+    url = platform.up(OLD)
+    (record,) = platform.state.instances
+    answers: list[tuple[int, float]] = []
+
+    def slow() -> None:
+        status = http_get(url + "/slow?seconds=1.5", timeout=20)[0]
+        answers.append((status, time.monotonic()))
+
+    client = threading.Thread(target=slow)
+    client.start()
+    deadline = time.monotonic() + 5
+    while (
+        http_get(f"http://{record.address}/-/inflight")[2]
+        != b'{"requests": 1, "streams": 0, "websockets": 0}'
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    platform.scale(platform.group_name(OLD), OLD, 0)
+    stopped = time.monotonic()
+    client.join(timeout=20)
+    assert answers and answers[0][0] == 200
+    assert answers[0][1] <= stopped  # answered before the instance was stopped
+    assert platform.state.instances == ()
+
+
+def _drain_holding_a_websocket(platform: LocalPlatform) -> tuple[float, ws_app.HeldSocket]:
+    url = platform.up(OLD)
+    socket = ws_app.HeldSocket(url + "/-/cable")
+    socket.start()
+    assert socket.connected.wait(10) and socket.error is None, socket.error
+    assert "16.5.0" in socket.echo  # its echo (or the demo app's welcome) came from the instance
+    started = time.monotonic()
+    platform.scale(platform.group_name(OLD), OLD, 0)
+    took = time.monotonic() - started
+    socket.join(timeout=10)
+    return took, socket
+
+
+@pytest.mark.parametrize("app", ["ws_app", "demo_app"])
+def test_an_instance_holding_only_a_websocket_is_stopped_without_waiting_for_it(
+    make_platform: Make, app: str
+) -> None:
+    command = ws_app.command() if app == "ws_app" else list(DEFAULT_COMMAND)
+    platform = make_platform(replicas=1, command=command, drain_timeout=20)
+    took, socket = _drain_holding_a_websocket(platform)
+    assert took < 10, took  # well before drain_timeout: the instance answered 0 requests in flight
+    assert socket.close_code == 1001  # the app's SIGTERM closed it with a close frame
+    assert platform.state.instances == ()
+
+
+def test_without_an_inflight_endpoint_the_websocket_holds_the_drain(make_platform: Make) -> None:
+    """The control of the test above: counting connections, the websocket holds the drain to its end."""
+    platform = make_platform(replicas=1, command=ws_app.command("--no-inflight"), drain_timeout=2)
+    took, socket = _drain_holding_a_websocket(platform)
+    assert took >= 2, took
+    assert socket.close_code == 1001

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import http.client
+import json
+import os
+import signal
+import time
 from collections.abc import Callable
 
 import pytest
 
 import zdu_local.router
+from tests.local import ws_app
+from tests.local.conftest import get, pid_alive
 from tests.nginx_check import nginx_t
 from zdu.errors import PlatformError
 from zdu.model import Version
 from zdu.platform import PlatformEnv, Router
 from zdu_local.demo_app import asset_hash
 from zdu_local.platform import LocalPlatform
+from zdu_local.state import InstanceRecord
 
 Get = Callable[..., tuple[int, dict[str, str], bytes]]
 OLD = Version.parse("16.5.0")
@@ -336,3 +343,128 @@ def test_every_managed_route_together_passes_nginx_t_and_is_removed_at_once(
     assert served is not None
     assert (served["affinity"], served["assets"], served["preview"]) == (False, False, None)
     assert nginx_t(platform).returncode == 0
+
+
+def _access_lines(platform: LocalPlatform, marker: str, count: int) -> list[str]:
+    """The access-log lines whose request has ``marker``, once ``count`` are written (flushed each second)."""
+    path = platform.router.nginx.prefix / "logs" / "access.log"
+    deadline = time.monotonic() + 10.0
+    while True:
+        lines = [line for line in path.read_text().splitlines() if marker in line]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.2)
+
+
+def _hits(record: InstanceRecord) -> int:
+    status, _headers, body = get(f"http://{record.address}/-/hits")
+    assert status == 200
+    return int(json.loads(body)["hits"])
+
+
+def _send(url: str, method: str = "GET") -> int:
+    """``method url`` on a new connection: the status."""
+    rest = url.removeprefix("http://")
+    address, _, path = rest.partition("/")
+    host, _, port = address.rpartition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request(method, "/" + path, body=b"note=1" if method == "POST" else None)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_retry_option_renders_both_ways_and_passes_nginx_t(
+    make_platform: Callable[..., LocalPlatform],
+) -> None:
+    platform = make_platform(replicas=1)
+    platform.up(OLD)
+    text = platform.router.nginx.conf_path.read_text()
+    assert "proxy_next_upstream off;" in text and "proxy_next_upstream error" not in text
+    for directive in (
+        "proxy_http_version 1.1;",
+        "map $http_upgrade $connection_upgrade {",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection $connection_upgrade;",
+    ):
+        assert directive in text
+    result = nginx_t(platform)
+    assert result.returncode == 0 and "test is successful" in result.stderr, result.stderr
+    routing = platform.router.routing()
+    assert routing is not None and routing["retries"] is False and platform.router.retries is False
+
+    retrying = make_platform(replicas=1, retry=True)  # the same fleet, adopted with retry on
+    assert retrying.router.retries is True
+    retrying.router.sync()
+    text = retrying.router.nginx.conf_path.read_text()
+    assert (
+        "proxy_next_upstream error timeout;" in text
+        and "'non_idempotent' is given, which zdu never does" in text
+    )
+    result = nginx_t(retrying)
+    assert result.returncode == 0 and "test is successful" in result.stderr, result.stderr
+    routing = retrying.router.routing()
+    assert routing is not None and routing["retries"] is True
+
+
+def test_without_retry_a_refused_get_fails_once_and_retry_hides_it(
+    make_platform: Callable[..., LocalPlatform],
+) -> None:
+    """The negative control of retry=false: the same dead instance, seen by the client only without retry."""
+    platform = make_platform(replicas=2, command=ws_app.command())
+    url = platform.up(OLD)
+    dead, alive = platform.state.instances
+    os.kill(dead.pid, signal.SIGKILL)  # still routed: nginx's connections to it are refused
+    while pid_alive(dead.pid):
+        time.sleep(0.01)
+    statuses = [_send(url + "/?phase=one") for _ in range(6)]
+    assert 502 in statuses and statuses.count(200) == _hits(alive), statuses
+    lines = _access_lines(platform, "phase=one", 6)
+    failed = [line for line in lines if " 502 " in line]
+    assert failed and all(f"upstream={dead.address} " in line for line in failed), lines  # one attempt
+
+    retrying = make_platform(replicas=2, command=ws_app.command(), retry=True)
+    retrying.router.sync()  # a reload: nginx forgets that the dead instance failed
+    statuses = [_send(url + "/?phase=two") for _ in range(6)]
+    assert statuses == [200] * 6
+    lines = _access_lines(retrying, "phase=two", 6)
+    assert any(f"upstream={dead.address}, {alive.address} " in line for line in lines), lines
+
+
+def test_a_post_is_never_retried_even_with_retry_on(make_platform: Callable[..., LocalPlatform]) -> None:
+    platform = make_platform(replicas=2, command=ws_app.command(), retry=True)
+    url = platform.up(OLD)
+    first, second = platform.state.instances
+    # A GET whose connection the first instance cuts after reading it is re-sent to the second ...
+    statuses = [_send(f"{url}/?drop={first.port}") for _ in range(4)]
+    assert statuses == [200] * 4
+    assert _hits(first) == 1 and _hits(second) == 4
+    platform.router.set_weights({platform.group_name(OLD): 2})  # a reload: nginx forgets the failure
+    # ... a POST cut the same way is not: the client sees the failure, and no write arrives twice.
+    statuses = [_send(f"{url}/api/v4/writes?drop={first.port}", "POST") for _ in range(4)]
+    assert sorted(statuses) == [200, 200, 200, 502], statuses
+    assert _hits(first) == 2 and _hits(second) == 7
+
+
+def test_websockets_pass_through_every_location(make_platform: Callable[..., LocalPlatform]) -> None:
+    platform = make_platform(replicas=1, command=ws_app.command())
+    url = platform.up(OLD)
+    router = platform.router
+    assert ws_app.echo(url + "/-/cable") == "16.5.0: hello"
+    new = platform.group_name(NEW)
+    platform.scale(new, NEW, 1)
+    router.set_affinity(True)
+    assert ws_app.echo(url + "/-/cable") in {"16.5.0: hello", "16.6.0: hello"}
+    assert platform.assets is not None
+    platform.assets.publish(OLD)
+    router.route_assets(True)
+    assert ws_app.echo(url + "/-/cable") in {"16.5.0: hello", "16.6.0: hello"}
+    preview = router.set_preview(new)
+    assert preview is not None
+    assert ws_app.echo(preview + "/-/cable") == "16.6.0: hello"
+    router.set_affinity(False)
+    router.route_assets(False)
+    assert ws_app.echo(url + "/-/cable", "plain") in {"16.5.0: plain", "16.6.0: plain"}

@@ -1,4 +1,7 @@
-"""The http probe, against a real HTTP server on loopback that can be switched into failure modes."""
+"""The http probe's pages and assets, against a real HTTP server on loopback with failure switches.
+
+The other kinds of traffic and the bad servers are in test_http_traffic.py; the pure figures in
+test_http_figures.py."""
 
 from __future__ import annotations
 
@@ -125,6 +128,10 @@ def server() -> Iterator[DemoServer]:
     demo.close()
 
 
+#: Page views only: this server has pages and assets, no API.
+PAGES = {"page": 1.0}
+
+
 def context(url: str) -> ProbeContext:
     return ProbeContext(
         url=url,
@@ -194,33 +201,34 @@ def test_outage_runs_from_first_failure_to_next_success() -> None:
         rec(1.0, 1.1, ErrorKind.CONNECTION),
         rec(1.5, 1.6, ErrorKind.HTTP_5XX),
         rec(1.7, 1.8, ErrorKind.TIMEOUT),
-        rec(2.0),  # recovery: the outage is 1.0 .. 2.0
+        rec(2.0),  # recovery, answered at 2.01: the outage is 1.0 .. 2.01
         rec(3.0, 3.2, ErrorKind.CONNECTION),
         rec(3.1, 3.5, ErrorKind.CONNECTION),  # trailing failures: 3.0 .. 3.5
     ]
-    assert longest_outage(records) == pytest.approx(1.0)
+    assert longest_outage(records) == pytest.approx(1.01)
     assert longest_outage(records[:4]) == pytest.approx(0.8)  # no success after: to the last end
-    assert longest_outage(list(reversed(records))) == pytest.approx(1.0)  # order of completion irrelevant
+    assert longest_outage(list(reversed(records))) == pytest.approx(1.01)  # order of completion irrelevant
 
 
 def test_asset_404_is_not_an_outage_and_not_a_failure() -> None:
     records = [
         rec(0.0, 0.1, ErrorKind.ASSET_404, RequestKind.ASSET),
         rec(1.0, 1.1, ErrorKind.CONNECTION),
-        rec(1.2, 1.3, ErrorKind.ASSET_404, RequestKind.ASSET),  # an answer: ends the outage
+        rec(1.2, 1.3, ErrorKind.ASSET_404, RequestKind.ASSET),  # an answer, but of another kind
         rec(2.0, 2.1, ErrorKind.ASSET_404, RequestKind.ASSET),
+        rec(2.5, 2.6, ErrorKind.ASSET_404),  # a page 404 would be an answer: ends the outage
     ]
     summary = summarize(records)
-    assert summary.longest_outage_s == pytest.approx(0.2)
+    assert summary.longest_outage_s == pytest.approx(1.6)
     assert summary.failed_requests == 1
-    assert summary.asset_errors == 3
-    assert summary.error_ratio == pytest.approx(0.25)
+    assert summary.asset_errors == 4
+    assert summary.error_ratio == pytest.approx(0.2)
 
 
 def test_a_concurrent_success_interrupts_an_outage() -> None:
-    # a slow timeout started at 1.0; another request started at 1.5 succeeded: not everything failed
+    # a slow timeout started at 1.0; another request started at 1.5 was answered at 1.6
     records = [rec(1.0, 6.0, ErrorKind.TIMEOUT), rec(1.5, 1.6), rec(2.0, 2.1, ErrorKind.CONNECTION)]
-    assert longest_outage(records) == pytest.approx(0.5)
+    assert longest_outage(records) == pytest.approx(0.6)
 
 
 def test_percentiles_are_nearest_rank_over_all_requests() -> None:
@@ -232,30 +240,26 @@ def test_percentiles_are_nearest_rank_over_all_requests() -> None:
 
 
 def test_summary_of_nothing_is_zero() -> None:
-    summary = summarize([])
-    assert summary.values() == {
-        "requests": 0,
-        "failed_requests": 0,
-        "asset_errors": 0,
-        "error_ratio": 0,
-        "p50_ms": 0,
-        "p99_ms": 0,
-        "longest_outage_s": 0,
-    }
+    values = summarize([]).values()
+    assert values.pop("failure_rate_upper_95") == 1  # nothing seen: nothing ruled out
+    assert set(values.values()) == {0}
+    assert all(isinstance(v, int | float) for v in values.values())
 
 
 def test_judge_names_each_threshold_and_value() -> None:
     records = [rec(0.0, 0.9), *(rec(1.0 + i, 1.0 + i + 0.01, ErrorKind.CONNECTION) for i in range(3))]
     records.append(rec(5.0, 5.01, ErrorKind.ASSET_404, RequestKind.ASSET))
-    config = HttpProbeConfig(max_error_ratio=0.5, max_asset_errors=0, max_p99_ms=500, max_outage_s=1)
-    assert judge(summarize(records), config) == [
+    config = HttpProbeConfig(max_error_ratio=0.5, max_p99_ms=500, max_outage_s=1, max_slow_requests=0)
+    assert judge(summarize(records, slow_ms=800), config) == [
         "3 failed requests > max_failed_requests 0",
-        "error ratio 0.6 > max_error_ratio 0.5",
         "1 asset errors > max_asset_errors 0",
+        "1 slow requests > max_slow_requests 0",
+        "error ratio 0.6 > max_error_ratio 0.5",
         "p99 latency 900.0 ms > max_p99_ms 500",
-        "longest outage 4.000 s > max_outage_s 1",  # 1.0 .. the asset answer at 5.0
+        "longest outage 2.010 s > max_outage_s 1",  # pages 1.0 .. 3.01: an asset answer does not end it
     ]
-    assert judge(summarize(records), HttpProbeConfig(max_failed_requests=None)) == []
+    unlimited = HttpProbeConfig(max_failed_requests=None, max_asset_errors=None)
+    assert judge(summarize(records), unlimited) == []
 
 
 def test_find_assets_resolves_fingerprinted_references_once() -> None:
@@ -274,8 +278,10 @@ def test_measure_and_stop_without_traffic_are_inconclusive() -> None:
     probe = HttpProbe(HttpProbeConfig(min_requests=5))
     measurement = probe.measure()
     assert measurement.status is MeasurementStatus.INCONCLUSIVE
-    assert measurement.reasons == ("0 requests < min_requests 5",)
-    assert probe.stop().status is VerdictStatus.INCONCLUSIVE
+    assert measurement.reasons == ("the probe was not started",)
+    verdict = probe.stop()
+    assert verdict.status is VerdictStatus.INCONCLUSIVE
+    assert verdict.reasons == ("the probe was not started",)
 
 
 # --- real traffic ------------------------------------------------------------------------------
@@ -283,22 +289,24 @@ def test_measure_and_stop_without_traffic_are_inconclusive() -> None:
 
 def test_healthy_server_passes_at_the_configured_rate(server: DemoServer) -> None:
     rps, seconds = 60.0, 3.0
-    verdict = run_for(context(server.url), seconds, HttpProbeConfig(rps=rps, clients=4))
+    verdict = run_for(context(server.url), seconds, HttpProbeConfig(rps=rps, clients=4, mix=PAGES))
     assert verdict.status is VerdictStatus.PASSED, verdict.reasons
     assert verdict.ok
     values = verdict.values
     assert values["failed_requests"] == 0
     assert values["asset_errors"] == 0
-    assert values["requests"] >= 0.7 * rps * seconds
-    assert values["requests"] <= rps * values["duration_s"] + 2  # paced, not flooding
-    assert values["achieved_rps"] >= 0.7 * rps
+    assert values["page_requests"] >= 0.9 * rps * seconds
+    assert values["page_requests"] <= rps * values["duration_s"] + 2  # paced, not flooding
+    assert values["asset_requests"] == 2 * values["page_requests"]
+    assert values["offered_rps"] == pytest.approx(rps, rel=0.05)
+    assert values["achieved_rps"] >= 0.9 * rps
     assert values["duration_s"] >= seconds
     for name in ("error_ratio", "longest_outage_s", "p50_ms", "p99_ms"):
         assert name in values
 
 
 def test_pages_and_their_assets_are_recorded(server: DemoServer) -> None:
-    probe = HttpProbe(HttpProbeConfig(rps=40, clients=2))
+    probe = HttpProbe(HttpProbeConfig(rps=40, clients=2, mix=PAGES))
     probe.start(context(server.url))
     time.sleep(0.6)
     probe.stop()
@@ -310,7 +318,7 @@ def test_pages_and_their_assets_are_recorded(server: DemoServer) -> None:
 
 
 def test_stopping_the_server_is_an_outage(server: DemoServer) -> None:
-    probe = HttpProbe(HttpProbeConfig(rps=50, clients=4, timeout=1.0))
+    probe = HttpProbe(HttpProbeConfig(rps=50, clients=4, timeout=1.0, mix=PAGES))
     probe.start(context(server.url))
     time.sleep(0.8)
     healthy = probe.measure()
@@ -341,7 +349,7 @@ def test_stopping_the_server_is_an_outage(server: DemoServer) -> None:
 
 def test_5xx_answers_are_failed_requests(server: DemoServer) -> None:
     server.page_status = 500
-    config = HttpProbeConfig(rps=40, clients=2, max_failed_requests=None, max_error_ratio=0.5)
+    config = HttpProbeConfig(rps=40, clients=2, max_failed_requests=None, max_error_ratio=0.5, mix=PAGES)
     verdict = run_for(context(server.url), 0.8, config)
     assert verdict.status is VerdictStatus.FAILED
     assert verdict.values["requests"] > 0
@@ -351,7 +359,7 @@ def test_5xx_answers_are_failed_requests(server: DemoServer) -> None:
 
 def test_asset_404_counts_as_asset_error_not_failure(server: DemoServer) -> None:
     server.missing_assets.add(SCRIPT)
-    probe = HttpProbe(HttpProbeConfig(rps=40, clients=2, max_asset_errors=0))
+    probe = HttpProbe(HttpProbeConfig(rps=40, clients=2, mix=PAGES))
     probe.start(context(server.url))
     time.sleep(0.8)
     verdict = probe.stop()
@@ -362,12 +370,12 @@ def test_asset_404_counts_as_asset_error_not_failure(server: DemoServer) -> None
     assert verdict.reasons[0].endswith("asset errors > max_asset_errors 0")
     errors = [r for r in probe.records() if r.error is not None]
     assert {(r.path, r.status, r.error) for r in errors} == {(SCRIPT, 404, ErrorKind.ASSET_404)}
-    # without an asset threshold (the default), the same traffic passes
-    assert judge(summarize(probe.records()), HttpProbeConfig()) == []
+    # without an asset threshold, the same traffic passes
+    assert judge(summarize(probe.records()), HttpProbeConfig(max_asset_errors=None)) == []
 
 
 def test_each_client_keeps_its_cookies_for_session_pages(server: DemoServer) -> None:
-    config = HttpProbeConfig(rps=60, clients=3, session_pages=3, version_header="X-Seen-Visitor")
+    config = HttpProbeConfig(rps=60, clients=3, session_pages=3, version_header="X-Seen-Visitor", mix=PAGES)
     probe = HttpProbe(config)
     probe.start(context(server.url))
     time.sleep(1.5)
@@ -396,7 +404,7 @@ def test_secret_headers_are_sent_and_never_shown(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="zdu.probes.http")
     token = "glpat-s3cr3t-T0KEN"
-    config = HttpProbeConfig(rps=40, clients=2, headers={"Private-Token": Secret(token)})
+    config = HttpProbeConfig(rps=40, clients=2, headers={"Private-Token": Secret(token)}, mix=PAGES)
     probe = HttpProbe(config)
     probe.start(context(server.url))
     time.sleep(0.5)
@@ -416,14 +424,18 @@ def test_secret_headers_are_sent_and_never_shown(
         assert token not in text
 
 
-def test_stop_is_prompt_while_requests_hang(server: DemoServer) -> None:
-    server.hang = True
-    probe = HttpProbe(HttpProbeConfig(rps=50, clients=5, timeout=30))
+def test_requests_in_flight_at_stop_are_awaited_and_recorded(server: DemoServer) -> None:
+    server.hang = True  # nothing is answered: every page is still in flight at stop
+    probe = HttpProbe(HttpProbeConfig(rps=50, clients=5, timeout=1.0, mix=PAGES))
     probe.start(context(server.url))
-    time.sleep(0.3)
+    time.sleep(0.5)
     began = time.monotonic()
     verdict = probe.stop()
-    assert time.monotonic() - began < 3
-    assert verdict.status is VerdictStatus.INCONCLUSIVE  # nothing finished: cancelled requests don't count
-    assert verdict.reasons == ("0 requests < min_requests 1",)
+    waited = time.monotonic() - began
+    records = probe.records()
+    assert 0.4 < waited < 1.0 + 2 * 1.0 + 5  # waited for the timeouts, within the drain bound
+    assert len(records) >= 20  # 50/s for 0.5 s: each scheduled page recorded, none dropped
+    assert {(r.kind, r.error) for r in records} == {(RequestKind.PAGE, ErrorKind.TIMEOUT)}
+    assert verdict.values["requests"] == len(records) == verdict.values["failed_requests"]
+    assert verdict.status is VerdictStatus.FAILED
     assert probe.stop() is verdict  # a second stop repeats the verdict
