@@ -197,6 +197,7 @@ class ApdexProbe:
         self._ctx: ProbeContext | None = None
         self._traffic: Any = None
         self._seen = 0
+        self._requests = 0
         self._since = 0.0
         self._measurements: list[Measurement] = []
         self._verdict: Verdict | None = None
@@ -232,6 +233,7 @@ class ApdexProbe:
             return evaluations
         records = self._traffic.records()
         window, self._seen = records[self._seen :], len(records)
+        self._requests = len(window)
         figures = traffic_figures(window, self._config)
         described = f"{len(window)} requests of the http probe's traffic"
         if len(window) < self._config.min_requests:
@@ -255,6 +257,8 @@ class ApdexProbe:
         """Judge Apdex and the error ratio since the previous gate."""
         started, self._since = self._since, time.time()
         measurement = measurement_of(self._name, self._evaluations(), started, time.time())
+        if self._traffic is not None:  # what the figures are worth: how many requests they are of
+            measurement = attrs.evolve(measurement, values={**measurement.values, "judged_requests": self._requests})
         self._measurements.append(measurement)
         return measurement
 

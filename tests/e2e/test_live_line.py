@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import write_config
+from tests.e2e.observability import TOLERANT
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,9 @@ LIVE = re.compile(r"(\d+) requests, (\d+) failed, (\d+) asset errors")
 def test_the_spinner_line_counts_requests_and_failures_as_they_come(tmp_path: Path, fleet) -> None:
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
-    config = write_config(tmp_path, strategy="rolling", options={"max_surge": 1, "max_unavailable": 0})
+    config = write_config(
+        tmp_path, strategy="rolling", options={"max_surge": 1, "max_unavailable": 0}, probe=TOLERANT
+    )
     fleet(config)
     session = f"zdu-live-{tmp_path.name}"[:60]
     done = tmp_path / "done"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import FROM, TO, write_config
+from tests.e2e.observability import TOLERANT
 from zdu.model import MeasurementStatus, Release, Target, VerdictStatus
 from zdu.probe import ProbeContext
 from zdu.upgrade import Upgrade
@@ -62,7 +63,9 @@ def qa_events(upgrade: Upgrade, upgrade_id: str) -> list[dict]:
 
 
 def test_a_failing_smoke_test_stops_the_rollout_and_rolls_back(tmp_path: Path, fleet) -> None:
-    config = write_config(tmp_path, strategy="rolling", options={"max_surge": 1, "max_unavailable": 0})
+    config = write_config(
+        tmp_path, strategy="rolling", options={"max_surge": 1, "max_unavailable": 0}, probe=TOLERANT
+    )
     with_qa(config, rejected=TO)
     platform = fleet(config)
     upgrade = Upgrade.from_config(config)
@@ -87,7 +90,9 @@ def test_a_failing_smoke_test_stops_the_rollout_and_rolls_back(tmp_path: Path, f
 
 
 def test_a_passing_smoke_test_runs_at_both_gates_and_the_upgrade_goes_through(tmp_path: Path, fleet) -> None:
-    config = write_config(tmp_path, strategy="rolling", options={"max_surge": 1, "max_unavailable": 0})
+    config = write_config(
+        tmp_path, strategy="rolling", options={"max_surge": 1, "max_unavailable": 0}, probe=TOLERANT
+    )
     with_qa(config, rejected="99.0.0")
     fleet(config)
     upgrade = Upgrade.from_config(config)

@@ -16,7 +16,7 @@ import pytest
 from matplotlib import image
 
 from tests.e2e.conftest import write_config
-from tests.e2e.observability import ARTIFACTS, chromium_screenshot
+from tests.e2e.observability import ARTIFACTS, TOLERANT, chromium_screenshot
 from zdu.report import COLOURS
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,9 @@ def test_html_report_of_a_real_upgrade_renders_in_chromium_with_its_timeline(
 ) -> None:
     work = tmp_path / "a directory with a rather long name to make paths longer than eighty columns"
     work.mkdir()
-    config = write_config(work, strategy="rolling", options={"max_surge": 1, "max_unavailable": 0})
+    config = write_config(
+        work, strategy="rolling", options={"max_surge": 1, "max_unavailable": 0}, probe=TOLERANT
+    )
     fleet(config)
     local = zdu("local", "status", "cell.toml", cwd=work, env=user_env)
     assert local.returncode == 0, local.stderr

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -17,7 +19,7 @@ import attrs
 import pytest
 from aiohttp import web
 
-from tests.e2e.observability import free_port, running_prometheus
+from tests.e2e.observability import free_port, running_prometheus, wait_http
 from zdu.config import load_config
 from zdu.errors import ConfigError
 from zdu.model import MeasurementStatus, Release, Target, VerdictStatus, Version
@@ -271,3 +273,31 @@ def test_apdex_from_the_histograms_of_each_version(scraped) -> None:
     assert measured.values["error_ratio"] == pytest.approx(10 / 60, rel=0.35)
     assert not math.isnan(measured.values["apdex"])
     assert any("error_ratio" in reason for reason in measured.reasons)
+
+
+def test_apdex_from_the_http_probes_own_traffic_against_the_demo_app(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "app.log"
+    with (
+        log.open("wb") as out,
+        subprocess.Popen(
+            [sys.executable, "-m", "zdu_local.demo_app", "--version", "16.6.0", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        ) as app,
+    ):
+        try:
+            wait_http(f"http://127.0.0.1:{port}/-/readiness")
+            probe = ApdexProbe(
+                ApdexProbeConfig(source="traffic", traffic={"rps": 40, "mix": {"page": 1.0}}, min_requests=10)
+            )
+            probe.start(attrs.evolve(CONTEXT, url=f"http://127.0.0.1:{port}"))
+            time.sleep(2.0)
+            measured = probe.measure()
+            verdict = probe.stop()
+        finally:
+            app.terminate()
+    assert measured.status is MeasurementStatus.SUCCESSFUL, measured
+    assert measured.values["judged_requests"] >= 10 and measured.values["apdex"] >= 0.995
+    assert measured.values["error_ratio"] == 0
+    assert verdict.status is VerdictStatus.PASSED
