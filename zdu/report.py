@@ -345,6 +345,20 @@ COLOURS = {
 }
 
 
+#: The phases' bands in the picture.
+_PHASE_COLOURS = {
+    "preflight": "#eceff1",
+    "migrate(pre)": "#ede7f6",
+    "prepare": "#eceff1",
+    "rollout": "#e3f2fd",
+    "verify": "#e8f5e9",
+    "finalize": "#fff8e1",
+    "migrate(post)": "#ede7f6",
+    "cleanup": "#eceff1",
+    "rollback": "#ffebee",
+}
+
+
 def _need(module: str) -> Any:
     import importlib  # noqa: PLC0415
 
@@ -404,25 +418,22 @@ def timeline_png(view: UpgradeView, *, width_in: float = 12.0) -> bytes:
     share.set_ylim(-0.05, 1.05)
     share.set_ylabel(f"share of\n{view.record.to_version}")
     share.set_xlabel(f"seconds since {_date(view.started_at)}")
-    for index, span in enumerate(view.phases):
+    total = max(len(seconds), 1)
+    for span in view.phases:
         begin, end = span.start - view.started_at, span.end - view.started_at
-        colour = (
-            "#fde0dc"
-            if span.outcome == "failed" or span.name == "rollback"
-            else ("#eceff1" if index % 2 == 0 else "#f5f5f5")
-        )
+        colour = "#ffcdd2" if span.outcome == "failed" else _PHASE_COLOURS.get(span.name, "#eeeeee")
         for axis in (requests, latency, share):
             axis.axvspan(begin, end, color=colour, zorder=0)
-        requests.annotate(
-            span.name,
-            xy=(begin, 1.0),
-            xycoords=("data", "axes fraction"),
-            fontsize="x-small",
-            rotation=30,
-            va="bottom",
-            ha="left",
-        )
-    requests.set_xlim(0, max(len(seconds), 1))
+        if end - begin >= 0.04 * total:  # short phases are in the table below the picture
+            requests.annotate(
+                span.name,
+                xy=((begin + end) / 2, 1.01),
+                xycoords=("data", "axes fraction"),
+                fontsize="small",
+                va="bottom",
+                ha="center",
+            )
+    requests.set_xlim(0, total)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     pyplot.close(figure)
