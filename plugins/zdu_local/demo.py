@@ -19,7 +19,9 @@ Fleets: the scenarios without migrations share one fleet that starts at 16.6.0 (
 left it) and goes one minor version further per scenario; each scenario with migrations gets a fresh
 fleet at 16.5.0 whose database has 16.5's schema, upgraded to 16.6.0 (a column rename split in a
 regular and a post-deployment migration); the GET-like fleet runs behind HAProxy. Every fleet's
-instances share one SQLite database, so that a write acknowledged by one is read back through any.
+instances share one SQLite database, so that a write acknowledged by one is read back through any,
+and a background worker runs the batched background migrations 16.6 queues (the migrations scenario
+waits for them before it calls the upgrade finished).
 The probe runs in dry-run mode (it records, never gates), so every scenario runs to its end and the
 table shows what users would have seen. Every process the demo starts is stopped at the end, also on
 Ctrl-C.
@@ -28,7 +30,9 @@ Ctrl-C.
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -54,6 +58,7 @@ from zdu_local.config import demo_app_command
 from zdu_local.crosscheck import IndependentCount, IndependentLoad, WrkMissing, find_wrk
 from zdu_local.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
 from zdu_local.platform import LocalPlatform
+from zdu_local.processes import ProcessIdentity, spawn, stop_processes
 
 __all__ = [
     "DEFAULT_SCENARIOS",
@@ -311,6 +316,10 @@ def _config(
             "name": "sql",
             "database": f"sqlite://{database}",
             "path": str(DEMO_MIGRATIONS),
+            # 16.6's post-deployment migrations queue a batched background migration; the fleet's
+            # worker runs it in a few seconds, and the upgrade ends only once it has finished
+            "wait_for_background_migrations": True,
+            "background_migrations_timeout": 120.0,
         }
     return config
 
@@ -436,8 +445,15 @@ def _run_fleet(scenarios: list[Scenario], settings: DemoSettings, start: Version
     first = config_of(scenarios[0], version)
     platform = LocalPlatform(first.platform.options, PlatformEnv(first.target, first.target_state_dir))
     rows: dict[str, DemoRow] = {}
+    worker: ProcessIdentity | None = None
     try:
         create_database(database, version)
+        # the fleet's background worker (GitLab's Sidekiq runs batched background migrations)
+        worker = spawn(
+            [sys.executable, "-m", "zdu_local.demo_worker", "--database", str(database)],
+            dict(os.environ),
+            state_dir / "logs" / "worker.log",
+        )
         console.print(f"starting {settings.replicas} demo-app instances of {version} behind nginx …")
         url = platform.up(version)
         console.print(f"the fleet serves at {url}")
@@ -461,6 +477,8 @@ def _run_fleet(scenarios: list[Scenario], settings: DemoSettings, start: Version
             version = config.release.version
     finally:
         console.print("stopping the fleet …")
+        if worker is not None:
+            stop_processes([worker], 5.0)
         platform.down()
         shutil.rmtree(state_dir, ignore_errors=True)
     return rows
