@@ -50,6 +50,25 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
     )
 
 
+def ensure_gitlab_ci_local(session: nox.Session) -> None:
+    """Install gitlab-ci-local 4.56 (it runs on Node 20) with npm, and rsync, when missing (fleet tests)."""
+    if shutil.which("gitlab-ci-local") and shutil.which("rsync"):
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        session.error(
+            "missing gitlab-ci-local or rsync: apt-get install rsync npm; npm install -g gitlab-ci-local@4.56"
+        )
+    session.log("installing rsync (and npm) with apt-get, gitlab-ci-local@4.56 with npm")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    wanted = ["rsync", *([] if shutil.which("npm") else ["npm"])]
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *wanted], check=True, env=env)
+    if not shutil.which("gitlab-ci-local"):
+        subprocess.run(
+            ["npm", "install", "--global", "--no-fund", "--no-audit", "gitlab-ci-local@4.56"], check=True
+        )
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite, the slow end-to-end scenarios included (``-- -m 'not slow'`` skips them)."""
@@ -65,6 +84,7 @@ def tests(session: nox.Session) -> None:
         "chromium",
     )
     session.install("-e", ".[all,test]")
+    ensure_gitlab_ci_local(session)
     session.run("pytest", *session.posargs)
 
 
@@ -97,6 +117,7 @@ def bench(session: nox.Session) -> None:
     ensure_system_packages(session, "nginx", "haproxy", "wrk")
     session.install("-e", ".[all]")
     session.run("python", "bench/run.py", *session.posargs)
+    session.run("python", "bench/fleet.py")
 
 
 @nox.session(python=PYTHON)

@@ -27,19 +27,21 @@ from zdu.platform import PlatformEnv
 from zdu.probe import ProbeContext
 from zdu.registry import get_plugin_manager
 from zdu.upgrade import Upgrade
-from zdu_local.demo import Scenario, _config, _next_minor
+from zdu_local.demo import DemoTraffic, Scenario, _config, create_database, next_release
 from zdu_local.platform import LocalPlatform
 from zdu_probes.http import HttpProbe, HttpProbeConfig, RequestKind
 
-START = Version.parse("16.5.0")
+START = Version.parse("16.6.0")
 
 
 def measure(layers: tuple[str, ...], rps: float, clients: int, session_pages: int) -> dict[str, float]:
     manager = get_plugin_manager()
     state_dir = Path(tempfile.mkdtemp(prefix="zdu-bench-"))
-    to_version = _next_minor(START)
+    to_version = next_release(START)
     scenario = Scenario("bench", "rolling", layers, options={"max_surge": 1, "max_unavailable": 0})
-    raw = _config(scenario, state_dir, START, to_version, rps, clients, 3)
+    database = state_dir / "gitlab.sqlite"
+    create_database(database, START)
+    raw = _config(scenario, state_dir, START, to_version, DemoTraffic(rps=rps, clients=clients), 3, database)
     raw["probes"] = []
     config = load_config(raw, manager)
     platform = LocalPlatform(config.platform.options, PlatformEnv(config.target, config.target_state_dir))

@@ -21,10 +21,11 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-from layer_costs import measure  # bench/ is on sys.path when this file runs as a script
+import probe_capacity  # bench/ is on sys.path when this file runs as a script
+from layer_costs import measure
 
 from zdu.registry import get_plugin_manager
-from zdu_local.demo import DEFAULT_SCENARIOS, DemoRow, run_demo
+from zdu_local.demo import DEFAULT_SCENARIOS, DemoRow, DemoTraffic, run_demo
 
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
@@ -54,23 +55,31 @@ def ratio(value: float, baseline: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rps", type=float, default=150.0)
+    parser.add_argument("--rps", type=float, default=200.0)
     parser.add_argument("--clients", type=int, default=20)
     arguments = parser.parse_args()
 
+    # the probe's own capacity first, on an idle machine
+    capacity = probe_capacity.measure()
+
     manager = get_plugin_manager()
+    traffic = DemoTraffic(rps=arguments.rps, clients=arguments.clients)
     rows: dict[str, list[DemoRow]] = defaultdict(list)
     for round_number in range(arguments.rounds):
         print(f"round {round_number + 1} of {arguments.rounds}", flush=True)
         for scenario, row in zip(
-            DEFAULT_SCENARIOS,
-            run_demo(DEFAULT_SCENARIOS, manager=manager, rps=arguments.rps, clients=arguments.clients),
-            strict=True,
+            DEFAULT_SCENARIOS, run_demo(DEFAULT_SCENARIOS, manager=manager, traffic=traffic), strict=True
         ):
             rows[scenario.key].append(row)
 
     def median(key: str, field: str) -> float:
         return statistics.median(float(getattr(row, field)) for row in rows[key])
+
+    def median_independent(key: str) -> str:
+        counts = [row.independent for row in rows[key] if row.independent is not None]
+        if not counts:
+            return "-"
+        return f"{statistics.median(c.failed for c in counts):.0f}"
 
     baseline = "recreate"
     lines = [
@@ -78,20 +87,36 @@ def main() -> None:
         "",
         f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on {machine()}.",
         "",
-        f"`nox -s bench`: {arguments.rounds} rounds; in each, a fresh local fleet of 3 demo-app instances "
-        f"behind nginx is upgraded by every scenario in turn while the http probe sends "
-        f"{arguments.rps:g} requests/s from {arguments.clients} browser-like clients. Medians over the "
-        "rounds; ratios are to `recreate` (the maintenance-window baseline) measured in the same rounds.",
+        "## The probe's capacity",
         "",
-        "| scenario | duration | vs recreate | failed requests | vs recreate | longest outage | asset errors "
-        "| p99 latency | vs recreate |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "`bench/probe_capacity.py`: a local fleet of 3 demo-app instances behind nginx (retries off); wrk, "
+        "closed loop, saturates it, then the http probe sends API reads open loop at rising rates. A rate is "
+        "sustained when every scheduled request was sent and recorded at the offered rate and none failed.",
+        "",
+        *probe_capacity.table(capacity),
+        "",
+        "## Strategies against recreate",
+        "",
+        f"`nox -s bench`: {arguments.rounds} rounds; in each, fresh local fleets of 3 demo-app instances "
+        f"behind nginx (retries off) are upgraded by every demo scenario while the http probe offers "
+        f"{arguments.rps:g} requests/s open loop (half page views with their assets, 30% API reads, 20% "
+        f"writes read back) from {arguments.clients} visitors, with {traffic.streams} long downloads of "
+        f"{traffic.stream_seconds:g} s and {traffic.sockets} websockets held, and wrk sends its own page "
+        "views and writes. Medians over the rounds; ratios are to `recreate` (the maintenance-window "
+        "baseline) measured in the same rounds.",
+        "",
+        "| scenario | role | duration | vs recreate | failed requests | vs recreate | lost writes "
+        "| cut streams | dropped sockets | wrk failed | longest outage | asset errors | p99 latency "
+        "| vs recreate |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for key in rows:
         lines.append(
-            f"| {key} | {median(key, 'duration_s'):.1f} s "
+            f"| {key} | {rows[key][0].role} | {median(key, 'duration_s'):.1f} s "
             f"| {ratio(median(key, 'duration_s'), median(baseline, 'duration_s'))} "
             f"| {median(key, 'failed'):.0f} | {ratio(median(key, 'failed'), median(baseline, 'failed'))} "
+            f"| {median(key, 'lost_writes'):.0f} | {median(key, 'cut_streams'):.0f} "
+            f"| {median(key, 'dropped_sockets'):.0f} | {median_independent(key)} "
             f"| {median(key, 'longest_outage_s'):.2f} s | {median(key, 'asset_errors'):.0f} "
             f"| {median(key, 'p99_ms'):.1f} ms | {ratio(median(key, 'p99_ms'), median(baseline, 'p99_ms'))} |"
         )
@@ -123,8 +148,9 @@ def main() -> None:
         f"Assets store, bytes per published version: {store}.",
         "",
         "Reading it: the zero-downtime strategies take longer than `recreate` (they start and drain",
-        "instances in batches, and blue-green keeps the old set for its scale-down delay) and in exchange",
-        "lose no request. Durations include the `verify` phase (1 s in the demo).",
+        "instances in batches, a drain waits for the long downloads in flight, and blue-green keeps the",
+        "old set for its scale-down delay) and in exchange lose no request, no write, no stream and no",
+        "websocket. Durations include the `verify` phase (1 s in the demo).",
         "",
     ]
     OUTPUT.write_text("\n".join(lines))

@@ -34,6 +34,7 @@ from zdu.errors import ConfigError, TargetBusy, UsageError, ZduError
 from zdu.journal import Journal, UpgradeRecord, default_journal_path
 from zdu.journals import candidate_journals
 from zdu.metrics import parse_address
+from zdu.migrations import migration_timings
 from zdu.model import Event, Report, UpgradeStatus
 from zdu.plugins import hookimpl
 from zdu.registry import ZduPluginManager, get_plugin_manager
@@ -55,6 +56,11 @@ _PROGRESS_EVENTS = {
     "paused",
     "error",
     "migrations-applied",
+    "migration-timing",
+    "lock-retry",
+    "invalid-index-dropped",
+    "invalid-index-left",
+    "background-migrations",
 }
 
 
@@ -610,16 +616,30 @@ def show_report(
     if html is not None:
         render_html(view, html)
         console.print(f"HTML report: {html.resolve()}", highlight=False, markup=False)
+    timings = migration_timings(list(view.events))
     data = {
         **view.record.to_dict(),
         "journal": str(journal.path),
         "report": view.record.report,
+        "migrations": [t.to_dict() for t in timings],
         "events": [
             {"at": e.at, "phase": e.phase, "kind": e.kind, "message": e.message, "data": dict(e.data)}
             for e in view.events
         ],
     }
-    emit(data, as_json, lambda: render_text(view))
+
+    def text() -> str:
+        lines = [render_text(view)]
+        if timings:
+            lines.append("migrations (seconds; lock wait: time lost to attempts that gave up on a lock):")
+            lines += [
+                f"  {t.stage:<5} {t.migration:<50} {t.duration_s:>8.2f}s  attempts {t.attempts}  "
+                f"lock wait {t.lock_wait_s:.2f}s"
+                for t in timings
+            ]
+        return "\n".join(lines)
+
+    emit(data, as_json, text)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -651,3 +671,9 @@ def main(argv: list[str] | None = None) -> None:
         console.print("interrupted")
         code = 130
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# The fleet commands live in their own module, which imports this one's helpers.
+from zdu.fleet_cli import fleet as _fleet  # noqa: E402
+
+cli.add_command(_fleet)

@@ -31,6 +31,9 @@ The file::
     [migrations]                # optional
     name = "sql"
     defer_post = false          # true: leave post-deployment migrations to 'zdu migrate post'
+    wait_for_background_migrations = false   # true: migrate(post) ends once they are finished...
+    background_migrations_timeout = 3600     # ...or fails after this many seconds
+    background_migrations_interval = 5       # seconds between two looks at them
 
     [upgrade]                   # optional
     state_dir = "/var/lib/zdu"
@@ -94,6 +97,10 @@ class UpgradeConfig:
     probes: tuple[ProbeSpec, ...] = ()
     migrations: ComponentSpec | None = None
     defer_post: bool = False
+    #: wait at the end of migrate(post) until no batched background migration is unfinished
+    wait_for_background_migrations: bool = False
+    background_migrations_timeout: float = 3600.0
+    background_migrations_interval: float = 5.0
     state_dir: Path = attrs.field(factory=default_state_dir)
     source: Path | None = None
     #: HOST:PORT to serve the upgrade's metrics on while it runs (``zdu.metrics``)
@@ -132,6 +139,9 @@ class UpgradeConfig:
                 {
                     "name": self.migrations.name,
                     "defer_post": self.defer_post,
+                    "wait_for_background_migrations": self.wait_for_background_migrations,
+                    "background_migrations_timeout": self.background_migrations_timeout,
+                    "background_migrations_interval": self.background_migrations_interval,
                     **unstructure(self.migrations.options),
                 }
                 if self.migrations
@@ -360,12 +370,14 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
 
     migrations = None
     defer_post = False
+    background: dict[str, Any] = {}
     if "migrations" in raw:
         migrations_raw = dict(collector.table(raw, "migrations"))
         runner_name = migrations_raw.pop("name", None)
         if "defer_post" in migrations_raw:
             value = migrations_raw.pop("defer_post")
             defer_post = collector.call("migrations.defer_post", lambda: _strict_bool(value, bool)) is True
+        background = _background_options(collector, migrations_raw)
         if runner_name is None:
             problems.append("migrations.name: required field missing")
         else:
@@ -400,6 +412,7 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
         probes=tuple(probes),
         migrations=migrations,
         defer_post=defer_post,
+        **background,
         state_dir=state_dir.resolve(),
         source=path.resolve() if path is not None else None,
         **outputs,
@@ -443,6 +456,30 @@ def _http_url(value: object) -> str:
     if scheme not in ("http", "https") or not rest:
         raise ValueError(f"expected an http(s) URL, got one starting {text.split(':')[0][:10]!r}")
     return text
+
+
+def _background_options(collector: _Collector, migrations_raw: dict[str, Any]) -> dict[str, Any]:
+    """Take the orchestrator's options about background migrations out of ``[migrations]``."""
+    found: dict[str, Any] = {}
+    if "wait_for_background_migrations" in migrations_raw:
+        value = migrations_raw.pop("wait_for_background_migrations")
+        wait = collector.call("migrations.wait_for_background_migrations", lambda: _strict_bool(value, bool))
+        if wait is not None:
+            found["wait_for_background_migrations"] = wait
+    for key in ("background_migrations_timeout", "background_migrations_interval"):
+        if key in migrations_raw:
+            value = migrations_raw.pop(key)
+            seconds = collector.call(f"migrations.{key}", lambda value=value: _positive_seconds(value))
+            if seconds is not None:
+                found[key] = seconds
+    return found
+
+
+def _positive_seconds(value: object) -> float:
+    seconds = _strict_float(value, float)
+    if not seconds > 0:
+        raise ValueError(f"expected a positive number of seconds, got {value!r}")
+    return seconds
 
 
 def _target_name(value: object) -> str:

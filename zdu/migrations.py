@@ -3,25 +3,37 @@
 GitLab splits migrations in two. **pre** (regular, ``db/migrate``) are additive and run before any new
 code serves; old code keeps working with them. **post** (post-deployment, ``db/post_migrate``) remove
 things and run only once no old instance serves traffic: they are the point of no return.
+
+Besides the two stages, GitLab runs **batched background migrations**: data migrations that Sidekiq
+works through batch by batch after an upgrade, and that must be finished before the next upgrade (an
+upgrade path with unfinished ones breaks: a later migration expects them ``finished``). A runner that
+can see them offers :class:`BackgroundMigrationSource`; the orchestrator then refuses to start an
+upgrade while one is unfinished (:func:`check_background_migrations`, in preflight), and, when
+configured, waits for those the upgrade queued before it calls the upgrade finished
+(:func:`wait_for_background_migrations`, at the end of ``migrate(post)``).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 
-from zdu.errors import ZduError
-from zdu.model import Target
+from zdu.errors import PreflightError, ZduError
+from zdu.model import Event, Target
 
 if TYPE_CHECKING:
     from zdu.context import UpgradeContext
     from zdu.platform import Platform
 
 __all__ = [
+    "FINISHED_STATUSES",
+    "BackgroundMigration",
+    "BackgroundMigrationSource",
     "CommandError",
     "CommandExecutor",
     "CommandResult",
@@ -29,8 +41,16 @@ __all__ = [
     "MigrationEnv",
     "MigrationError",
     "MigrationRunner",
+    "MigrationTiming",
     "Stage",
+    "check_background_migrations",
+    "migration_timings",
+    "wait_for_background_migrations",
 ]
+
+#: GitLab's statuses of a batched background migration that count as done (the others: ``paused``,
+#: ``active``, ``failed``, ``finalizing``).
+FINISHED_STATUSES = frozenset({"finished", "finalized"})
 
 
 class MigrationError(ZduError):
@@ -154,3 +174,172 @@ class MigrationRunner(Protocol):
     def reversible(self, stage: Stage) -> bool:
         """Whether what ``run(stage)`` did can be undone by a rollback."""
         ...
+
+
+@attrs.frozen
+class BackgroundMigration:
+    """One batched background migration, as GitLab's ``batched_background_migrations`` table has it.
+
+    :ivar job_class_name: the job that migrates each batch (``BackfillProjectsPath``).
+    :ivar table_name: the table it walks through.
+    :ivar column_name: the column it batches by.
+    :ivar status: GitLab's status name: ``paused``, ``active``, ``finished``, ``failed``,
+        ``finalizing`` or ``finalized``.
+    :ivar database: the database it belongs to when there are several (``main``, ``ci``), else ``""``.
+    :ivar progress: the share of the batches done (0 to 1), when the runner can tell.
+    """
+
+    job_class_name: str
+    table_name: str = ""
+    column_name: str = ""
+    status: str = "active"
+    database: str = ""
+    progress: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether GitLab counts it as done (``finished`` or ``finalized``)."""
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def name(self) -> str:
+        """``[database: ]JobClass on table.column``: how errors and events name it."""
+        where = ".".join(part for part in (self.table_name, self.column_name) if part)
+        prefix = f"{self.database}: " if self.database else ""
+        return f"{prefix}{self.job_class_name}" + (f" on {where}" if where else "")
+
+    def describe(self) -> str:
+        """The name, status and progress: ``BackfillProjectsPath on projects.id (active, 40%)``."""
+        progress = "" if self.progress is None else f", {self.progress:.0%}"
+        return f"{self.name} ({self.status}{progress})"
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dictionary (for the journal)."""
+        return attrs.asdict(self)
+
+
+@runtime_checkable
+class BackgroundMigrationSource(Protocol):
+    """A migration runner that can tell the target's batched background migrations (a capability).
+
+    ``sql`` reads the ``batched_background_migrations`` table; ``gitlab-rake`` asks GitLab
+    (``gitlab:background_migrations:status``).
+    """
+
+    def background_migrations(self) -> list[BackgroundMigration]:
+        """The batched background migrations that are not finished, in the order GitLab lists them.
+
+        Reads only. An empty list when there are none, or when the database has no such table yet.
+        Raises :class:`MigrationError` when they cannot be read.
+        """
+        ...
+
+
+def check_background_migrations(runner: object) -> None:
+    """Refuse an upgrade while the runner reports unfinished batched background migrations.
+
+    Called in preflight (and by ``zdu plan``), before anything is recorded or changed. A runner
+    without the :class:`BackgroundMigrationSource` capability is not checked.
+
+    :raises PreflightError: naming every unfinished migration (exit code 2 at the command line).
+    :raises MigrationError: they could not be read.
+    """
+    if not isinstance(runner, BackgroundMigrationSource):
+        return
+    unfinished = [m for m in runner.background_migrations() if not m.finished]
+    if unfinished:
+        raise PreflightError(
+            f"the target has {len(unfinished)} unfinished batched background migration"
+            f"{'s' if len(unfinished) != 1 else ''}: {'; '.join(m.describe() for m in unfinished)}; "
+            "GitLab requires them finished before the next upgrade: let them finish (Sidekiq runs them) "
+            "or finalize them, then start the upgrade again"
+        )
+
+
+def wait_for_background_migrations(
+    runner: object, ctx: UpgradeContext, *, timeout: float, interval: float = 5.0
+) -> None:
+    """Wait until the runner reports no unfinished batched background migration.
+
+    Called at the end of ``migrate(post)`` when ``migrations.wait_for_background_migrations`` is set,
+    so that an upgrade is called finished only once the data migrations it queued are done. Records
+    a ``background-migrations`` event whenever what is left (or its progress) changes, and one when
+    none is left; between two looks it keeps gating the probes (:meth:`UpgradeContext.wait`). In a
+    dry run, or with a runner that cannot tell, it returns at once.
+
+    :raises MigrationError: one of them failed (GitLab stops a failed one: a person must look), or
+        some are still unfinished after ``timeout`` seconds (the error names them and their progress).
+    """
+    if ctx.dry_run or not isinstance(runner, BackgroundMigrationSource):
+        return
+    started = time.monotonic()
+    deadline = started + timeout
+    last: list[str] | None = None
+    while True:
+        unfinished = [m for m in runner.background_migrations() if not m.finished]
+        described = [m.describe() for m in unfinished]
+        waited = round(time.monotonic() - started, 3)
+        if not unfinished:
+            ctx.event(
+                "background-migrations",
+                f"no batched background migration left unfinished (waited {waited:.1f}s)",
+                unfinished=[],
+                waited_s=waited,
+            )
+            return
+        if described != last:
+            ctx.event(
+                "background-migrations",
+                f"waiting for {len(unfinished)} batched background migrations: {'; '.join(described)}",
+                unfinished=[m.to_dict() for m in unfinished],
+                waited_s=waited,
+            )
+            last = described
+        failed = [m for m in unfinished if m.status == "failed"]
+        if failed:
+            raise MigrationError(
+                f"batched background migrations failed: {'; '.join(m.describe() for m in failed)}; "
+                "retry or finalize them (gitlab-rake gitlab:background_migrations:finalize) and check why"
+            )
+        if time.monotonic() >= deadline:
+            raise MigrationError(
+                f"batched background migrations still unfinished after {timeout:g}s: {'; '.join(described)}"
+            )
+        ctx.wait(min(interval, max(0.0, deadline - time.monotonic())), "waiting for background migrations")
+
+
+@attrs.frozen
+class MigrationTiming:
+    """How long one migration took, as its ``migration-timing`` event recorded it.
+
+    :ivar stage: ``pre`` or ``post``.
+    :ivar migration: ``<version>_<name>``.
+    :ivar duration_s: seconds from its start to its end, waits included.
+    :ivar attempts: how many attempts it took (more than one only with lock retries).
+    :ivar lock_wait_s: seconds lost to attempts that gave up on a lock and to the waits between them.
+    """
+
+    stage: str
+    migration: str
+    duration_s: float
+    attempts: int = 1
+    lock_wait_s: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dictionary."""
+        return attrs.asdict(self)
+
+
+def migration_timings(events: Iterable[Event]) -> list[MigrationTiming]:
+    """The timings of the migrations an upgrade applied, from its ``migration-timing`` events."""
+    return [
+        MigrationTiming(
+            stage=str(event.data.get("stage", "")),
+            migration=str(event.data.get("migration", "")),
+            duration_s=float(event.data.get("duration_s", 0.0)),
+            attempts=int(event.data.get("attempts", 1)),
+            lock_wait_s=float(event.data.get("lock_wait_s", 0.0)),
+        )
+        for event in events
+        if event.kind == "migration-timing"
+    ]

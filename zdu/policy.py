@@ -56,6 +56,11 @@ def check_upgrade_path(current: Version, release: Version) -> None:
     names = ", ".join(f"{major}.{minor}" for major, minor in skipped)
     stops = [f"{major}.{minor}" for major, minor in skipped if minor in REQUIRED_STOP_MINORS]
     step = "{}.{}".format(*next_minor(current))
+    if not skipped:  # a minor past the last of its major (16.12 after 16.11): no such series
+        raise PreflightError(
+            f"release.version {release} does not follow {current}: after "
+            f"{current.major}.{current.minor} comes {step} (a major release has {LAST_MINOR} minors at most)"
+        )
     message = (
         f"release.version {release} skips {names} from {current}: zero-downtime upgrades go one minor "
         f"version at a time; upgrade to {step} first"

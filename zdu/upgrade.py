@@ -37,7 +37,13 @@ from zdu.errors import (
 )
 from zdu.journal import Journal
 from zdu.metrics import UpgradeMetrics
-from zdu.migrations import MigrationEnv, MigrationRunner, Stage
+from zdu.migrations import (
+    MigrationEnv,
+    MigrationRunner,
+    Stage,
+    check_background_migrations,
+    wait_for_background_migrations,
+)
 from zdu.model import Phase, Report, UpgradeStatus, Verdict, Version
 from zdu.notify import WebhookNotifier, notification_of
 from zdu.platform import Platform, PlatformEnv, RecordsChanges
@@ -226,8 +232,10 @@ class Upgrade:
             )
         return configured
 
-    def _check_versions(self, from_version: Version) -> None:
+    def _check_versions(self, from_version: Version, runner: MigrationRunner | None) -> None:
         check_upgrade_path(from_version, self.config.release.version)
+        # GitLab: batched background migrations must be finished before the next upgrade
+        check_background_migrations(runner)
 
     def plan(self, offline: Path | None = None) -> Plan:
         """What :meth:`run` would do now, step by step, without changing anything.
@@ -241,12 +249,12 @@ class Upgrade:
                 raise UsageError("plan(offline=...) must come before the platform is used")
             self._offline_snapshot = offline
         from_version = self._from_version()
-        self._check_versions(from_version)
+        runner = self._runner()
+        self._check_versions(from_version, runner)
         info = self._info("plan", from_version)
         context = self._context(info, from_version, [], self._replicas(from_version))
         context.dry_run = True
         steps: list[Step] = [Step("preflight", "check", "versions, platform health, probes start")]
-        runner = self._runner()
         if runner is not None:
             steps.extend(Step("migrate(pre)", "migrate", name) for name in runner.pending(Stage.PRE))
         layers = self._layers()
@@ -323,7 +331,7 @@ class Upgrade:
         if resume is None:
             self.journal.check_free(self.config.target.name)
             from_version = self._from_version()
-            self._check_versions(from_version)
+            self._check_versions(from_version, parts[2])
             upgrade_id = self.journal.begin(
                 target=self.config.target.name,
                 from_version=str(from_version),
@@ -497,9 +505,19 @@ class Upgrade:
                 f"post-deployment migrations deferred ({len(runner.pending(Stage.POST))} pending): "
                 "run 'zdu migrate post CONFIG' once you are ready",
             )
-            return
-        self._check_no_older_instance(ctx)
-        self._migrate(ctx, runner, Stage.POST)
+        else:
+            self._check_no_older_instance(ctx)
+            self._migrate(ctx, runner, Stage.POST)
+        self._wait_for_background_migrations(ctx, runner)
+
+    def _wait_for_background_migrations(self, ctx: UpgradeContext, runner: MigrationRunner | None) -> None:
+        if runner is not None and self.config.wait_for_background_migrations:
+            wait_for_background_migrations(
+                runner,
+                ctx,
+                timeout=self.config.background_migrations_timeout,
+                interval=self.config.background_migrations_interval,
+            )
 
     def _check_no_older_instance(self, ctx: UpgradeContext) -> None:
         older = [
@@ -679,6 +697,7 @@ class Upgrade:
             with self._phase(ctx, Phase.MIGRATE_POST, phases):
                 self._check_no_older_instance(ctx)
                 self._migrate(ctx, runner, Stage.POST)
+                self._wait_for_background_migrations(ctx, runner)
         except (ZduError, OSError) as failure:
             status, error = UpgradeStatus.FAILED, f"{Phase.MIGRATE_POST} failed: {failure}"
         return self._finish(info, status, started, phases, error)

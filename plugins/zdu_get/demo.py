@@ -11,55 +11,59 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from zdu.config import load_config
-from zdu.errors import ZduError
-from zdu.model import UpgradeStatus, Version
-from zdu.upgrade import Upgrade
+from zdu.model import Version
 from zdu_get.fleet import LocalGetFleet
-from zdu_local.demo import DemoRow, Scenario
+from zdu_local.demo import DemoRow, DemoSettings, Scenario, create_database, next_release
 
 __all__ = ["run_get_scenarios"]
 
 
 def run_get_scenarios(
-    scenarios: Sequence[Scenario], settings: Any, start: Version, startup_delay: float
+    scenarios: Sequence[Scenario], settings: DemoSettings, start: Version, startup_delay: float
 ) -> dict[str, DemoRow]:
-    """Start a fleet at ``start`` behind HAProxy, upgrade it by each scenario in turn, stop it."""
+    """Start a fleet at ``start`` behind HAProxy, upgrade it by each scenario in turn, stop it.
+
+    The nodes share one SQLite database (writes acknowledged by one node are read back through any),
+    and HAProxy retries nothing (``retries 0``, no redispatch), so that the probe's figures and wrk's
+    are the fleet's own.
+    """
     console = settings.console
     directory = Path(tempfile.mkdtemp(prefix="zdu-demo-get-"))
-    fleet = LocalGetFleet(directory / "fleet", startup_delay=startup_delay)
+    database = directory / "gitlab.sqlite"
+    create_database(database, start)
+    fleet = LocalGetFleet(directory / "fleet", startup_delay=startup_delay, database=database)
     version = start
     rows: dict[str, DemoRow] = {}
     try:
         console.print("starting 3 demo-app nodes behind HAProxy, with a GET-like Ansible inventory …")
-        console.print(f"the fleet serves at {fleet.up(str(version))}")
+        url = fleet.up(str(version))
+        console.print(f"the fleet serves at {url}")
+        traffic = settings.traffic
         for scenario in scenarios:
             if settings.cancel.is_set():
                 break
-            release = Version.parse(f"{version.major}.{version.minor + 1}.0")
+            release = next_release(version)
             raw = {
                 "target": {"name": "demo-get", "platform": "get", "version": str(version)},
-                "platform": fleet.platform_options(),
+                "platform": fleet.platform_options(
+                    drain_timeout=traffic.stream_seconds + 5.0, ready_timeout=30.0
+                ),
                 "release": {"version": str(release)},
                 "strategy": {"name": "get", **scenario.options},
-                "probes": [
-                    {"name": "http", "rps": settings.rps, "clients": settings.clients, "dry_run": True}
-                ],
+                "probes": [traffic.probe()],
                 "migrations": {"name": "get-post-deployment"},
                 "upgrade": {"state_dir": str(directory / "state")},
             }
             console.print(
-                f"[bold]get ({scenario.variant})[/bold]: {version} -> {release}"
-                f" with {settings.rps:g} probe requests/s from {settings.clients} clients"
+                f"[bold]get ({scenario.variant})[/bold]: {version} -> {release} with "
+                f"{traffic.rps:g} probe requests/s, {traffic.streams} long downloads and "
+                f"{traffic.sockets} websockets"
             )
-            upgrade = Upgrade(load_config(raw, settings.manager), settings.manager, verify_seconds=1.0)
-            upgrade.cancel = settings.cancel
-            report = upgrade.run()
-            rows[scenario.key] = DemoRow.from_report(scenario, report)
-            if report.status is not UpgradeStatus.SUCCEEDED:
-                raise ZduError(f"demo scenario {scenario.key} did not complete: {report.error}")
+            rows[scenario.key] = settings.run_upgrade(
+                scenario, load_config(raw, settings.manager), url, fleet.retries
+            )
             version = release
     finally:
         console.print("stopping the fleet and HAProxy …")

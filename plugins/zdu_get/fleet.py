@@ -114,6 +114,8 @@ class LocalGetFleet:
     components: Mapping[str, Sequence[str]] = attrs.field(factory=lambda: dict(_DEFAULT_COMPONENTS))
     faults: Mapping[str, tuple[str, str]] = attrs.field(factory=dict)
     startup_delay: float = 0.3
+    #: a SQLite file all nodes share as the demo app's ``--database`` (writes read back through any node)
+    database: Path | None = None
     port: int = 0
     _haproxy: ProcessIdentity | None = None
 
@@ -189,6 +191,7 @@ class LocalGetFleet:
                     fault=fault,
                     fault_version=fault_version,
                     startup_delay=self.startup_delay,
+                    database=str(self.database) if self.database is not None else "",
                 )
                 servers[node] = f"127.0.0.1:{state.port}"
             self.start_haproxy(servers)

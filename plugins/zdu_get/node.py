@@ -44,6 +44,8 @@ class NodeState:
     started_at: float
     fault: str = ""
     fault_version: str = ""
+    #: the demo app's database (``--database``), kept across upgrades of the node; "" for none
+    database: str = ""
 
     @property
     def process(self) -> ProcessIdentity:
@@ -80,8 +82,12 @@ def start_node(
     fault_version: str = "",
     startup_delay: float = 0.3,
     ready_timeout: float = 30.0,
+    database: str | None = None,
 ) -> NodeState:
     """Stop the node's current process (if any), start ``version`` on its port, wait until ready.
+
+    ``database`` is the demo app's ``--database`` (a SQLite file every node shares, so that a write one
+    node acknowledged is read back through any); None keeps the one the node had.
 
     Raises RuntimeError when the node is not ready within ``ready_timeout`` (the process is left
     running, as a package upgrade leaves a node that does not come up).
@@ -91,15 +97,19 @@ def start_node(
         if previous is None:
             raise RuntimeError(f"node {name} was never started: give its --port")
         port = previous.port
+    if database is None:
+        database = previous.database if previous is not None else ""
     if previous is not None:
         stop_processes([previous.process], 10.0)
     values = {"version": version, "port": str(port), "host": "127.0.0.1"}
     command = [argument.format(**values) for argument in demo_app_command(startup_delay)]
     if fault:
         command += ["--fault", fault] + (["--fault-version", fault_version] if fault_version else [])
+    if database:
+        command += ["--database", database]
     env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
     process = spawn(command, env, fleet_dir / "logs" / f"{name}.log")
-    node = NodeState(name, port, version, process.pid, process.started_at, fault, fault_version)
+    node = NodeState(name, port, version, process.pid, process.started_at, fault, fault_version, database)
     path = _state_file(fleet_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")

@@ -35,8 +35,15 @@ def zdu_platforms() -> Iterator[PlatformPlugin[Any]]:
 
 @hookimpl
 def zdu_commands(cli: click.Group) -> None:
-    """Add ``zdu local up|down`` and ``zdu demo``."""
+    """Add ``zdu local up|down``, ``zdu demo`` and ``zdu fleet demo``."""
+    import click  # noqa: PLC0415
+
     from zdu_local.commands import demo, local  # noqa: PLC0415 - click commands load with the CLI only
 
     cli.add_command(local)
     cli.add_command(demo)
+    fleet = cli.commands.get("fleet")
+    if isinstance(fleet, click.Group):
+        from zdu_local.fleet_commands import fleet_demo  # noqa: PLC0415
+
+        fleet.add_command(fleet_demo)

@@ -11,7 +11,7 @@ from zdu.cli import manager_from
 from zdu.config import load_config
 from zdu.errors import UsageError
 from zdu.platform import PlatformEnv
-from zdu_local.demo import DEFAULT_SCENARIOS, render_table, run_demo
+from zdu_local.demo import DEFAULT_SCENARIOS, DemoTraffic, render_table, run_demo
 from zdu_local.platform import LocalPlatform
 
 __all__ = ["demo", "local"]
@@ -77,25 +77,54 @@ def status_(ctx: click.Context, config: Path, as_json: bool) -> None:
     help="Run only these scenarios (repeatable); default: all.",
 )
 @click.option(
-    "--rps", type=click.FloatRange(min=1), default=150.0, show_default=True, help="Probe requests per second."
+    "--rps",
+    type=click.FloatRange(min=1),
+    default=200.0,
+    show_default=True,
+    help="The probe's offered rate: page views, API reads and writes per second (open loop).",
 )
 @click.option(
     "--clients",
     type=click.IntRange(min=1),
     default=20,
     show_default=True,
-    help="Concurrent browser-like clients.",
+    help="Browser-like visitors, each with its own cookies.",
+)
+@click.option(
+    "--streams",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Long downloads (3 s each) in flight at any time.",
+)
+@click.option(
+    "--sockets", type=click.IntRange(min=0), default=5, show_default=True, help="Websockets held open."
+)
+@click.option(
+    "--independent/--no-independent",
+    default=True,
+    show_default=True,
+    help="Cross-check with wrk's own traffic through the same router.",
 )
 @click.option(
     "--replicas", type=click.IntRange(min=1), default=3, show_default=True, help="Instances in the fleet."
 )
 @click.pass_context
 def demo(
-    ctx: click.Context, as_json: bool, scenarios: tuple[str, ...], rps: float, clients: int, replicas: int
+    ctx: click.Context,
+    as_json: bool,
+    scenarios: tuple[str, ...],
+    rps: float,
+    clients: int,
+    streams: int,
+    sockets: int,
+    independent: bool,
+    replicas: int,
 ) -> None:
-    """Upgrade a local fleet with each strategy under probe traffic and compare what users saw."""
+    """Upgrade local fleets with each strategy under traffic and compare what users saw."""
     chosen = [s for s in DEFAULT_SCENARIOS if not scenarios or s.key in scenarios]
-    rows = run_demo(chosen, manager=manager_from(ctx), rps=rps, clients=clients, replicas=replicas)
+    traffic = DemoTraffic(rps=rps, clients=clients, streams=streams, sockets=sockets, independent=independent)
+    rows = run_demo(chosen, manager=manager_from(ctx), traffic=traffic, replicas=replicas)
     if as_json:
         click.echo(json.dumps({"scenarios": [row.to_dict() for row in rows]}, indent=2))
     else:

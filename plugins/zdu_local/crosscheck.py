@@ -8,6 +8,13 @@ of ``path``) and writes (``POST`` of a unique key to ``write_path``, as the demo
 paced by a per-connection delay. wrk never retries: a refused connection, a reset, a timeout and an
 answer of 400 or more are each counted once, and :meth:`IndependentLoad.stop` reports them.
 
+Every request asks for ``Connection: close``, one connection per request, as the probe does. A
+kept-alive connection that sits idle when nginx reloads is closed by the retiring worker; wrk would
+send its next request into that closed connection and count a read error for a request no server
+ever received (a browser checks an idle connection before reuse and resends on one that closed before
+any answer). That edge of HTTP/1.1 keep-alive is documented in docs/probes.md with its figure; it is
+not what a drain or a strategy changes.
+
 wrk is closed-loop (a connection waits for its answer before the next request), so its request count
 drops while the service stalls; that does not matter here, because it is the *failures* it sees that
 are compared with the probe's: none for a safe upgrade, some for a negative control.
@@ -48,10 +55,10 @@ request = function()
   counter = counter + 1
   if WRITE_EVERY > 0 and counter % WRITE_EVERY == 0 then
     local key = prefix .. "-" .. tostring(id) .. "-" .. tostring(counter)
-    return wrk.format("POST", WRITE_PATH, {["Content-Type"] = "application/json"},
-      '{"key": "' .. key .. '"}')
+    return wrk.format("POST", WRITE_PATH,
+      {["Content-Type"] = "application/json", ["Connection"] = "close"}, '{"key": "' .. key .. '"}')
   end
-  return wrk.format("GET", PAGE_PATH)
+  return wrk.format("GET", PAGE_PATH, {["Connection"] = "close"})
 end
 
 delay = function()

@@ -1,22 +1,44 @@
-"""``zdu demo``: local fleets upgraded by each strategy in turn under probe traffic.
+"""``zdu demo``: local fleets upgraded by each strategy in turn, under traffic a skeptic accepts.
 
-A fleet (3 demo-app instances behind nginx by default) starts at 16.5.0 and each scenario upgrades
-it one minor version further, while the ``http`` probe sends browser-like traffic through the router.
-Scenarios with migrations each get a fresh fleet at 16.5.0 sharing a SQLite database at 16.5's
-schema, upgraded to 16.6.0, whose migrations split a column rename in two. The probe runs in dry-run
-mode, so it records and never gates: every scenario runs to its end and the table shows what users
-would have seen. Every process the demo starts is stopped at the end, also on Ctrl-C.
+Every scenario is measured twice, by two instruments that share no code:
+
+* zdu's ``http`` probe, open loop (request starts follow a schedule, never waiting for answers) and
+  with nothing retrying on its behalf, sending GitLab-shaped traffic: page views with their assets,
+  API reads, writes that are read back (lost writes), long downloads (cut streams) and websockets
+  held across the rollout (dropped sockets);
+* wrk, an independent load generator (Debian's ``wrk``), sending page views and writes through the
+  same router at the same time (:mod:`zdu_local.crosscheck`).
+
+The router (nginx for the local platform, HAProxy for the GET-like fleet) never retries a request:
+every zero is the fleet's own. Beside the zeros stand the negative controls, measured by the same
+instruments in the same run: ``recreate`` (the maintenance window), ``rolling`` with ``no drain``
+(instances stopped while still routed), ``get`` without drain (GET's own way), and post-deployment
+migrations run first (unsafe). Each scenario's role says which it is.
+
+Fleets: the scenarios without migrations share one fleet that starts at 16.6.0 (its database as 16.6
+left it) and goes one minor version further per scenario; each scenario with migrations gets a fresh
+fleet at 16.5.0 whose database has 16.5's schema, upgraded to 16.6.0 (a column rename split in a
+regular and a post-deployment migration); the GET-like fleet runs behind HAProxy. Every fleet's
+instances share one SQLite database, so that a write acknowledged by one is read back through any,
+and a background worker runs the batched background migrations 16.6 queues (the migrations scenario
+waits for them before it calls the upgrade finished).
+The probe runs in dry-run mode (it records, never gates), so every scenario runs to its end and the
+table shows what users would have seen. Every process the demo starts is stopped at the end, also on
+Ctrl-C.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from rich.console import Console
@@ -26,19 +48,34 @@ from zdu.cli import ProgressObserver, interruptible
 from zdu.config import load_config
 from zdu.errors import ZduError
 from zdu.migrations import MigrationEnv, Stage
-from zdu.model import Report, UpgradeStatus, Version
-from zdu.platform import PlatformEnv
+from zdu.model import Report, Target, UpgradeStatus, Version
+from zdu.platform import Platform, PlatformEnv
+from zdu.policy import next_minor
 from zdu.registry import ZduPluginManager
 from zdu.secret import Secret
 from zdu.upgrade import Upgrade
 from zdu_local.config import demo_app_command
+from zdu_local.crosscheck import IndependentCount, IndependentLoad, WrkMissing, find_wrk
 from zdu_local.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
 from zdu_local.platform import LocalPlatform
+from zdu_local.processes import ProcessIdentity, spawn, stop_processes
 
-__all__ = ["DEFAULT_SCENARIOS", "DemoRow", "Scenario", "render_table", "run_demo"]
+__all__ = [
+    "DEFAULT_SCENARIOS",
+    "DemoRow",
+    "DemoSettings",
+    "DemoTraffic",
+    "Scenario",
+    "create_database",
+    "next_release",
+    "render_table",
+    "run_demo",
+]
 
-#: The version the demo fleet starts at; each scenario goes one minor further.
+#: The version the fleets with migrations start at (16.5's schema); they go to 16.6.0.
 START_VERSION = Version.parse("16.5.0")
+#: The version the fleet of the scenarios without migrations starts at (its database as 16.6 left it).
+CHAIN_START_VERSION = Version.parse("16.6.0")
 
 #: Seconds a demo-app instance takes to start (GitLab's Puma takes far longer; this keeps the demo short).
 STARTUP_DELAY_S = 1.0
@@ -47,27 +84,42 @@ STARTUP_DELAY_S = 1.0
 #: How a scenario runs migrations: none, in zdu's order, or post-deployment ones first (unsafe, to
 #: show the damage the order prevents).
 MIGRATIONS = ("none", "ordered", "post-first")
+#: What a scenario is for: a ``safe`` upgrade whose zeros are claimed; a negative ``control`` (the
+#: same instruments must see failures there); an ``unsafe`` order shown for its damage.
+ROLES = ("safe", "control", "unsafe")
 
 
 @attrs.frozen
 class Scenario:
-    """One row of the demo: a strategy, its layers and options, and how migrations run."""
+    """One row of the demo: a strategy, its layers and options, how migrations run, and its role."""
 
     key: str
     strategy: str
     layers: tuple[str, ...] = ()
     options: dict[str, Any] = attrs.field(factory=dict)
     migrations: str = attrs.field(default="none", validator=attrs.validators.in_(MIGRATIONS))
-    #: what tells two scenarios of one strategy apart (``get``: ``no drain`` and ``drain``)
+    #: what tells two scenarios of one strategy apart (``rolling``: ``no drain``)
     variant: str = ""
+    #: options of the ``[platform]`` table beyond the demo's own (``drain = false`` for ``no drain``)
+    platform: dict[str, Any] = attrs.field(factory=dict)
+    role: str = attrs.field(default="safe", validator=attrs.validators.in_(ROLES))
 
 
 _ROLLING = {"max_surge": 1, "max_unavailable": 0}
 _BLUE_GREEN = {"scale_down_delay": 3.0, "preview_seconds": 2.0}
 
-#: The plain strategies first, then each with a traffic layer that cures the asset hazard.
+#: The negative controls first, then the plain strategies, then each with a traffic layer that
+#: cures the asset hazard, then migrations, then a GET-like fleet behind HAProxy.
 DEFAULT_SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("recreate", "recreate"),
+    Scenario("recreate", "recreate", role="control"),
+    Scenario(
+        "rolling-no-drain",
+        "rolling",
+        options=_ROLLING,
+        variant="no drain",
+        platform={"drain": False},
+        role="control",
+    ),
     Scenario("rolling", "rolling", options=_ROLLING),
     Scenario("blue-green", "blue-green", options=_BLUE_GREEN),
     Scenario("rolling+sticky-nginx", "rolling", ("sticky-nginx",), options=_ROLLING),
@@ -82,16 +134,51 @@ DEFAULT_SCENARIOS: tuple[Scenario, ...] = (
         ("sticky-nginx",),
         options=_ROLLING,
         migrations="post-first",
+        role="unsafe",
     ),
     # a GET-like fleet behind HAProxy (zdu[get], haproxy): GET's own way, then with zdu's drain
-    Scenario("get-no-drain", "get", options={"drain": False}, variant="no drain"),
+    Scenario("get-no-drain", "get", options={"drain": False}, variant="no drain", role="control"),
     Scenario("get-drain", "get", options={"drain": True}, variant="drain"),
 )
 
 
 @attrs.frozen
+class DemoTraffic:
+    """What the probe sends in every scenario (and whether wrk cross-checks it).
+
+    :ivar rps: the probe's offered rate of scheduled requests (page views, API reads, writes).
+    :ivar clients: browser-like visitors, each with its own cookies.
+    :ivar mix: the share of ``rps`` of each kind.
+    :ivar streams: long downloads in flight at any time, each ``stream_seconds`` long.
+    :ivar sockets: websockets held across each upgrade.
+    :ivar independent: whether wrk sends its own traffic through the same router.
+    """
+
+    rps: float = 200.0
+    clients: int = 20
+    mix: dict[str, float] = attrs.field(factory=lambda: {"page": 0.5, "api": 0.3, "write": 0.2})
+    streams: int = 5
+    stream_seconds: float = 3.0
+    sockets: int = 5
+    independent: bool = True
+
+    def probe(self) -> dict[str, Any]:
+        """The ``[[probes]]`` table of the demo's http probe (dry run: it records, never gates)."""
+        return {
+            "name": "http",
+            "rps": self.rps,
+            "clients": self.clients,
+            "mix": dict(self.mix),
+            "streams": self.streams,
+            "stream_seconds": self.stream_seconds,
+            "sockets": self.sockets,
+            "dry_run": True,
+        }
+
+
+@attrs.frozen
 class DemoRow:
-    """What the probe measured during one scenario."""
+    """What the instruments measured during one scenario."""
 
     strategy: str
     layers: tuple[str, ...]
@@ -107,10 +194,34 @@ class DemoRow:
     achieved_rps: float
     duration_s: float
     variant: str = ""
+    role: str = "safe"
+    router_retries: bool = False
+    offered_rps: float = 0.0
+    writes: int = 0
+    failed_writes: int = 0
+    lost_writes: int = 0
+    streams: int = 0
+    cut_streams: int = 0
+    sockets: int = 0
+    dropped_sockets: int = 0
+    slow_requests: int = 0
+    failure_rate_upper_95: float = 1.0
+    independent: IndependentCount | None = None
 
     @classmethod
-    def from_report(cls, scenario: Scenario, report: Report) -> DemoRow:
-        """The row of a scenario's report."""
+    def from_report(
+        cls,
+        scenario: Scenario,
+        report: Report,
+        *,
+        router_retries: bool,
+        independent: IndependentCount | None,
+    ) -> DemoRow:
+        """The row of a scenario's report, with what the router did and what wrk counted."""
+
+        def count(name: str) -> int:
+            return int(report.value(name))
+
         return cls(
             strategy=scenario.strategy,
             layers=scenario.layers,
@@ -118,14 +229,27 @@ class DemoRow:
             from_version=report.from_version,
             to_version=report.to_version,
             status=report.status.value,
-            requests=int(report.value("requests")),
-            failed=int(report.value("failed_requests")),
-            asset_errors=int(report.value("asset_errors")),
+            requests=count("requests"),
+            failed=count("failed_requests"),
+            asset_errors=count("asset_errors"),
             longest_outage_s=round(report.value("longest_outage_s"), 3),
             p99_ms=round(report.value("p99_ms"), 1),
             achieved_rps=round(report.value("achieved_rps"), 1),
             duration_s=round(report.duration_seconds, 2),
             variant=scenario.variant,
+            role=scenario.role,
+            router_retries=router_retries,
+            offered_rps=round(report.value("offered_rps"), 1),
+            writes=count("writes"),
+            failed_writes=count("failed_writes"),
+            lost_writes=count("lost_writes"),
+            streams=count("streams"),
+            cut_streams=count("cut_streams"),
+            sockets=count("sockets"),
+            dropped_sockets=count("dropped_sockets"),
+            slow_requests=count("slow_requests"),
+            failure_rate_upper_95=report.value("failure_rate_upper_95", 1.0),
+            independent=independent,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,17 +258,30 @@ class DemoRow:
             "strategy": self.strategy,
             "layers": list(self.layers),
             "migrations": self.migrations,
+            "variant": self.variant,
+            "role": self.role,
             "from_version": self.from_version,
             "to_version": self.to_version,
             "status": self.status,
+            "router_retries": self.router_retries,
+            "offered_rps": self.offered_rps,
+            "achieved_rps": self.achieved_rps,
             "requests": self.requests,
             "failed": self.failed,
             "asset_errors": self.asset_errors,
+            "writes": self.writes,
+            "failed_writes": self.failed_writes,
+            "lost_writes": self.lost_writes,
+            "streams": self.streams,
+            "cut_streams": self.cut_streams,
+            "sockets": self.sockets,
+            "dropped_sockets": self.dropped_sockets,
+            "slow_requests": self.slow_requests,
             "longest_outage_s": self.longest_outage_s,
             "p99_ms": self.p99_ms,
-            "achieved_rps": self.achieved_rps,
+            "failure_rate_upper_95": self.failure_rate_upper_95,
             "duration_s": self.duration_s,
-            "variant": self.variant,
+            "independent": None if self.independent is None else self.independent.to_dict(),
         }
 
 
@@ -153,55 +290,64 @@ def _config(
     state_dir: Path,
     from_version: Version,
     to_version: Version,
-    rps: float,
-    clients: int,
+    traffic: DemoTraffic,
     replicas: int,
-    database: Path | None = None,
+    database: Path,
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
         "target": {"name": "demo", "platform": "local", "version": str(from_version)},
         "platform": {
             "replicas": replicas,
-            "command": demo_app_command(STARTUP_DELAY_S),
-            "drain_timeout": 10.0,
-            "stop_grace": 5.0,
+            "command": demo_app_command(STARTUP_DELAY_S, "--database", str(database)),
+            # a drain waits for requests and long downloads in flight (not websockets)
+            "drain_timeout": traffic.stream_seconds + 5.0,
+            "stop_grace": traffic.stream_seconds + 10.0,
+            # evidence is taken with one attempt per request: nginx retries nothing
+            "retry": False,
+            **scenario.platform,
         },
         "release": {"version": str(to_version)},
         "strategy": {"name": scenario.strategy, "layers": list(scenario.layers), **scenario.options},
-        "probes": [{"name": "http", "rps": rps, "clients": clients, "dry_run": True}],
+        "probes": [traffic.probe()],
         "upgrade": {"state_dir": str(state_dir)},
     }
-    if database is not None:
-        config["platform"]["command"] += ["--database", str(database)]
+    if scenario.migrations != "none":
         config["migrations"] = {
             "name": "sql",
             "database": f"sqlite://{database}",
             "path": str(DEMO_MIGRATIONS),
+            # 16.6's post-deployment migrations queue a batched background migration; the fleet's
+            # worker runs it in a few seconds, and the upgrade ends only once it has finished
+            "wait_for_background_migrations": True,
+            "background_migrations_timeout": 120.0,
         }
     return config
 
 
-def _next_minor(version: Version) -> Version:
-    return Version.parse(f"{version.major}.{version.minor + 1}.0")
+def next_release(version: Version) -> Version:
+    """The first release of the minor series after ``version``'s (16.11 is followed by 17.0)."""
+    major, minor = next_minor(version)
+    return Version.parse(f"{major}.{minor}.0")
 
 
 def run_demo(
     scenarios: Iterable[Scenario],
     *,
     manager: ZduPluginManager,
-    rps: float = 150.0,
-    clients: int = 20,
+    traffic: DemoTraffic | None = None,
     replicas: int = 3,
     console: Console | None = None,
 ) -> list[DemoRow]:
-    """Run the scenarios under probe traffic and return their rows, in the order given.
+    """Run the scenarios under traffic and return their rows, in the order given.
 
     The scenarios without migrations share one fleet, each going one minor version further; every
     scenario with migrations gets a fresh fleet and database. Every fleet is stopped at the end.
     """
     console = console or Console(stderr=True, highlight=False)
     scenarios = list(scenarios)
-    settings = _Settings(manager=manager, rps=rps, clients=clients, replicas=replicas, console=console)
+    settings = DemoSettings(
+        manager=manager, traffic=traffic or DemoTraffic(), replicas=replicas, console=console
+    )
     rows: dict[str, DemoRow] = {}
     observer = ProgressObserver(console)
     manager.register(observer, name="zdu-demo-progress")
@@ -209,92 +355,155 @@ def run_demo(
         with interruptible(settings.cancel, console):
             chain = [s for s in scenarios if s.migrations == "none" and s.strategy != "get"]
             if chain:
-                rows.update(_run_fleet(chain, settings, database=False))
+                rows.update(_run_fleet(chain, settings, CHAIN_START_VERSION))
             for scenario in scenarios:
                 if scenario.migrations != "none" and not settings.cancel.is_set():
-                    rows.update(_run_fleet([scenario], settings, database=True))
+                    rows.update(_run_fleet([scenario], settings, START_VERSION))
             on_get = [s for s in scenarios if s.strategy == "get"]
             if on_get and not settings.cancel.is_set():
                 from zdu_get.demo import run_get_scenarios  # noqa: PLC0415 - zdu[get] only when asked
 
-                rows.update(run_get_scenarios(on_get, settings, START_VERSION, STARTUP_DELAY_S))
+                rows.update(run_get_scenarios(on_get, settings, CHAIN_START_VERSION, STARTUP_DELAY_S))
     finally:
         manager.unregister(observer)
     return [rows[s.key] for s in scenarios if s.key in rows]
 
 
 @attrs.define
-class _Settings:
+class DemoSettings:
+    """What every fleet of one demo run shares: plugins, traffic, size, output, the cancel flag."""
+
     manager: ZduPluginManager
-    rps: float
-    clients: int
+    traffic: DemoTraffic
     replicas: int
     console: Console
     cancel: threading.Event = attrs.field(factory=threading.Event)
+    _warned_wrk: bool = False
+
+    @contextmanager
+    def independent(self, url: str) -> Iterator[Callable[[], IndependentCount | None]]:
+        """Run wrk through ``url`` for the duration of the block; the callable gives its count after.
+
+        Without wrk installed (or with ``traffic.independent`` off) the count is None, said once.
+        """
+        load: IndependentLoad | None = None
+        if self.traffic.independent:
+            try:
+                find_wrk()
+                load = IndependentLoad(url)
+            except WrkMissing as error:
+                if not self._warned_wrk:
+                    self.console.print(f"[yellow]no independent cross-check[/yellow]: {error}")
+                    self._warned_wrk = True
+        if load is None:
+            yield lambda: None
+            return
+        load.start()
+        try:
+            yield lambda: load.result
+        finally:
+            load.stop()
+
+    def run_upgrade(
+        self,
+        scenario: Scenario,
+        config: Any,
+        url: str,
+        router_retries: bool,
+        **options: Any,
+    ) -> DemoRow:
+        """Upgrade as ``config`` says under the probe and wrk; raise unless it succeeded."""
+        upgrade = Upgrade(config, self.manager, verify_seconds=1.0, **options)
+        upgrade.cancel = self.cancel
+        with self.independent(url) as independent:
+            report = upgrade.run()
+        row = DemoRow.from_report(scenario, report, router_retries=router_retries, independent=independent())
+        if report.status is not UpgradeStatus.SUCCEEDED:
+            raise ZduError(f"demo scenario {scenario.key} did not complete: {report.error}")
+        return row
 
 
-def _run_fleet(scenarios: list[Scenario], settings: _Settings, *, database: bool) -> dict[str, DemoRow]:
-    """Start a fleet at 16.5.0, upgrade it by each scenario in turn, stop it."""
+def _run_fleet(scenarios: list[Scenario], settings: DemoSettings, start: Version) -> dict[str, DemoRow]:
+    """Start a fleet at ``start`` with its database, upgrade it by each scenario in turn, stop it."""
     console = settings.console
     state_dir = Path(tempfile.mkdtemp(prefix="zdu-demo-"))
-    db_file = state_dir / "gitlab.sqlite" if database else None
-    version = START_VERSION
+    database = state_dir / "gitlab.sqlite"
+    version = start
 
     def config_of(scenario: Scenario, from_version: Version) -> Any:
         raw = _config(
             scenario,
             state_dir,
             from_version,
-            _next_minor(from_version),
-            settings.rps,
-            settings.clients,
+            next_release(from_version),
+            settings.traffic,
             settings.replicas,
-            db_file,
+            database,
         )
         return load_config(raw, settings.manager)
 
     first = config_of(scenarios[0], version)
     platform = LocalPlatform(first.platform.options, PlatformEnv(first.target, first.target_state_dir))
     rows: dict[str, DemoRow] = {}
+    worker: ProcessIdentity | None = None
     try:
-        if db_file is not None:
-            _create_database(first, platform, db_file)
+        create_database(database, version)
+        # the fleet's background worker (GitLab's Sidekiq runs batched background migrations)
+        worker = spawn(
+            [sys.executable, "-m", "zdu_local.demo_worker", "--database", str(database)],
+            dict(os.environ),
+            state_dir / "logs" / "worker.log",
+        )
         console.print(f"starting {settings.replicas} demo-app instances of {version} behind nginx …")
-        console.print(f"the fleet serves at {platform.up(version)}")
+        url = platform.up(version)
+        console.print(f"the fleet serves at {url}")
         for scenario in scenarios:
             if settings.cancel.is_set():
                 break
             config = config_of(scenario, version)
+            traffic = settings.traffic
             console.print(
-                f"[bold]{_label(scenario)}[/bold]: {version} -> {config.release.version}"
-                f" with {settings.rps:g} probe requests/s from {settings.clients} clients"
+                f"[bold]{_label(scenario)}[/bold]: {version} -> {config.release.version} with "
+                f"{traffic.rps:g} probe requests/s, {traffic.streams} long downloads and "
+                f"{traffic.sockets} websockets"
             )
-            upgrade = Upgrade(
+            rows[scenario.key] = settings.run_upgrade(
+                scenario,
                 config,
-                settings.manager,
-                verify_seconds=1.0,
+                url,
+                bool(config.platform.options.retry),
                 unsafe_run_post_migrations_before_rollout=scenario.migrations == "post-first",
             )
-            upgrade.cancel = settings.cancel
-            report = upgrade.run()
-            rows[scenario.key] = DemoRow.from_report(scenario, report)
-            if report.status is not UpgradeStatus.SUCCEEDED:
-                raise ZduError(f"demo scenario {scenario.key} did not complete: {report.error}")
             version = config.release.version
     finally:
         console.print("stopping the fleet …")
+        if worker is not None:
+            stop_processes([worker], 5.0)
         platform.down()
         shutil.rmtree(state_dir, ignore_errors=True)
     return rows
 
 
-def _create_database(config: Any, platform: LocalPlatform, database: Path) -> None:
-    """A database as 16.5 left it: the demo migrations up to 16.5's schema."""
-    from zdu_migrations.sql import SqlRunner, SqlRunnerConfig  # noqa: PLC0415 - only demos with migrations
+def create_database(database: Path, version: Version) -> None:
+    """Create the demo's SQLite database as ``version`` left it.
 
-    env = MigrationEnv(target=config.target, platform=platform, state_dir=config.target_state_dir)
+    16.5.0: the demo migrations up to 16.5's schema; a later version: every demo migration, regular
+    and post-deployment.
+    """
+    from zdu_migrations.sql import SqlRunner, SqlRunnerConfig  # noqa: PLC0415 - zdu_migrations on demand
+
+    env = MigrationEnv(
+        target=Target(name="demo", platform="local", version=version),
+        # the sql runner reads its files and the database only: it never asks the platform
+        platform=cast(Platform, None),
+        state_dir=database.parent,
+    )
     runner = SqlRunner(SqlRunnerConfig(database=Secret(f"sqlite://{database}"), path=DEMO_MIGRATIONS), env)
-    runner.apply(Stage.PRE, through=DEMO_BASE_SCHEMA)
+    if version <= START_VERSION:
+        runner.apply(Stage.PRE, through=DEMO_BASE_SCHEMA)
+    else:
+        runner.apply(Stage.PRE)
+        runner.apply(Stage.POST)
 
 
 def _label(scenario: Scenario | DemoRow) -> str:
@@ -306,36 +515,40 @@ def _label(scenario: Scenario | DemoRow) -> str:
     return " + ".join(parts)
 
 
+def _independent(row: DemoRow) -> str:
+    return "-" if row.independent is None else f"{row.independent.failed}/{row.independent.requests}"
+
+
+#: The table's columns: a header and the cell of a row.
+_COLUMNS: tuple[tuple[str, Callable[[DemoRow], str]], ...] = (
+    ("scenario", _label),
+    ("role", lambda row: row.role),
+    ("versions", lambda row: f"{row.from_version} -> {row.to_version}"),
+    ("requests", lambda row: str(row.requests)),
+    ("failed", lambda row: str(row.failed)),
+    ("asset errors", lambda row: str(row.asset_errors)),
+    ("writes lost/failed", lambda row: f"{row.lost_writes}/{row.failed_writes} of {row.writes}"),
+    ("streams cut", lambda row: f"{row.cut_streams} of {row.streams}"),
+    ("sockets dropped", lambda row: f"{row.dropped_sockets} of {row.sockets}"),
+    ("outage", lambda row: f"{row.longest_outage_s:.2f}s"),
+    ("p99", lambda row: f"{row.p99_ms:.0f}ms"),
+    ("offered/achieved", lambda row: f"{row.offered_rps:.0f}/{row.achieved_rps:.0f}"),
+    ("fail rate ≤ (95%)", lambda row: f"{row.failure_rate_upper_95:.2%}"),
+    ("wrk failed", _independent),
+    ("duration", lambda row: f"{row.duration_s:.1f}s"),
+)
+
+
 def render_table(rows: Sequence[DemoRow]) -> str:
     """The demo's table, as text."""
-    table = Table(title="zdu demo: what users saw during each upgrade")
-    for header in (
-        "strategy",
-        "versions",
-        "requests",
-        "failed",
-        "asset errors",
-        "longest outage",
-        "p99",
-        "req/s",
-        "duration",
-    ):
+    table = Table(title="zdu demo: what users saw during each upgrade (router retries off)")
+    for header, _cell in _COLUMNS:
         table.add_column(
-            header, justify="left" if header in ("strategy", "versions") else "right", no_wrap=True
+            header, justify="left" if header in ("scenario", "role", "versions") else "right", no_wrap=True
         )
     for row in rows:
-        table.add_row(
-            _label(row),
-            f"{row.from_version} -> {row.to_version}",
-            str(row.requests),
-            str(row.failed),
-            str(row.asset_errors),
-            f"{row.longest_outage_s:.2f}s",
-            f"{row.p99_ms:.0f}ms",
-            f"{row.achieved_rps:.0f}",
-            f"{row.duration_s:.1f}s",
-        )
-    console = Console(width=200, file=io.StringIO())
+        table.add_row(*(cell(row) for _header, cell in _COLUMNS))
+    console = Console(width=260, file=io.StringIO())
     console.print(table)
     text = console.file.getvalue()  # type: ignore[attr-defined]
     return str(text)

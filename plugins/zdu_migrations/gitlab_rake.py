@@ -6,6 +6,7 @@ Configuration (``[migrations]``)::
     name = "gitlab-rake"
     command = ["gitlab-rake", "db:migrate"]                   # the default
     status_command = ["gitlab-rake", "db:migrate:status"]     # the default; [] when there is none
+    background_status_command = ["gitlab-rake", "gitlab:background_migrations:status"]  # or []
     timeout = 3600                                            # seconds per command
     env = { RAILS_ENV = "production" }                        # added to the commands' environment
 
@@ -16,6 +17,11 @@ the variable set, it lists the regular migrations only; without it, regular and 
 
 The commands run through the platform's executor (``Platform.command_executor``: a deploy node, a
 toolbox pod, a Job) when it offers one, else on this machine (:class:`LocalCommandExecutor`).
+``background_migrations()`` runs ``background_status_command`` and reads its lines, ``STATUS |
+JobClass,table,column,[arguments]`` under ``Database: NAME`` headings (GitLab's
+``gitlab:background_migrations:status``); the orchestrator uses it to refuse an upgrade while one is
+unfinished, and to wait for them after ``migrate(post)`` when configured.
+
 Their output is streamed into the log and the journal, line by line. ``env`` is recorded in the
 journal with the rest of the configuration: secrets belong in the environment of the node or pod.
 """
@@ -30,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from zdu.migrations import (
+    BackgroundMigration,
     CommandError,
     CommandExecutor,
     CommandResult,
@@ -42,7 +49,13 @@ from zdu_migrations.executor import LocalCommandExecutor
 if TYPE_CHECKING:
     from zdu.context import UpgradeContext
 
-__all__ = ["SKIP_POST_DEPLOYMENT_MIGRATIONS", "GitLabRakeConfig", "GitLabRakeRunner", "parse_status"]
+__all__ = [
+    "SKIP_POST_DEPLOYMENT_MIGRATIONS",
+    "GitLabRakeConfig",
+    "GitLabRakeRunner",
+    "parse_background_status",
+    "parse_status",
+]
 
 log = logging.getLogger("zdu_migrations.gitlab_rake")
 
@@ -50,7 +63,8 @@ log = logging.getLogger("zdu_migrations.gitlab_rake")
 SKIP_POST_DEPLOYMENT_MIGRATIONS = "SKIP_POST_DEPLOYMENT_MIGRATIONS"
 
 _STATUS_LINE = re.compile(r"^\s*(?P<status>up|down)\s+(?P<version>[0-9]+)\s+(?P<name>.*?)\s*$")
-_DATABASE_LINE = re.compile(r"^\s*database:\s*(?P<database>\S+)\s*$")
+_DATABASE_LINE = re.compile(r"^\s*database:\s*(?P<database>\S+)\s*$", re.IGNORECASE)
+_BACKGROUND_LINE = re.compile(r"^\s*(?P<status>[a-z_]+)\s*\|\s*(?P<fields>\S.*?)\s*$")
 _OUTPUT_TAIL = 20
 
 
@@ -82,6 +96,9 @@ class GitLabRakeConfig:
     :ivar status_command: the command whose ``up``/``down`` lines tell what is pending (``rake
         db:migrate:status``); an empty list when there is none: ``pending()`` then lists nothing and
         ``run()`` always runs ``command``.
+    :ivar background_status_command: the command that lists batched background migrations with their
+        status (``gitlab-rake gitlab:background_migrations:status``); an empty list when there is none:
+        they are then neither checked nor waited for.
     :ivar timeout: seconds each command may run before it is stopped and the stage fails.
     :ivar env: variables added to the commands' environment (not for secrets: the journal records them).
     """
@@ -89,6 +106,9 @@ class GitLabRakeConfig:
     command: list[str] = attrs.field(factory=lambda: ["gitlab-rake", "db:migrate"], validator=_command)
     status_command: list[str] = attrs.field(
         factory=lambda: ["gitlab-rake", "db:migrate:status"], validator=_command
+    )
+    background_status_command: list[str] = attrs.field(
+        factory=lambda: ["gitlab-rake", "gitlab:background_migrations:status"], validator=_command
     )
     timeout: float = attrs.field(default=3600.0, validator=_positive)
     env: dict[str, str] = attrs.field(factory=dict, validator=_no_skip_variable)
@@ -113,6 +133,41 @@ def parse_status(output: str) -> list[str]:
     if len(named) <= 1:
         return [down for _name, downs in named for down in downs]
     return [f"{_short(name)}: {down}" for name, downs in named for down in downs]
+
+
+def parse_background_status(output: str) -> list[BackgroundMigration]:
+    """Every migration in the output of ``gitlab-rake gitlab:background_migrations:status``.
+
+    GitLab prints ``Database: NAME`` before each database's migrations, then one line per migration:
+    ``STATUS | JOB_CLASS_NAME,TABLE_NAME,COLUMN_NAME,JOB_ARGUMENTS_JSON``. The database is kept only
+    when the output covers several. Lines of other shapes (warnings, blank lines) are skipped.
+    """
+    found: list[tuple[str, BackgroundMigration]] = []
+    database = ""
+    for line in output.splitlines():
+        heading = _DATABASE_LINE.match(line)
+        if heading:
+            database = heading["database"]
+            continue
+        match = _BACKGROUND_LINE.match(line)
+        if not match:
+            continue
+        job_class, _, rest = match["fields"].partition(",")
+        table, _, rest = rest.partition(",")
+        column, _, _arguments = rest.partition(",")
+        found.append(
+            (
+                database,
+                BackgroundMigration(
+                    job_class_name=job_class.strip(),
+                    table_name=table.strip(),
+                    column_name=column.strip(),
+                    status=match["status"],
+                ),
+            )
+        )
+    several = len({name for name, _ in found}) > 1
+    return [attrs.evolve(m, database=name) if several else m for name, m in found]
 
 
 def _short(database: str) -> str:
@@ -203,6 +258,28 @@ class GitLabRakeRunner:
             return []
         after = set(self.pending(stage))
         return [name for name in before if name not in after]
+
+    def background_migrations(self) -> list[BackgroundMigration]:
+        """The unfinished batched background migrations, as ``background_status_command`` lists them.
+
+        Changes nothing; none when there is no such command.
+
+        :raises MigrationError: the command failed or timed out.
+        """
+        argv = self.config.background_status_command
+        if not argv:
+            return []
+        try:
+            result = self.executor.run(argv, dict(self.config.env), self.config.timeout)
+        except CommandError as error:
+            raise MigrationError(f"background migrations: {error}") from None
+        if result.returncode != 0:
+            tail = "\n".join(result.output.splitlines()[-_OUTPUT_TAIL:])
+            raise MigrationError(
+                f"background migrations: {' '.join(argv)} failed with exit status {result.returncode}"
+                + (f"; its last lines:\n{tail}" if tail else "")
+            )
+        return [m for m in parse_background_status(result.output) if not m.finished]
 
     def reversible(self, stage: Stage) -> bool:
         """``False`` for both stages: GitLab's migrations are not rolled back by zdu.

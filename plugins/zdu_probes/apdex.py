@@ -258,7 +258,9 @@ class ApdexProbe:
         started, self._since = self._since, time.time()
         measurement = measurement_of(self._name, self._evaluations(), started, time.time())
         if self._traffic is not None:  # what the figures are worth: how many requests they are of
-            measurement = attrs.evolve(measurement, values={**measurement.values, "judged_requests": self._requests})
+            measurement = attrs.evolve(
+                measurement, values={**measurement.values, "judged_requests": self._requests}
+            )
         self._measurements.append(measurement)
         return measurement
 

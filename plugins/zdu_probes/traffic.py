@@ -23,6 +23,12 @@ browser-like visitors (each with its own cookie jar) followed by the assets the 
 API reads; writes of a unique key, read back once about a second after the acknowledgement and all
 together at the end; long downloads (``streams``); websockets held for the whole run (``sockets``).
 
+A visitor browses as a person does: one page (with its assets) at a time. A page view falls due on
+the schedule whatever the answers, and goes to a visitor who is not loading a page; when every
+visitor is busy (the service is slow) a new visitor arrives, as a real crowd keeps arriving. So a
+page's assets are always asked for with the cookies that page's answer set, which is what sticky
+sessions promise. API reads and writes come from API clients: no browser cookies.
+
 Everything runs in one background thread with its own asyncio loop; the probe reads the records
 through the ``record`` callback, so measuring never waits on the network.
 """
@@ -88,6 +94,8 @@ class _Visitor:
     session: aiohttp.ClientSession
     visit: int = 1
     pages: int = 0
+    #: loading a page (and its assets) now
+    busy: bool = False
 
     @property
     def who(self) -> tuple[int, int]:
@@ -158,12 +166,21 @@ class Traffic:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._read_backs: set[asyncio.Task[None]] = set()
         self._acknowledged: list[str] = []
+        self._next_visitor = 0
+        self._sessions: Callable[[], aiohttp.ClientSession] | None = None
+        self._api_session: aiohttp.ClientSession | None = None
         self._mono0 = time.monotonic()
         self._wall0 = time.time()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.error: str | None = None
         self.final: WriteCheck | None = None
         self.finished = threading.Event()
+
+    @property
+    def _api(self) -> aiohttp.ClientSession:
+        """The API clients' session (no cookies); there only while the traffic runs."""
+        assert self._api_session is not None, "API requests are sent only while the traffic runs"
+        return self._api_session
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -212,11 +229,11 @@ class Traffic:
         connector = aiohttp.TCPConnector(limit=0, force_close=True)
         trace = _trace_config()
 
-        def session() -> aiohttp.ClientSession:
+        def session(*, cookies: bool = True) -> aiohttp.ClientSession:
             made = aiohttp.ClientSession(
                 connector=connector,
                 connector_owner=False,
-                cookie_jar=aiohttp.CookieJar(unsafe=True),
+                cookie_jar=aiohttp.CookieJar(unsafe=True) if cookies else aiohttp.DummyCookieJar(),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=config.timeout),
                 trace_configs=[trace],
@@ -227,7 +244,10 @@ class Traffic:
             return made
 
         visitors = [_Visitor(index, session()) for index in range(config.clients)]
-        service = session()  # streams, websockets and the final lookups: no visitor's cookies
+        self._sessions = session
+        # API clients (reads, writes, read-backs), streams, websockets, the final lookups: no cookies
+        service = session(cookies=False)
+        self._api_session = service
         background: list[asyncio.Task[None]] = [
             asyncio.create_task(self._schedule(visitors), name="zdu-http-schedule")
         ]
@@ -277,15 +297,19 @@ class Traffic:
 
     # --- schedules -----------------------------------------------------------------------------
 
-    def _launch(self, due: float, kind: RequestKind, path: str, work: Coroutine[Any, Any, None]) -> None:
-        """Start a scheduled request, or record it as ``overload`` when too many are in flight."""
+    def _launch(self, due: float, kind: RequestKind, path: str, work: Coroutine[Any, Any, None]) -> bool:
+        """Start a scheduled request, or record it as ``overload`` when too many are in flight.
+
+        Returns whether it started.
+        """
         if len(self._in_flight) >= self._config.max_in_flight:
             work.close()
             self._emit(kind, path, due, status=None, error=ErrorKind.OVERLOAD, scheduled=True)
-            return
+            return False
         task = asyncio.create_task(work)
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+        return True
 
     async def _sleep_until(self, due: float) -> bool:
         """Sleep until ``due`` (monotonic); False once the traffic is stopping."""
@@ -323,11 +347,26 @@ class Traffic:
                         credits[candidate] += share
                     kind = max(credits, key=lambda k: credits[k])
                     credits[kind] -= 1.0
-                visitor = visitors[turn % len(visitors)]
-                turn += 1
+                if kind == "page":
+                    visitor = self._idle_visitor(visitors)
+                else:  # API clients: the visitor only names who sent it in the records
+                    visitor = visitors[turn % len(visitors)]
+                    turn += 1
                 self._start(kind, visitor, due)
                 count += 1
                 due = due + rng.expovariate(config.rps) if poisson else start + count / config.rps
+
+    def _idle_visitor(self, visitors: list[_Visitor]) -> _Visitor:
+        """A visitor not loading a page now (the longest idle first); a new one when all are busy."""
+        for _ in range(len(visitors)):
+            visitor = visitors[self._next_visitor % len(visitors)]
+            self._next_visitor += 1
+            if not visitor.busy:
+                return visitor
+        assert self._sessions is not None, "visitors arrive only while the traffic runs"
+        visitor = _Visitor(len(visitors), self._sessions())
+        visitors.append(visitor)
+        return visitor
 
     def _start(self, kind: str, visitor: _Visitor, due: float) -> None:
         config = self._config
@@ -337,14 +376,18 @@ class Traffic:
                 visitor.session.cookie_jar.clear()
                 visitor.visit += 1
                 visitor.pages = 1
-            self._launch(due, RequestKind.PAGE, config.path, self._page_view(visitor, visitor.who, due))
+            visitor.busy = True
+            if not self._launch(
+                due, RequestKind.PAGE, config.path, self._page_view(visitor, visitor.who, due)
+            ):
+                visitor.busy = False
         elif kind == "api":
             url = self._base.join(yarl.URL(config.api_path))
             self._launch(
                 due,
                 RequestKind.API,
                 url.path,
-                self._attempt(RequestKind.API, url, visitor.session, due, who=visitor.who, scheduled=True),
+                self._attempt(RequestKind.API, url, self._api, due, who=visitor.who, scheduled=True),
             )
         else:
             self._launch(due, RequestKind.WRITE, config.write_path, self._write(visitor, visitor.who, due))
@@ -505,18 +548,21 @@ class Traffic:
 
     async def _page_view(self, visitor: _Visitor, who: tuple[int, int], due: float) -> None:
         """A page, then every asset it references, fetched together by the same visitor."""
-        url = self._base.join(yarl.URL(self._config.path))
-        record, final_url, body = await self._request(
-            RequestKind.PAGE, url, visitor.session, due, who=who, scheduled=True
-        )
-        if record.error is not None or record.status is None or not 200 <= record.status < 300:
-            return
-        # after redirects: GitLab's / may send a visitor to /users/sign_in
-        assets = find_assets(final_url, body.decode("utf-8", errors="replace"))
-        now = time.monotonic()
-        await asyncio.gather(
-            *(self._attempt(RequestKind.ASSET, asset, visitor.session, now, who=who) for asset in assets)
-        )
+        try:
+            url = self._base.join(yarl.URL(self._config.path))
+            record, final_url, body = await self._request(
+                RequestKind.PAGE, url, visitor.session, due, who=who, scheduled=True
+            )
+            if record.error is not None or record.status is None or not 200 <= record.status < 300:
+                return
+            # after redirects: GitLab's / may send a visitor to /users/sign_in
+            assets = find_assets(final_url, body.decode("utf-8", errors="replace"))
+            now = time.monotonic()
+            await asyncio.gather(
+                *(self._attempt(RequestKind.ASSET, asset, visitor.session, now, who=who) for asset in assets)
+            )
+        finally:
+            visitor.busy = False
 
     async def _write(self, visitor: _Visitor, who: tuple[int, int], due: float) -> None:
         """Post a unique key, once; read it back about a second after it is acknowledged."""
@@ -525,7 +571,7 @@ class Traffic:
         record, _, _ = await self._request(
             RequestKind.WRITE,
             url,
-            visitor.session,
+            self._api,
             due,
             method="POST",
             payload={"key": key},
@@ -543,9 +589,7 @@ class Traffic:
         if not await self._sleep_until(time.monotonic() + READ_BACK_DELAY_S):
             return  # stopping: the final lookup checks it
         url = self._base.join(yarl.URL(self._config.read_back_path.format(key=key)))
-        await self._attempt(
-            RequestKind.READ_BACK, url, visitor.session, time.monotonic(), who=visitor.who, key=key
-        )
+        await self._attempt(RequestKind.READ_BACK, url, self._api, time.monotonic(), who=visitor.who, key=key)
 
     async def _final_check(self, session: aiohttp.ClientSession) -> WriteCheck | None:
         """Look every acknowledged write up, in batches; None when the run made no writes at all."""

@@ -71,3 +71,9 @@ def test_skipping_a_minor_is_refused_by_the_command_with_exit_2_before_anything_
     assert done.returncode == 2
     assert "release.version 16.7.0 skips 16.6 from 16.5.0" in done.stderr
     assert '"upgrades": []' in status.stdout  # refused before anything was recorded or changed
+
+
+def test_a_minor_past_the_last_of_its_major_names_the_next_series():
+    expected = r"16\.12\.0 does not follow 16\.11\.0: after 16\.11 comes 17\.0"
+    with pytest.raises(PreflightError, match=expected):
+        check_upgrade_path(Version.parse("16.11.0"), Version.parse("16.12.0"))

@@ -306,7 +306,7 @@ def test_importing_zdu_imports_no_plugin() -> None:
     # the check can fail: the manager does load them
     assert after_manager == (
         "['zdu_get', 'zdu_instrumentor', 'zdu_kubernetes', 'zdu_local', 'zdu_migrations', 'zdu_probes', "
-        "'zdu_strategies']"
+        "'zdu_sim', 'zdu_strategies']"
     )
 
 

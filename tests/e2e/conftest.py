@@ -14,11 +14,15 @@ import attrs
 import pytest
 
 from zdu.config import load_config
-from zdu.model import Version
+from zdu.migrations import MigrationEnv, Stage
+from zdu.model import Target
 from zdu.platform import PlatformEnv
 from zdu.registry import get_plugin_manager
+from zdu.secret import Secret
 from zdu_local.config import demo_app_command
+from zdu_local.demo_app import DEMO_MIGRATIONS
 from zdu_local.platform import LocalPlatform
+from zdu_migrations.sql import SqlRunner, SqlRunnerConfig
 
 FROM, TO = "16.5.0", "16.6.0"
 
@@ -40,8 +44,14 @@ def write_config(
     """A cell.toml for a local fleet of demo apps; ``fault`` is injected into ``fault_version`` only.
 
     ``layers`` become ``strategy.layers``; ``platform`` adds (or overrides) options of ``[platform]``.
+    The instances share a SQLite database (``gitlab.sqlite`` in ``directory``) with the demo's regular
+    migrations applied, which both FROM and TO read: a write one instance acknowledged is read back
+    through any, and the probe's lost writes are the upgrade's own.
     """
-    command = demo_app_command(0.3)
+    database = directory / "gitlab.sqlite"
+    if not (platform or {}).get("command"):
+        shared_database(database)
+    command = demo_app_command(0.3, "--database", str(database))
     if fault:
         command += ["--fault", fault, "--fault-version", fault_version]
     platform_options = {
@@ -67,12 +77,25 @@ def write_config(
     if layers is not None:
         lines.append(f"layers = {json.dumps(layers)}")
     lines += [f"{key} = {json.dumps(value)}" for key, value in (options or {}).items()]
-    probe = {"rps": 60, "clients": 6, **(probe or {})}
+    # Without a traffic layer, pages rendered by one version ask for assets only the other has: these
+    # tests are about the rollout's mechanics, so asset errors are allowed explicitly (the probe's
+    # default fails on any); failed requests, lost writes, cut streams and dropped sockets are not.
+    probe = {"rps": 60, "clients": 6, "max_asset_errors": 1_000_000, **(probe or {})}
     lines += ["[[probes]]", 'name = "http"'] + [f"{k} = {json.dumps(v)}" for k, v in probe.items()]
     lines += ["[upgrade]", f'state_dir = "{directory / "state"}"']
     path = directory / "cell.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def shared_database(database: Path) -> None:
+    """A demo database both FROM and TO can read: 16.6's regular migrations applied, not its post ones."""
+    if database.exists():
+        return
+    target = Target(name="e2e", platform="local", version=FROM)
+    env = MigrationEnv(target=target, platform=None, state_dir=database.parent)  # type: ignore[arg-type]
+    runner = SqlRunner(SqlRunnerConfig(database=Secret(f"sqlite://{database}"), path=DEMO_MIGRATIONS), env)
+    runner.apply(Stage.PRE)
 
 
 @pytest.fixture
@@ -84,7 +107,7 @@ def fleet(tmp_path):
         config = load_config(config_path, get_plugin_manager())
         platform = LocalPlatform(config.platform.options, PlatformEnv(config.target, config.target_state_dir))
         platforms.append(platform)
-        platform.up(Version.parse(FROM))
+        platform.up(config.target.version)
         return platform
 
     yield start

@@ -6,8 +6,12 @@ is *present* in the environment (GitLab tests presence, not value), ``db:migrate
 migrations in version order and stops at the first failure (the earlier ones stay applied), and the
 status lists ``up``/``down`` per migration. Controlled by environment variables:
 
-* ``STAND_IN_RAKE_STATE``: a JSON file ``{"migrations": [{"version", "name", "post", "up"}]}``, updated
-  by ``db:migrate``;
+* ``STAND_IN_RAKE_STATE``: a JSON file ``{"migrations": [{"version", "name", "post", "up"}],
+  "background_migrations": [{"job_class_name", "table_name", "column_name", "status"}]}``, updated by
+  ``db:migrate``; ``gitlab:background_migrations:status`` prints the background migrations as GitLab
+  does (``Database: main``, then ``STATUS | JobClass,table,column,[arguments]``), and a background
+  migration with ``"finished_after": N`` counts as finished from the N-th status call on (as if
+  Sidekiq worked on it meanwhile);
 * ``STAND_IN_RAKE_RECORD``: a file to which each call appends a JSON line ``{"argv", "env", "pid"}``;
 * ``STAND_IN_RAKE_FAIL``: the version of a migration that fails;
 * ``STAND_IN_RAKE_HANG``: when set, ``db:migrate`` starts a child process and both sleep until killed
@@ -49,6 +53,17 @@ def main(argv: list[str]) -> int:
         for migration in _visible(state["migrations"]):
             status = "up" if migration["up"] else "down"
             print(f"  {status:>4}     {migration['version']}  {migration['name']}")
+        return 0
+    if task == "gitlab:background_migrations:status":
+        print("Database: main")
+        for migration in state.get("background_migrations", []):
+            if "finished_after" in migration:
+                migration["finished_after"] -= 1
+                if migration["finished_after"] <= 0:
+                    migration["status"] = "finished"
+            fields = [migration["job_class_name"], migration["table_name"], migration["column_name"], "[]"]
+            print(f"{migration['status']:<10} | {','.join(fields)}")
+        state_file.write_text(json.dumps(state))
         return 0
     if task == "db:migrate":
         if os.environ.get("STAND_IN_RAKE_HANG"):

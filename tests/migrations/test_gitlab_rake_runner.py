@@ -15,8 +15,9 @@ import psutil
 import pytest
 
 from zdu.config import load_config
-from zdu.errors import ConfigError
+from zdu.errors import ConfigError, PreflightError
 from zdu.migrations import (
+    BackgroundMigrationSource,
     CommandError,
     CommandExecutor,
     CommandResult,
@@ -25,11 +26,18 @@ from zdu.migrations import (
     MigrationError,
     MigrationRunner,
     Stage,
+    check_background_migrations,
+    wait_for_background_migrations,
 )
 from zdu.model import Target
 from zdu.registry import get_plugin_manager
 from zdu_migrations.executor import LocalCommandExecutor
-from zdu_migrations.gitlab_rake import GitLabRakeConfig, GitLabRakeRunner, parse_status
+from zdu_migrations.gitlab_rake import (
+    GitLabRakeConfig,
+    GitLabRakeRunner,
+    parse_background_status,
+    parse_status,
+)
 
 from .conftest import RecordedContext
 
@@ -331,3 +339,125 @@ def test_bad_configuration_is_named(options: dict[str, object], expected: str) -
     with pytest.raises(ConfigError) as error:
         load_config(raw, get_plugin_manager())
     assert expected in str(error.value)
+
+
+# -- batched background migrations -------------------------------------------------------------------
+
+
+class HealthyPlatform:
+    """Enough of a platform for UpgradeContext.wait: it is always healthy."""
+
+    def check_health(self) -> list[str]:
+        return []
+
+
+def background_stand_in(stand_in: StandIn, migrations: list[dict[str, Any]]) -> GitLabRakeRunner:
+    state = json.loads(stand_in.state_file.read_text())
+    state["background_migrations"] = migrations
+    stand_in.state_file.write_text(json.dumps(state))
+    config = stand_in.config(
+        background_status_command=[sys.executable, str(STAND_IN), "gitlab:background_migrations:status"]
+    )
+    return GitLabRakeRunner(
+        config, MigrationEnv(Target("t", "local", "16.5.0"), object(), stand_in.directory)
+    )
+
+
+def bbm(job_class: str, status: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "job_class_name": job_class,
+        "table_name": "projects",
+        "column_name": "id",
+        "status": status,
+        **extra,
+    }
+
+
+def test_unfinished_background_migrations_are_read_from_gitlab_and_refused(stand_in: StandIn) -> None:
+    runner = background_stand_in(
+        stand_in,
+        [
+            bbm("Done", "finished"),
+            bbm("Sealed", "finalized"),
+            bbm("Backfill", "active"),
+            bbm("Broken", "failed"),
+        ],
+    )
+    assert isinstance(runner, BackgroundMigrationSource)
+    assert [(m.job_class_name, m.status) for m in runner.background_migrations()] == [
+        ("Backfill", "active"),
+        ("Broken", "failed"),
+    ]
+    with pytest.raises(PreflightError) as refused:
+        check_background_migrations(runner)
+    message = str(refused.value)
+    assert "2 unfinished batched background migrations" in message
+    assert "Backfill on projects.id (active)" in message and "Broken on projects.id (failed)" in message
+    assert "Done" not in message and "Sealed" not in message
+    status_calls = [c for c in stand_in.calls() if c.get("argv") == ["gitlab:background_migrations:status"]]
+    assert status_calls and status_calls[0]["env"]["RAILS_ENV"] == "production"
+
+
+def test_finished_background_migrations_let_the_upgrade_start(stand_in: StandIn) -> None:
+    runner = background_stand_in(stand_in, [bbm("Done", "finished"), bbm("Sealed", "finalized")])
+    check_background_migrations(runner)  # no error
+    assert runner.background_migrations() == []
+
+
+def test_the_wait_ends_when_gitlab_reports_them_finished(
+    stand_in: StandIn, make_context: MakeContext
+) -> None:
+    runner = background_stand_in(stand_in, [bbm("Backfill", "active", finished_after=3)])
+    recorded = make_context(platform=HealthyPlatform())
+    wait_for_background_migrations(runner, recorded.ctx, timeout=60, interval=0.05)
+    events = [e for e in recorded.events if e.kind == "background-migrations"]
+    assert (
+        "waiting for 1 batched background migrations: Backfill on projects.id (active)" in events[0].message
+    )
+    assert events[-1].data["unfinished"] == []
+    assert len([c for c in stand_in.calls() if c.get("argv") == ["gitlab:background_migrations:status"]]) == 3
+
+
+def test_the_wait_gives_up_after_its_timeout_naming_them(
+    stand_in: StandIn, make_context: MakeContext
+) -> None:
+    runner = background_stand_in(stand_in, [bbm("Backfill", "active", finished_after=10_000)])
+    with pytest.raises(
+        MigrationError, match=r"still unfinished after 0.3s: Backfill on projects.id \(active\)"
+    ):
+        wait_for_background_migrations(
+            runner, make_context(platform=HealthyPlatform()).ctx, timeout=0.3, interval=0.05
+        )
+
+
+def test_the_wait_stops_at_a_failed_one(stand_in: StandIn, make_context: MakeContext) -> None:
+    runner = background_stand_in(stand_in, [bbm("Broken", "failed")])
+    with pytest.raises(MigrationError, match=r"batched background migrations failed: Broken"):
+        wait_for_background_migrations(
+            runner, make_context(platform=HealthyPlatform()).ctx, timeout=60, interval=0.05
+        )
+
+
+def test_without_a_background_status_command_nothing_is_checked(stand_in: StandIn) -> None:
+    config = stand_in.config(background_status_command=[])
+    runner = GitLabRakeRunner(
+        config, MigrationEnv(Target("t", "local", "16.5.0"), object(), stand_in.directory)
+    )
+    assert runner.background_migrations() == []
+    assert stand_in.calls() == []
+
+
+def test_parse_background_status_of_several_databases() -> None:
+    output = (
+        "Database: main\n"
+        'finished   | CopyColumnUsingBackgroundMigrationJob,events,id,[["id"],["id_convert_to_bigint"]]\n'
+        "active     | BackfillProjectsPath,projects,id,[]\n"
+        "Database: ci\n"
+        "paused     | BackfillCiBuilds,ci_builds,id,[]\n"
+    )
+    assert [m.describe() for m in parse_background_status(output)] == [
+        "main: CopyColumnUsingBackgroundMigrationJob on events.id (finished)",
+        "main: BackfillProjectsPath on projects.id (active)",
+        "ci: BackfillCiBuilds on ci_builds.id (paused)",
+    ]
+    assert [m.name for m in parse_background_status("Database: main\nactive | A,t,c,[]\n")] == ["A on t.c"]

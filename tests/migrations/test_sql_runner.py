@@ -372,6 +372,20 @@ def test_configured_through_the_registry_with_a_path_relative_to_the_config(
         ({"lock_timeout": 0}, "lock_timeout must be positive"),
         ({"path": "missing"}, "is not a directory"),
         ({"unknown": 1}, "migrations: unknown field 'unknown'"),
+        (
+            {"lock_retries": "sometimes"},
+            "lock_retries must be one of 'marked', 'all', 'none', got 'sometimes'",
+        ),
+        ({"lock_retry_attempts": 0}, "lock_retry_attempts must be 1 or more, got 0"),
+        ({"lock_retry_lock_timeout": -1}, "lock_retry_lock_timeout must be positive"),
+        (
+            {"wait_for_background_migrations": "yes"},
+            "migrations.wait_for_background_migrations: expected true",
+        ),
+        (
+            {"background_migrations_timeout": 0},
+            "migrations.background_migrations_timeout: expected a positive",
+        ),
     ],
 )
 def test_bad_configuration_is_named(tmp_path: Path, options: dict[str, object], expected: str) -> None:
