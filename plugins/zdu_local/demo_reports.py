@@ -15,20 +15,17 @@ from zdu.journal import Journal, default_state_dir
 from zdu.model import UpgradeStatus
 from zdu.report import load_view, render_html, render_index
 
-__all__ = ["DEMO_TARGET", "demo_journal", "write_html_reports"]
-
-#: The target name of every demo fleet.
-DEMO_TARGET = "demo"
+__all__ = ["demo_journal", "write_html_reports"]
 
 
 def demo_journal(path: Path | None = None) -> Journal:
     """The journal the demo records in (default: ``<default state dir>/demo/journal.sqlite``).
 
-    Upgrades a demo left unfinished (it was killed: its fleet is gone with its temporary directory)
-    are closed as failed, so that they do not hold the demo's target.
+    It holds only the demo's upgrades. Those a demo left unfinished (it was killed: its fleet is gone
+    with its temporary directory) are closed as failed, so that they do not hold the demo's targets.
     """
     journal = Journal(path or default_state_dir() / "demo" / "journal.sqlite")
-    for record in journal.upgrades(DEMO_TARGET, limit=1000):  # marks those of dead owners interrupted
+    for record in journal.upgrades(limit=1000):  # marks those of dead owners interrupted
         if record.status in (UpgradeStatus.INTERRUPTED, UpgradeStatus.PAUSED):
             journal.finish(
                 record.id,
