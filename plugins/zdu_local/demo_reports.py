@@ -1,38 +1,41 @@
 """The demo's journal and reports: its upgrades can be looked up after it ends.
 
 The demo's fleets live in temporary directories, removed at the end; its upgrades are recorded in a
-journal that stays, ``demo/journal.sqlite`` in the default state directory, which ``zdu status`` and
-``zdu report ID`` find without options. ``zdu demo --html DIR`` writes one HTML report per scenario
+journal that stays, one per run under ``demos/`` in the default state directory, which ``zdu status``
+and ``zdu report ID`` find without options. ``zdu demo --html DIR`` writes one HTML report per scenario
 and an ``index.html`` linking them.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from zdu.journal import Journal, default_state_dir
-from zdu.model import UpgradeStatus
 from zdu.report import load_view, render_html, render_index
 
-__all__ = ["demo_journal", "write_html_reports"]
+__all__ = ["KEEP_RUNS", "demo_journal", "write_html_reports"]
+
+#: The journals of this many latest demo runs are kept.
+KEEP_RUNS = 20
 
 
-def demo_journal(path: Path | None = None) -> Journal:
-    """The journal the demo records in (default: ``<default state dir>/demo/journal.sqlite``).
+def demo_journal(directory: Path | None = None, keep: int = KEEP_RUNS) -> Journal:
+    """A new journal for one demo run, in ``directory`` (default: ``<default state dir>/demos``).
 
-    It holds only the demo's upgrades. Those a demo left unfinished (it was killed: its fleet is gone
-    with its temporary directory) are closed as failed, so that they do not hold the demo's targets.
+    One journal per run, so that demos running at once never meet on a target; ``zdu report ID``
+    finds it all the same (every journal an upgrade began in is remembered). The journals of all but
+    the ``keep`` latest runs are removed.
     """
-    journal = Journal(path or default_state_dir() / "demo" / "journal.sqlite")
-    for record in journal.upgrades(limit=1000):  # marks those of dead owners interrupted
-        if record.status in (UpgradeStatus.INTERRUPTED, UpgradeStatus.PAUSED):
-            journal.finish(
-                record.id,
-                UpgradeStatus.FAILED,
-                error="abandoned: the demo that ran it stopped, its fleet is gone",
-            )
-    return journal
+    runs = directory or default_state_dir() / "demos"
+    run = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    run.mkdir(parents=True, exist_ok=True)
+    for old in sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.name)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return Journal(run / "journal.sqlite")
 
 
 def write_html_reports(journal: Journal, scenarios: Sequence[tuple[str, str, str]], directory: Path) -> Path:
