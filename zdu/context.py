@@ -209,7 +209,9 @@ class UpgradeContext:
             self.gate(step)
 
     def analyse(self, url: str, seconds: float, step: str) -> list[Verdict]:
-        """Run a fresh instance of every probe against ``url`` for ``seconds``; raise if one fails.
+        """Run a fresh instance of every probe against ``url`` for ``seconds``; raise unless all passed.
+
+        A FAILED or INCONCLUSIVE verdict (of a probe not in dry run) raises :class:`GateFailed`.
 
         ``blue-green`` uses this to verify the new set through its preview URL before the switch
         (Argo Rollouts' pre-promotion analysis).
@@ -235,10 +237,11 @@ class UpgradeContext:
                 values=dict(verdict.values),
                 reasons=list(verdict.reasons),
             )
-            if verdict.status is VerdictStatus.FAILED and not settings.dry_run:
-                raise GateFailed(
-                    f"analysis of {step} by {verdict.probe} failed: {'; '.join(verdict.reasons)}"
-                )
+            # an analysis decides a switch of traffic: one that could not measure (inconclusive, for
+            # instance a probe whose traffic died) does not let the switch happen
+            if verdict.status in (VerdictStatus.FAILED, VerdictStatus.INCONCLUSIVE) and not settings.dry_run:
+                reasons = "; ".join(verdict.reasons)
+                raise GateFailed(f"analysis of {step} by {verdict.probe} {verdict.status.value}: {reasons}")
         return [verdict for verdict, _ in verdicts]
 
 

@@ -68,6 +68,7 @@ __all__ = [
     "DemoTraffic",
     "Scenario",
     "create_database",
+    "create_mixed_database",
     "next_release",
     "render_table",
     "run_demo",
@@ -498,6 +499,24 @@ def create_database(database: Path, version: Version) -> None:
     16.5.0: the demo migrations up to 16.5's schema; a later version: every demo migration, regular
     and post-deployment.
     """
+    runner = _demo_runner(database, version)
+    if version <= START_VERSION:
+        runner.apply(Stage.PRE, through=DEMO_BASE_SCHEMA)
+    else:
+        runner.apply(Stage.PRE)
+        runner.apply(Stage.POST)
+
+
+def create_mixed_database(database: Path) -> None:
+    """Create the demo's database as an upgrade to 16.6 leaves it between its two stages.
+
+    16.6's regular migrations are applied, its post-deployment ones are not: both 16.5 and 16.6 read
+    it, so a fleet of either (or both) shares it without migrations of its own.
+    """
+    _demo_runner(database, START_VERSION).apply(Stage.PRE)
+
+
+def _demo_runner(database: Path, version: Version) -> Any:
     from zdu_migrations.sql import SqlRunner, SqlRunnerConfig  # noqa: PLC0415 - zdu_migrations on demand
 
     env = MigrationEnv(
@@ -506,12 +525,7 @@ def create_database(database: Path, version: Version) -> None:
         platform=cast(Platform, None),
         state_dir=database.parent,
     )
-    runner = SqlRunner(SqlRunnerConfig(database=Secret(f"sqlite://{database}"), path=DEMO_MIGRATIONS), env)
-    if version <= START_VERSION:
-        runner.apply(Stage.PRE, through=DEMO_BASE_SCHEMA)
-    else:
-        runner.apply(Stage.PRE)
-        runner.apply(Stage.POST)
+    return SqlRunner(SqlRunnerConfig(database=Secret(f"sqlite://{database}"), path=DEMO_MIGRATIONS), env)
 
 
 def _label(scenario: Scenario | DemoRow) -> str:
