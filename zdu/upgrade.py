@@ -596,7 +596,12 @@ class Upgrade:
                 self.manager.register(observer, name=name)
         try:
             if metrics is not None and config.metrics_address:
-                url = metrics.serve(config.metrics_address)
+                try:
+                    url = metrics.serve(config.metrics_address)
+                except OSError as error:
+                    raise UsageError(
+                        f"upgrade.metrics_address: cannot serve on {config.metrics_address!r}: {error}"
+                    ) from None
                 log.info("metrics of upgrade of %s at %s", config.target.name, url)
                 self.metrics_url = url
             yield

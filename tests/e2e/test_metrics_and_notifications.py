@@ -10,15 +10,18 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import attrs
 import pytest
 
 from tests.e2e.conftest import TO, write_config
 from tests.e2e.observability import TOLERANT, free_port, get_text, running_prometheus, running_pushgateway
+from zdu.errors import UsageError
 from zdu.metrics import METRIC_NAMES, grafana_dashboard
 from zdu.upgrade import Upgrade
 
@@ -91,6 +94,17 @@ def test_metrics_are_served_during_the_upgrade_and_pushed_at_its_end(tmp_path: P
         assert "deployment_duration_seconds" not in before and "zdu_upgrade_info" not in before
         with pytest.raises(OSError):
             get_text(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+        # a port already taken is bad input, named, before anything starts
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            busy = Upgrade.from_config(config)
+            busy.config = attrs.evolve(busy.config, metrics_address=f"127.0.0.1:{taken.getsockname()[1]}")
+            with pytest.raises(UsageError, match=r"upgrade\.metrics_address: cannot serve on"):
+                busy.run()
+            busy.close()
+            assert busy.journal.upgrades() == []
 
         upgrade = Upgrade.from_config(config)
         scraped: list[str] = []
