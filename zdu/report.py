@@ -78,6 +78,16 @@ def failure_rate_upper_95(failed: int, requests: int) -> float:
     return min(1.0, (centre + spread) / (1 + z * z / requests))
 
 
+#: The counts whose rates a report bounds, each with what it is a count of (figure, unit).
+_RATES = {
+    "failed_requests": ("requests", "requests"),
+    "asset_errors": ("asset_requests", "assets"),
+    "lost_writes": ("writes", "writes"),
+    "cut_streams": ("streams", "streams"),
+    "dropped_sockets": ("sockets", "websockets"),
+}
+
+
 @attrs.frozen
 class PhaseSpan:
     """One phase as it ran: when, how long, and how it ended."""
@@ -177,23 +187,24 @@ class UpgradeView:
         return list(report.get("verdicts", []))
 
     def zeros(self) -> list[dict[str, Any]]:
-        """What each probe's counts are worth: the 95 % upper bound of its failure rates."""
+        """What each probe's counts are worth: the 95 % upper bound of each rate it counted."""
         reach = []
         for verdict in self.verdicts:
             values = verdict.get("values", {})
-            requests = int(values.get("requests", 0))
-            if requests <= 0:
-                continue
-            for name in ("failed_requests", "asset_errors", "lost_writes"):
-                if name in values:
+            for name, (of, unit) in _RATES.items():
+                total = int(
+                    values.get(of, values.get("requests", 0)) if of == "asset_requests" else values.get(of, 0)
+                )
+                if name in values and total > 0:
                     count = int(values[name])
                     reach.append(
                         {
                             "probe": verdict.get("probe", ""),
                             "figure": name,
                             "count": count,
-                            "of": requests,
-                            "upper_95": failure_rate_upper_95(count, requests),
+                            "of": total,
+                            "unit": unit,
+                            "upper_95": failure_rate_upper_95(count, total),
                         }
                     )
         return reach
@@ -229,6 +240,7 @@ class UpgradeView:
                 for name in ("p50_ms", "p99_ms"):
                     if name in values:
                         levels[second][name] = max(levels[second].get(name, 0.0), float(values[name]))
+        self._add_unmeasured_tail(buckets, start)
         last = int(self.finished_at - start) + 1
         return [
             Second(
@@ -242,6 +254,33 @@ class UpgradeView:
             )
             for second in range(max(last, 1))
         ]
+
+    def _add_unmeasured_tail(self, buckets: dict[int, dict[str, float]], start: float) -> None:
+        """Spread what each probe counted after its last measurement over the time left.
+
+        That is its verdict's totals beyond its measurements' (a rollback gates nothing, and the end
+        comes after the last gate), from the last measurement to the end of the upgrade.
+        """
+        measured: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        last: dict[str, float] = {}
+        for event in self.events:
+            if event.kind.startswith("measurement-") and "requests" in event.data.get("values", {}):
+                probe, values = str(event.data.get("probe", "")), event.data["values"]
+                for name in ("requests", "failed_requests", "asset_errors"):
+                    measured[probe][name] += float(values.get(name, 0))
+                last[probe] = float(event.data.get("finished_at") or event.at)
+        for verdict in self.verdicts:
+            probe, values = str(verdict.get("probe", "")), verdict.get("values", {})
+            if probe not in last or "requests" not in values:
+                continue
+            rest = {name: float(values.get(name, 0)) - measured[probe][name] for name in measured[probe]}
+            if rest["requests"] <= 0 or self.finished_at <= last[probe]:
+                continue
+            ok = max(rest["requests"] - rest["failed_requests"] - rest["asset_errors"], 0.0)
+            for second, weight in _spread(last[probe] - start, self.finished_at - start):
+                buckets[second]["ok"] += ok * weight
+                buckets[second]["failed"] += max(rest["failed_requests"], 0.0) * weight
+                buckets[second]["asset_errors"] += max(rest["asset_errors"], 0.0) * weight
 
 
 def _spread(begin: float, end: float) -> list[tuple[int, float]]:
@@ -322,7 +361,7 @@ def render_text(view: UpgradeView) -> str:
     for zero in view.zeros():
         if zero["count"] == 0:
             lines.append(
-                f"  {zero['probe']}: 0 {zero['figure'].replace('_', ' ')} of {zero['of']} requests: "
+                f"  {zero['probe']}: 0 {zero['figure'].replace('_', ' ')} of {zero['of']} {zero['unit']}: "
                 f"the rate is below {zero['upper_95']:.3%} with 95 % confidence"
             )
     lines.append("events:")
@@ -451,6 +490,7 @@ def render_html(view: UpgradeView, path: Path) -> Path:
     environment.filters["clock"] = _clock
     environment.filters["number"] = _number
     environment.filters["pretty"] = lambda value: json.dumps(value, indent=2, default=str)
+    environment.filters["figures"] = _main_figures
     template = environment.get_template("report.html.j2")
     r = view.record
     picture = base64.b64encode(timeline_png(view)).decode("ascii")
@@ -476,6 +516,26 @@ def render_html(view: UpgradeView, path: Path) -> Path:
 
 #: Up to this many measurements, the page lists every one; past it, those with checks or that did not pass.
 _ALL_DECISIONS = 300
+
+
+#: The figures the decisions table shows of a measurement without checks (when it has them).
+_MAIN_FIGURES = (
+    "requests",
+    "failed_requests",
+    "asset_errors",
+    "lost_writes",
+    "cut_streams",
+    "dropped_sockets",
+    "error_ratio",
+    "p50_ms",
+    "p99_ms",
+    "longest_outage_s",
+)
+
+
+def _main_figures(values: Mapping[str, Any]) -> str:
+    shown = {k: v for k, v in values.items() if k in _MAIN_FIGURES} or dict(values)
+    return ", ".join(f"{k}={_number(v)}" for k, v in shown.items())
 
 
 def _shown_decisions(decisions: list[GateDecision]) -> list[GateDecision]:
