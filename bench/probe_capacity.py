@@ -1,6 +1,8 @@
 """Measure the http probe's capacity against wrk on the same stack, in the same run.
 
-The stack: a local fleet of demo-app instances behind nginx (retries off). First wrk, closed loop with
+The stack: a local fleet of demo-app instances behind nginx (retries off), sharing their database; the
+request, for both tools, is the API read of a project (``/api/v4/projects/1``, read from the database
+in the app's thread pool, as GitLab's Puma would). First wrk, closed loop with
 enough connections to saturate the stack, gives the stack's throughput. Then the probe, open loop,
 sends API reads at rising rates for a few seconds each; a rate is *sustained* when every scheduled
 request was sent and recorded (achieved rate within 3% of the offered one), none failed and none was
@@ -28,11 +30,13 @@ from zdu.probe import ProbeContext
 from zdu.registry import get_plugin_manager
 from zdu_local.config import demo_app_command
 from zdu_local.crosscheck import find_wrk
+from zdu_local.demo import create_database
 from zdu_local.platform import LocalPlatform
 from zdu_probes.http import HttpProbe, HttpProbeConfig
 
 VERSION = Version.parse("16.6.0")
-PATH = "/api/v4/version"
+#: GitLab-shaped: the API read of a project, which the demo app answers from its database
+PATH = "/api/v4/projects/1"
 
 
 def wrk_throughput(url: str, seconds: float, connections: int, *, close: bool = False) -> float:
@@ -85,9 +89,15 @@ def measure(seconds: float = 6.0, replicas: int = 3) -> dict[str, Any]:
     """wrk's throughput and the probe's highest sustained rate on one fresh stack."""
     manager = get_plugin_manager()
     state_dir = Path(tempfile.mkdtemp(prefix="zdu-bench-capacity-"))
+    database = state_dir / "gitlab.sqlite"
+    create_database(database, VERSION)
     raw = {
         "target": {"name": "capacity", "platform": "local", "version": str(VERSION)},
-        "platform": {"replicas": replicas, "command": demo_app_command(0.2), "retry": False},
+        "platform": {
+            "replicas": replicas,
+            "command": demo_app_command(0.2, "--database", str(database)),
+            "retry": False,
+        },
         "release": {"version": "16.7.0"},
         "strategy": {"name": "rolling"},
         "upgrade": {"state_dir": str(state_dir)},
