@@ -192,6 +192,9 @@ class Journal:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        from zdu.journals import remember  # noqa: PLC0415 - it imports this module
+
+        remember(self.path)  # so that 'zdu status' and 'zdu report' find this journal
         return upgrade_id
 
     def check_free(self, target: str) -> None:

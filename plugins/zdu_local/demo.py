@@ -44,9 +44,10 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
-from zdu.cli import ProgressObserver, interruptible
+from zdu.cli import ProgressObserver, WarningSummary, interruptible, stderr_console
 from zdu.config import load_config
 from zdu.errors import ZduError
+from zdu.journal import Journal
 from zdu.migrations import MigrationEnv, Stage
 from zdu.model import Report, Target, UpgradeStatus, Version
 from zdu.platform import Platform, PlatformEnv
@@ -208,6 +209,8 @@ class DemoRow:
     slow_requests: int = 0
     failure_rate_upper_95: float = 1.0
     independent: IndependentCount | None = None
+    #: the upgrade's id in the demo's journal (``zdu report ID``)
+    upgrade_id: str = ""
 
     @classmethod
     def from_report(
@@ -251,6 +254,7 @@ class DemoRow:
             slow_requests=count("slow_requests"),
             failure_rate_upper_95=report.value("failure_rate_upper_95", 1.0),
             independent=independent,
+            upgrade_id=report.upgrade_id,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -283,6 +287,7 @@ class DemoRow:
             "failure_rate_upper_95": self.failure_rate_upper_95,
             "duration_s": self.duration_s,
             "independent": None if self.independent is None else self.independent.to_dict(),
+            "upgrade_id": self.upgrade_id,
         }
 
 
@@ -338,22 +343,23 @@ def run_demo(
     traffic: DemoTraffic | None = None,
     replicas: int = 3,
     console: Console | None = None,
+    journal: Journal | None = None,
 ) -> list[DemoRow]:
     """Run the scenarios under traffic and return their rows, in the order given.
 
     The scenarios without migrations share one fleet, each going one minor version further; every
     scenario with migrations gets a fresh fleet and database. Every fleet is stopped at the end.
     """
-    console = console or Console(stderr=True, highlight=False)
+    console = console or stderr_console()
     scenarios = list(scenarios)
     settings = DemoSettings(
-        manager=manager, traffic=traffic or DemoTraffic(), replicas=replicas, console=console
+        manager=manager, traffic=traffic or DemoTraffic(), replicas=replicas, console=console, journal=journal
     )
     rows: dict[str, DemoRow] = {}
     observer = ProgressObserver(console)
     manager.register(observer, name="zdu-demo-progress")
     try:
-        with interruptible(settings.cancel, console):
+        with interruptible(settings.cancel, console), WarningSummary().holding(console):
             chain = [s for s in scenarios if s.migrations == "none" and s.strategy != "get"]
             if chain:
                 rows.update(_run_fleet(chain, settings, CHAIN_START_VERSION))
@@ -380,6 +386,8 @@ class DemoSettings:
     console: Console
     cancel: threading.Event = attrs.field(factory=threading.Event)
     _warned_wrk: bool = False
+    #: where the upgrades are recorded (default: each fleet's own, removed with it)
+    journal: Journal | None = None
 
     @contextmanager
     def independent(self, url: str) -> Iterator[Callable[[], IndependentCount | None]]:
@@ -414,7 +422,7 @@ class DemoSettings:
         **options: Any,
     ) -> DemoRow:
         """Upgrade as ``config`` says under the probe and wrk; raise unless it succeeded."""
-        upgrade = Upgrade(config, self.manager, verify_seconds=1.0, **options)
+        upgrade = Upgrade(config, self.manager, journal=self.journal, verify_seconds=1.0, **options)
         upgrade.cancel = self.cancel
         with self.independent(url) as independent:
             report = upgrade.run()
