@@ -58,6 +58,10 @@ _SHOWN = {
     "analysis",
     "migrations-applied",
     "migrations",
+    "lock-retry",
+    "invalid-index-dropped",
+    "invalid-index-left",
+    "background-migrations",
     "probe-started",
     "unsafe",
 }

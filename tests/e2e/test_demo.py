@@ -15,7 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-pytestmark = pytest.mark.slow
+# the whole demo runs once for the module: minutes, not the suite's 300 s per test
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 SAFE = [
     "rolling",
@@ -48,7 +49,7 @@ def demo() -> dict[str, dict]:
         [str(Path(sys.executable).parent / "zdu"), "demo", "--json"],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1400,
     )
     assert done.returncode == 0, done.stderr[-5000:]
     # nothing the demo started is left: instances log into its state directory, nginx runs under it
