@@ -40,7 +40,7 @@ import psutil
 from zdu.errors import PlatformError
 from zdu_local.config import split_address
 from zdu_local.network import format_address, free_port
-from zdu_local.nginx import Nginx
+from zdu_local.nginx import BinaryUpgrade, Nginx
 from zdu_local.processes import ProcessIdentity, tail
 from zdu_local.state import InstanceRecord, RouterRecord, StateStore
 
@@ -629,6 +629,31 @@ class NginxRouter:
                     self._apply(attrs.evolve(record, asset_grace=leaving))
                     self._hold_grace(self._affinity_grace)
             self._apply(attrs.evolve(self.record, asset_grace=()))
+
+    def upgrade(self, program: str | None = None, *, timeout: float = 30.0) -> BinaryUpgrade:
+        """Replace nginx itself (a new binary or version) under traffic, without dropping a connection.
+
+        :meth:`Nginx.upgrade`: a new master started beside the old one by USR2 on the same listening
+        sockets, the old workers retired by WINCH (they finish their requests, long downloads and
+        websockets), the old master by QUIT. Returns once the new master serves the configuration in
+        force (its control server answers the same generation) and the old workers accept nothing;
+        the old master exits later, after its last connection. The state remembers the new master.
+
+        :param program: the nginx program to run from now on; default: the platform's ``nginx``
+            (after a package upgrade replaced it, the same path runs the new version).
+        """
+        with self._store.locked():
+            record = self.record
+            result = self._nginx.upgrade(program, timeout=timeout)
+            if not self._serves(record):
+                raise PlatformError(
+                    f"nginx's new master (pid {result.new.pid}) does not serve configuration "
+                    f"generation {record.generation}"
+                )
+            self._save(
+                attrs.evolve(record, master_pid=result.new.pid, master_started_at=result.new.started_at)
+            )
+            return result
 
     def _apply(self, record: RouterRecord) -> None:
         """Put ``record``'s routing in force by a confirmed graceful reload (nothing when it already is)."""
