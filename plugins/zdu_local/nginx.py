@@ -271,7 +271,7 @@ class Nginx:
                 f"{new_binary} refuses the running configuration: {_nginx_message(result.stderr)}"
             )
         started = self.started_from(old)
-        previous_target = os.readlink(self.launcher) if self.launcher.is_symlink() else None
+        previous_target = str(self.launcher.readlink()) if self.launcher.is_symlink() else None
         if started == str(self.launcher):
             _link(self.launcher, new_binary)
         elif started is None or os.path.realpath(started) != os.path.realpath(new_binary):
@@ -297,9 +297,7 @@ class Nginx:
         os.kill(old.pid, signal.SIGQUIT)
         self._binary = new_binary
         held = sum(_connections(worker) for worker in old_workers)
-        logger.info(
-            "old nginx master %d retires (QUIT) once its workers' %d connections end", old.pid, held
-        )
+        logger.info("old nginx master %d retires (QUIT) once its workers' %d connections end", old.pid, held)
         return BinaryUpgrade(old=old, new=new, binary=new_binary, held_connections=held)
 
     def _wait_new_master(self, old: ProcessIdentity, timeout: float) -> ProcessIdentity:
