@@ -18,6 +18,8 @@ The assets store's size per published version is read from the store. Prints Mar
 (copied into docs/traffic-layers.md).
 
     python bench/layer_costs.py [--rps 150] [--clients 20] [--session-pages 0]
+
+``ZDU_BENCH_DEBUG=1`` prints, to stderr, the requests per instance of each second that became the worst.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +57,22 @@ SETTINGS: tuple[tuple[str, tuple[str, ...], dict[str, Any]], ...] = (
     ("assets-shim", ("assets-shim",), {}),
 )
 
-_LOG_LINE = re.compile(r"\[(?P<time>[^\]]+)\] .* upstream=(?P<upstream>\S+) ")
+_LOG_LINE = re.compile(r" upstream=(?P<upstream>\S+) .* rt=(?P<rt>[0-9.]+) msec=(?P<msec>[0-9.]+)")
 
 
 def _answered(access_log: Path) -> list[tuple[int, str]]:
-    """(whole second, instance address) of every request an instance answered, from nginx's log."""
+    """(second it started, instance address) of every request an instance answered, from nginx's log.
+
+    A request counts in the second nginx received it (``$msec - $request_time``), not the one it ended
+    in: a slow answer is load the instance was given earlier.
+    """
     answered = []
     for line in access_log.read_text(encoding="utf-8", errors="replace").splitlines():
         match = _LOG_LINE.search(line)
         if match is None or match["upstream"] == "-":
             continue
-        second = int(datetime.strptime(match["time"], "%d/%b/%Y:%H:%M:%S %z").timestamp())
-        answered.append((second, match["upstream"].split(",")[-1].strip()))
+        started = float(match["msec"]) - float(match["rt"])
+        answered.append((int(started), match["upstream"].split(",")[-1].strip()))
     return answered
 
 

@@ -320,7 +320,8 @@ def render_config(
         "events {\n    worker_connections 4096;\n}",
         "http {",
         "    log_format zdu '$remote_addr [$time_local] \"$request\" $status $body_bytes_sent '",
-        "                   'upstream=$upstream_addr upstream_status=$upstream_status rt=$request_time';",
+        "                   'upstream=$upstream_addr upstream_status=$upstream_status rt=$request_time "
+        "msec=$msec';",
         f"    access_log {_quote(str(prefix / 'logs' / 'access.log'))} zdu buffer=32k flush=1s;",
     ]
     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
