@@ -272,7 +272,8 @@ def _routing_document(record: RouterRecord, routed: Sequence[InstanceRecord], re
 
 
 def _routed(record: RouterRecord, instances: Sequence[InstanceRecord]) -> list[InstanceRecord]:
-    return [i for i in instances if i.routable and record.weights.get(i.group, 0) > 0]
+    joining = set(record.joining)
+    return [i for i in instances if i.routable and record.weights.get(i.group, 0) > 0 and i.id not in joining]
 
 
 def _sticky(record: RouterRecord, instances: Sequence[InstanceRecord]) -> dict[str, list[InstanceRecord]]:
@@ -284,6 +285,25 @@ def _sticky(record: RouterRecord, instances: Sequence[InstanceRecord]) -> dict[s
         if instance.routable or instance.id in record.asset_grace:
             groups.setdefault(instance.group, []).append(instance)
     return dict(sorted(groups.items()))
+
+
+def _joining(record: RouterRecord, instances: Sequence[InstanceRecord]) -> tuple[str, ...]:
+    """Ready instances of a weighted group not yet in their group's upstream (affinity on).
+
+    A reload leaves the previous workers accepting connections for a moment beside the new ones.
+    Were a new instance to take pages by the same reload that makes its group known, the assets of its
+    first pages could reach a previous worker, which knows no such group and routes them by weight: to
+    the other version. So :meth:`NginxRouter.sync` puts such instances in their group's upstream (and
+    the cookie's map) first, confirmed in force with no previous worker accepting, and sends them
+    pages by the next reload.
+    """
+    return tuple(
+        sorted(
+            i.id
+            for i in instances
+            if i.routable and i.id not in record.sticky and record.weights.get(i.group, 0) > 0
+        )
+    )
 
 
 def _retry_directives(retry: bool) -> list[str]:
@@ -652,11 +672,15 @@ class NginxRouter:
         them for its pinned clients' assets for ``affinity_grace`` seconds first: they take no page
         and no new client any more, but a page that group rendered just before still gets its assets
         from it. Only then does the routing drop them, and the caller drains and stops them.
+
+        While affinity is on, an instance that became ready joins its group's upstream (the assets of
+        pages it will render) by one reload, and takes pages only by the next one (see ``_joining``).
         """
         with self._store.locked():
             record = self.record
+            instances = self._store.state.instances
+            leaving: tuple[str, ...] = ()
             if record.affinity and self._affinity_grace > 0:
-                instances = self._store.state.instances
                 ready_groups = {i.group for i in instances if i.routable}
                 leaving = tuple(
                     sorted(
@@ -665,17 +689,22 @@ class NginxRouter:
                         if i.id in record.sticky and not i.routable and i.group not in ready_groups
                     )
                 )
+            joining = _joining(record, instances) if record.affinity else ()
+            if leaving or joining:
                 if leaving:
                     logger.info(
                         "keeping %s for the assets of clients pinned to their group for %gs",
                         ", ".join(leaving),
                         self._affinity_grace,
                     )
-                    self._apply(attrs.evolve(record, asset_grace=leaving))
-                    if self._settle is not None:
-                        self._settle([i for i in instances if i.id in leaving])
-                    self._hold_grace(self._affinity_grace)
-            self._apply(attrs.evolve(self.record, asset_grace=()))
+                if joining:
+                    logger.debug("%s join their groups' upstreams before they take pages", ", ".join(joining))
+                self._apply(attrs.evolve(record, asset_grace=leaving, joining=joining))
+            if leaving:
+                if self._settle is not None:
+                    self._settle([i for i in instances if i.id in leaving])
+                self._hold_grace(self._affinity_grace)
+            self._apply(attrs.evolve(self.record, asset_grace=(), joining=()))
 
     def upgrade(self, program: str | None = None, *, timeout: float = 30.0) -> BinaryUpgrade:
         """Replace nginx itself (a new binary or version) under traffic, without dropping a connection.

@@ -72,6 +72,8 @@ class RouterRecord:
     :ivar sticky: ids of the instances that configuration puts in the per-group upstreams (affinity).
     :ivar asset_grace: ids of instances that left the router but still serve their group's assets to
         the clients pinned to it, for a short grace, because their group has no other instance.
+    :ivar joining: ids of ready instances put in their group's upstream (affinity) but not yet sent
+        pages: the step between two reloads by which an instance joins while affinity is on.
     :ivar assets_dir: the directory ``/assets/`` is served from (the assets store), when routed there.
     """
 
@@ -88,6 +90,7 @@ class RouterRecord:
     affinity_scope: str = "session"
     sticky: tuple[str, ...] = ()
     asset_grace: tuple[str, ...] = ()
+    joining: tuple[str, ...] = ()
     assets_dir: str | None = None
 
 
