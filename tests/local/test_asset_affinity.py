@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Callable
+from pathlib import Path
 
+import attrs
 import pytest
 
 from tests.nginx_check import nginx_t
 from zdu.errors import PlatformError
 from zdu.model import Version
 from zdu_local.demo_app import asset_hash
+from zdu_local.nginx import Nginx
 from zdu_local.platform import LocalPlatform
+from zdu_local.router import render_config
+from zdu_local.state import InstanceRecord, RouterRecord
 
 OLD = Version.parse("16.5.0")
 NEW = Version.parse("16.6.0")
@@ -77,3 +82,25 @@ def test_an_unknown_scope_is_refused_naming_it(make_platform: Callable[..., Loca
     platform.up(OLD)
     with pytest.raises(PlatformError, match=r"affinity scope must be one of session, assets, got 'pages'"):
         platform.router.set_affinity(True, "pages")
+
+
+def test_a_joining_instance_is_in_its_group_upstream_before_it_takes_pages(tmp_path: Path) -> None:
+    """Rendered: an instance in ``joining`` answers its group's assets, but no page yet."""
+    nginx = Nginx("nginx", tmp_path)
+    nginx.prepare()
+    old = InstanceRecord("v16-5-0-1", "v16-5-0", "16.5.0", "127.0.0.1", 4001, 1, 0.0, 1, "", routable=True)
+    new = InstanceRecord("v16-6-0-2", "v16-6-0", "16.6.0", "127.0.0.1", 4002, 2, 0.0, 2, "", routable=True)
+    record = RouterRecord(
+        listen="127.0.0.1:4000",
+        control_port=4003,
+        weights={"v16-5-0": 1, "v16-6-0": 1},
+        affinity=True,
+        affinity_scope="assets",
+    )
+    joining = render_config(nginx, attrs.evolve(record, joining=(new.id,)), [old, new])
+    users = joining.split("upstream zdu_users {", 1)[1].split("}", 1)[0]
+    group = joining.split("upstream zdu_group_v16-6-0 {", 1)[1].split("}", 1)[0]
+    assert "127.0.0.1:4002" not in users and "127.0.0.1:4001" in users
+    assert "127.0.0.1:4002" in group
+    joined = render_config(nginx, record, [old, new])
+    assert "127.0.0.1:4002" in joined.split("upstream zdu_users {", 1)[1].split("}", 1)[0]
