@@ -25,7 +25,7 @@ import probe_capacity  # bench/ is on sys.path when this file runs as a script
 from layer_costs import SETTINGS, measure
 
 from zdu.registry import get_plugin_manager
-from zdu_local.demo import DEFAULT_SCENARIOS, DemoRow, DemoTraffic, run_demo
+from zdu_local.demo import DEFAULT_SCENARIOS, DemoRow, DemoTraffic, render_table, run_demo
 
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
@@ -65,11 +65,11 @@ def main() -> None:
     manager = get_plugin_manager()
     traffic = DemoTraffic(rps=arguments.rps, clients=arguments.clients)
     rows: dict[str, list[DemoRow]] = defaultdict(list)
+    last_round: list[DemoRow] = []
     for round_number in range(arguments.rounds):
         print(f"round {round_number + 1} of {arguments.rounds}", flush=True)
-        for scenario, row in zip(
-            DEFAULT_SCENARIOS, run_demo(DEFAULT_SCENARIOS, manager=manager, traffic=traffic), strict=True
-        ):
+        last_round = run_demo(DEFAULT_SCENARIOS, manager=manager, traffic=traffic)
+        for scenario, row in zip(DEFAULT_SCENARIOS, last_round, strict=True):
             rows[scenario.key].append(row)
 
     def median(key: str, field: str) -> float:
@@ -121,6 +121,12 @@ def main() -> None:
             f"| {median(key, 'p99_ms'):.1f} ms | {ratio(median(key, 'p99_ms'), median(baseline, 'p99_ms'))} |"
         )
     lines += [
+        "",
+        f"The demo's table, as `zdu demo` prints it, from round {arguments.rounds}:",
+        "",
+        "```",
+        *render_table(last_round).rstrip().splitlines(),
+        "```",
         "",
         "## What the traffic layers cost",
         "",
