@@ -57,6 +57,29 @@ def down(ctx: click.Context, config: Path) -> None:
     click.echo(f"stopped the fleet in {platform.state_dir}")
 
 
+@local.command("router-upgrade")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--nginx",
+    "program",
+    default=None,
+    help="The nginx program to run from now on (a name or a path); default: the config's platform.nginx.",
+)
+@click.pass_context
+def router_upgrade(ctx: click.Context, config: Path, program: str | None) -> None:
+    """Replace the fleet's nginx (new binary or version) under traffic, without dropping a connection.
+
+    USR2 starts a new master beside the old one on the same sockets, WINCH retires the old workers
+    (they finish what they hold: requests, downloads, websockets), QUIT the old master.
+    """
+    platform, _ = _platform(ctx, config)
+    result = platform.router.upgrade(program)
+    click.echo(
+        f"nginx master {result.old.pid} -> {result.new.pid} ({result.binary}); the old one retires "
+        f"after its {result.held_connections} open connections end"
+    )
+
+
 @local.command("status")
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
