@@ -94,7 +94,7 @@ def status_(ctx: click.Context, config: Path, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
+@click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout (the table goes to stderr).")
 @click.option(
     "--scenario",
     "scenarios",
@@ -167,6 +167,7 @@ def demo(
         demo_outputs(journal, html, started)
     if as_json:
         click.echo(json.dumps({"scenarios": [row.to_dict() for row in rows]}, indent=2))
+        click.echo(render_table(rows), err=True)  # the table for a person, beside the JSON for tools
     else:
         click.echo(render_table(rows))
 

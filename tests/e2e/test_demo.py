@@ -15,6 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.e2e.observability import ARTIFACTS
+
 # the whole demo runs once for the module: minutes, not the suite's 300 s per test
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -52,6 +54,10 @@ def demo() -> dict[str, dict]:
         timeout=1400,
     )
     assert done.returncode == 0, done.stderr[-5000:]
+    # the table a person reads (stderr), kept with the test's artifacts
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    table = done.stderr[done.stderr.rindex("zdu demo: what users saw") :]
+    (ARTIFACTS / "demo-table.txt").write_text(table)
     # nothing the demo started is left: instances log into its state directory, nginx runs under it
     assert [p for p in psutil.process_iter() if p.pid not in before and _belongs_to_a_demo(p)] == []
     return {_key(row): row for row in json.loads(done.stdout)["scenarios"]}  # stdout is only JSON
