@@ -34,6 +34,10 @@ def ensure_system_packages(session: nox.Session, *commands: str) -> None:
         "initdb": "postgresql",
         "haproxy": "haproxy",
         "wrk": "wrk",
+        # the observability tests: a real Prometheus and Pushgateway, and a browser for the HTML report
+        "prometheus": "prometheus",
+        "prometheus-pushgateway": "prometheus-pushgateway",
+        "chromium": "chromium",
     }
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         session.error(f"missing {', '.join(missing)}: install {' '.join(packages[c] for c in missing)}")
@@ -68,7 +72,17 @@ def ensure_gitlab_ci_local(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite, the slow end-to-end scenarios included (``-- -m 'not slow'`` skips them)."""
-    ensure_system_packages(session, "nginx", "curl", "initdb", "haproxy", "wrk")
+    ensure_system_packages(
+        session,
+        "nginx",
+        "curl",
+        "initdb",
+        "haproxy",
+        "wrk",
+        "prometheus",
+        "prometheus-pushgateway",
+        "chromium",
+    )
     session.install("-e", ".[all,test]")
     ensure_gitlab_ci_local(session)
     session.run("pytest", *session.posargs)

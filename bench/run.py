@@ -23,10 +23,10 @@ from pathlib import Path
 
 import floor
 import probe_capacity  # bench/ is on sys.path when this file runs as a script
-from layer_costs import measure
+from layer_costs import SETTINGS, measure
 
 from zdu.registry import get_plugin_manager
-from zdu_local.demo import DEFAULT_SCENARIOS, DemoRow, DemoTraffic, run_demo
+from zdu_local.demo import DEFAULT_SCENARIOS, DemoRow, DemoTraffic, render_table, run_demo
 
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
@@ -66,11 +66,11 @@ def main() -> None:
     manager = get_plugin_manager()
     traffic = DemoTraffic(rps=arguments.rps, clients=arguments.clients)
     rows: dict[str, list[DemoRow]] = defaultdict(list)
+    last_round: list[DemoRow] = []
     for round_number in range(arguments.rounds):
         print(f"round {round_number + 1} of {arguments.rounds}", flush=True)
-        for scenario, row in zip(
-            DEFAULT_SCENARIOS, run_demo(DEFAULT_SCENARIOS, manager=manager, traffic=traffic), strict=True
-        ):
+        last_round = run_demo(DEFAULT_SCENARIOS, manager=manager, traffic=traffic)
+        for scenario, row in zip(DEFAULT_SCENARIOS, last_round, strict=True):
             rows[scenario.key].append(row)
 
     def median(key: str, field: str) -> float:
@@ -134,26 +134,34 @@ def main() -> None:
     ]
     lines += [
         "",
+        f"The demo's table, as `zdu demo` prints it, from round {arguments.rounds}:",
+        "",
+        "```",
+        *render_table(last_round).rstrip().splitlines(),
+        "```",
+        "",
         "## What the traffic layers cost",
         "",
         "`bench/layer_costs.py`: one `rolling` upgrade per layer setting of a fresh 3-instance fleet under "
-        f"{arguments.rps:g} requests/s from {arguments.clients} clients whose visits last 20 pages; "
-        "while both "
-        "versions serve, the new version's share of pages against its share of routed instances (what "
-        "balancing by weight gives), and the requests each old and new instance took per second.",
+        f"{arguments.rps:g} requests/s from {arguments.clients} clients who keep their cookies for the "
+        "whole run; while both versions are routed, the new version's share of the requests the "
+        "instances answered against its share of the routed instances (what balancing by weight gives); "
+        "for every second of the rollout, the busiest instance's requests against the balanced rate "
+        "(the worst second shown); p99 and asset errors.",
         "",
-        "| layers | versions mixed for | new version's share of pages | its share of instances "
-        "| req/s per old instance | req/s per new instance | asset errors |",
+        "| layer setting | versions mixed for | new version's share of requests | its share of instances "
+        "| busiest instance / balanced (worst second) | p99 | asset errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     store: object = {}
-    for layers in ((), ("sticky-nginx",), ("assets-shim",)):
-        figures = measure(layers, arguments.rps, arguments.clients, 20)
+    for label, layers, options in SETTINGS:
+        figures = measure(layers, options, arguments.rps, arguments.clients, 0)
         store = figures["store_bytes"] or store
+        worst, busiest, balanced = figures["worst"]
         lines.append(
-            f"| {' + '.join(layers) or 'none'} | {figures['mixed_s']:.1f} s | {figures['new_share']:.0%} "
-            f"| {figures['fair_share']:.0%} | {figures['old_rate']:.1f} | {figures['new_rate']:.1f} "
-            f"| {figures['asset_errors']:.0f} |"
+            f"| {label} | {figures['mixed_s']} s | {figures['new_share']:.0%} "
+            f"| {figures['fair_share']:.0%} | {worst:.2f}x ({busiest:.0f} vs {balanced:.1f} req/s) "
+            f"| {figures['p99_ms']:.0f} ms | {figures['asset_errors']:.0f} |"
         )
     lines += [
         "",

@@ -16,24 +16,29 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import attrs
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 
 from zdu.config import load_config
 from zdu.context import PROMOTE_EVENT, UpgradeInfo
 from zdu.errors import ConfigError, TargetBusy, UsageError, ZduError
-from zdu.journal import Journal, default_journal_path
+from zdu.journal import Journal, UpgradeRecord, default_journal_path
+from zdu.journals import candidate_journals
+from zdu.metrics import parse_address
 from zdu.migrations import migration_timings
 from zdu.model import Event, Report, UpgradeStatus
 from zdu.plugins import hookimpl
 from zdu.registry import ZduPluginManager, get_plugin_manager
+from zdu.report import load_view, render_html, render_text
 from zdu.upgrade import Upgrade
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_BUSY", "EXIT_FAILED", "EXIT_PAUSED", "cli", "main", "report_exit_code"]
@@ -70,10 +75,14 @@ class ProgressObserver:
         self.console = console
         self._status: Status | None = None
         self._phase = ""
+        self._step = ""
+        self._traffic = LiveTraffic()
+        self._failure_shown = False
 
     def _show(self, text: str) -> None:
         if self._status is not None:
-            self._status.update(text)
+            figures = self._traffic.line()
+            self._status.update(f"{text}  [dim]{figures}[/dim]" if figures else text)
 
     @hookimpl
     def zdu_upgrade_started(self, upgrade: UpgradeInfo) -> None:
@@ -91,6 +100,7 @@ class ProgressObserver:
     def zdu_phase_started(self, upgrade: UpgradeInfo, phase: str) -> None:
         """Show the phase."""
         self._phase = phase
+        self._step = ""
         if self._status is None:
             self.console.print(f"[bold]{upgrade.target}[/bold] {phase} …", highlight=False)
         self._show(f"{phase} …")
@@ -108,10 +118,18 @@ class ProgressObserver:
     def zdu_event(self, upgrade: UpgradeInfo, event: Event) -> None:
         """Show the steps and every gate failure."""
         if event.kind == "step-started":
+            self._step = event.message
             self._show(f"{self._phase}: {event.message} …")
+        if event.kind.startswith("measurement-"):
+            self._traffic.add(event.data)
+            self._show(f"{self._phase}: {self._step} …" if self._step else f"{self._phase} …")
         if event.kind in _PROGRESS_EVENTS:
+            message = event.message
+            if event.kind == "rollback" and self._failure_shown:
+                message = "rolling back (the failure is above)"
+            self._failure_shown |= event.kind in {"gate-failed", "error"}
             style = "red" if event.kind in {"gate-failed", "rollback", "error"} else "dim"
-            self.console.print(f"  [{style}]{event.message}[/{style}]", highlight=False)
+            self.console.print(f"  [{style}]{escape(message)}[/{style}]", highlight=False)
 
     @hookimpl
     def zdu_upgrade_finished(self, upgrade: UpgradeInfo, report: Report) -> None:
@@ -121,9 +139,83 @@ class ProgressObserver:
             self._status = None
 
 
+class LiveTraffic:
+    """The probes' requests and failures so far, summed from the measurements (the live line)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.failed = 0
+        self.asset_errors = 0
+
+    def add(self, data: Mapping[str, Any]) -> None:
+        """Add one measurement event's figures."""
+        values = data.get("values", {})
+        self.requests += int(values.get("requests", 0))
+        self.failed += int(values.get("failed_requests", 0))
+        self.asset_errors += int(values.get("asset_errors", 0))
+
+    def line(self) -> str:
+        """``1234 requests, 0 failed, 0 asset errors`` (empty before any was counted)."""
+        if not self.requests:
+            return ""
+        return f"{self.requests} requests, {self.failed} failed, {self.asset_errors} asset errors"
+
+
+class WarningSummary(logging.Handler):
+    """Holds back the warnings logged while an upgrade shows its progress, and sums them up after.
+
+    Probes warn about every failing stretch of traffic; interleaved with the progress lines they
+    drown it. The upgrade's own warnings (``zdu.upgrade``) repeat what the progress already shows
+    and are dropped; the others are counted by message and shown once each, with the first one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: dict[tuple[str, str], int] = {}
+        self.first: dict[tuple[str, str], str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Count ``record``."""
+        if record.name == "zdu.upgrade":
+            return
+        key = (record.name, str(record.msg))
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.first.setdefault(key, record.getMessage())
+
+    def lines(self) -> list[str]:
+        """One line per kind of warning: how many, from where, and the first one."""
+        return [
+            f"{count} x {name}: {self.first[(name, message)]}"
+            for (name, message), count in self.counts.items()
+        ]
+
+    @contextmanager
+    def holding(self, console: Console) -> Iterator[WarningSummary]:
+        """Route warnings here instead of stderr's log handlers (only at the default log level)."""
+        root = logging.getLogger()
+        if root.level < logging.WARNING:  # -v: the user asked for the log as it happens
+            yield self
+            return
+        held = [h for h in root.handlers if h is not self]
+        for handler in held:
+            root.removeHandler(handler)
+        root.addHandler(self)
+        try:
+            yield self
+        finally:
+            root.removeHandler(self)
+            for handler in held:
+                root.addHandler(handler)
+            lines = self.lines()
+            if lines:
+                console.print(f"[yellow]{sum(self.counts.values())} warnings while it ran:[/yellow]")
+                for line in lines:
+                    console.print(f"  {escape(line)}", highlight=False)
+
+
 def stderr_console() -> Console:
-    """The console progress goes to."""
-    return Console(stderr=True, highlight=False)
+    """The console progress goes to; never hard-wrapped (a CI log or a pipe keeps whole lines)."""
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def manager_from(ctx: click.Context) -> ZduPluginManager:
@@ -230,8 +322,12 @@ def run_upgrade(upgrade: Upgrade, *, as_json: bool, resume: str | None = None) -
     console = stderr_console()
     observer = ProgressObserver(console)
     upgrade.manager.register(observer, name="zdu-cli-progress")
+    if upgrade.config.metrics_address:
+        console.print(
+            f"metrics of the upgrade: http://{upgrade.config.metrics_address}/metrics", highlight=False
+        )
     try:
-        with interruptible(upgrade.cancel, console):
+        with interruptible(upgrade.cancel, console), WarningSummary().holding(console):
             report = upgrade.run(resume=resume)
     finally:
         upgrade.manager.unregister(observer)
@@ -244,10 +340,43 @@ def run_upgrade(upgrade: Upgrade, *, as_json: bool, resume: str | None = None) -
 @config_argument
 @json_option
 @click.option("--resume", "resume", metavar="ID", help="Continue the paused or interrupted upgrade ID.")
+@click.option(
+    "--metrics-address",
+    metavar="HOST:PORT",
+    help="Serve the upgrade's Prometheus metrics here while it runs (default: upgrade.metrics_address).",
+)
+@click.option(
+    "--pushgateway",
+    metavar="URL",
+    help="Push the metrics to this Pushgateway at the end (default: upgrade.pushgateway).",
+)
 @click.pass_context
-def upgrade(ctx: click.Context, config: Path, as_json: bool, resume: str | None) -> None:
+def upgrade(
+    ctx: click.Context,
+    config: Path,
+    as_json: bool,
+    resume: str | None,
+    metrics_address: str | None,
+    pushgateway: str | None,
+) -> None:
     """Upgrade the target in CONFIG to its release, gated by the probes."""
-    run_upgrade(Upgrade.from_config(config, manager_from(ctx)), as_json=as_json, resume=resume)
+    upgrade_ = Upgrade.from_config(config, manager_from(ctx))
+    with_outputs(upgrade_, metrics_address, pushgateway)
+    run_upgrade(upgrade_, as_json=as_json, resume=resume)
+
+
+def with_outputs(upgrade_: Upgrade, metrics_address: str | None, pushgateway: str | None) -> None:
+    """Apply ``--metrics-address`` and ``--pushgateway`` over the configuration's."""
+    if metrics_address is not None:
+        try:
+            parse_address(metrics_address)
+        except ValueError as error:
+            raise UsageError(f"--metrics-address: {error}") from None
+        upgrade_.config = attrs.evolve(upgrade_.config, metrics_address=metrics_address)
+    if pushgateway is not None:
+        if not pushgateway.startswith(("http://", "https://")):
+            raise UsageError(f"--pushgateway: expected an http(s) URL, got {pushgateway!r}")
+        upgrade_.config = attrs.evolve(upgrade_.config, pushgateway=pushgateway)
 
 
 def _config_of(journal: Journal, upgrade_id: str, config: Path | None) -> Path:
@@ -285,16 +414,33 @@ upgrade_config_option = click.option(
 def _upgrade_of(
     ctx: click.Context, upgrade_id: str, config: Path | None, journal_path: Path | None
 ) -> Upgrade:
-    journal = open_journal(ctx, journal_path, config)
+    journal = open_journal(ctx, journal_path, config, upgrade_id)
     return Upgrade.from_config(_config_of(journal, upgrade_id, config), manager_from(ctx))
 
 
-def open_journal(ctx: click.Context, journal_path: Path | None, config: Path | None) -> Journal:
-    """The journal named by ``--journal``, else the one of ``--config``, else the default one."""
+def open_journal(
+    ctx: click.Context, journal_path: Path | None, config: Path | None, upgrade_id: str | None = None
+) -> Journal:
+    """The journal named by ``--journal``, else the one of ``--config``, else one found.
+
+    Found: the first journal holding ``upgrade_id`` among the default one, those of the
+    configuration files here and those upgrades began in (:mod:`zdu.journals`); without an id, or
+    when none holds it, the default one.
+    """
     if journal_path is not None:
         return Journal(journal_path)
     if config is not None:
         return Journal(load_config(config, manager_from(ctx)).journal_path)
+    if upgrade_id is not None:
+        for path in candidate_journals():
+            journal = Journal(path)
+            if journal.get(upgrade_id) is not None:
+                return journal
+        searched = ", ".join(str(p) for p in candidate_journals()) or str(default_journal_path())
+        raise UsageError(
+            f"no upgrade {upgrade_id!r} in the journals {searched}; point at another with "
+            "--journal FILE or --config CONFIG"
+        )
     return Journal(default_journal_path())
 
 
@@ -389,14 +535,12 @@ def status(
     journal_path: Path | None,
     config: Path | None,
 ) -> None:
-    """List recent upgrades, those in progress first."""
-    journal = open_journal(ctx, journal_path, config)
-    records = journal.upgrades(target, limit)
-    records.sort(key=lambda r: (not r.status.in_progress, -r.started_at))
+    """List recent upgrades, those in progress first (from every journal found, unless one is named)."""
+    records = _records_of(ctx, journal_path, config, target, limit)
 
     def text() -> str:
         if not records:
-            return "no upgrades recorded"
+            return "no upgrades recorded (give --config CONFIG or --journal FILE to read another journal)"
         return "\n".join(
             f"{r.id}  {r.target:<20} {r.from_version} -> {r.to_version:<12} {r.strategy:<10} "
             f"{r.status.value:<12} {r.phase or ''}"
@@ -411,41 +555,24 @@ def status(
 @json_option
 @journal_option
 @config_option
+@click.option(
+    "--html",
+    "html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Also write one self-contained HTML page: timeline picture, gate decisions, events, config.",
+)
 @click.pass_context
 def report(
-    ctx: click.Context, upgrade_id: str, as_json: bool, journal_path: Path | None, config: Path | None
+    ctx: click.Context,
+    upgrade_id: str,
+    as_json: bool,
+    journal_path: Path | None,
+    config: Path | None,
+    html: Path | None,
 ) -> None:
-    """Print the report and the events of one upgrade."""
-    journal = open_journal(ctx, journal_path, config)
-    record = journal.get(upgrade_id)
-    if record is None:
-        raise UsageError(f"no upgrade {upgrade_id!r} in the journal {journal.path}")
-    events = journal.events(upgrade_id)
-    timings = migration_timings(events)
-    data = {
-        **record.to_dict(),
-        "report": record.report,
-        "migrations": [t.to_dict() for t in timings],
-        "events": [{"at": e.at, "phase": e.phase, "kind": e.kind, "message": e.message} for e in events],
-    }
-
-    def text() -> str:
-        lines = [
-            f"{record.id} {record.target} {record.from_version} -> {record.to_version}: {record.status.value}"
-        ]
-        if record.error:
-            lines.append(f"  reason: {record.error}")
-        lines += [f"  {e.phase:<14} {e.kind:<20} {e.message}" for e in events]
-        if timings:
-            lines.append("migrations (seconds; lock wait: time lost to attempts that gave up on a lock):")
-            lines += [
-                f"  {t.stage:<5} {t.migration:<50} {t.duration_s:>8.2f}s  attempts {t.attempts}  "
-                f"lock wait {t.lock_wait_s:.2f}s"
-                for t in timings
-            ]
-        return "\n".join(lines)
-
-    emit(data, as_json, text)
+    """Print the report of one upgrade: phases with times, gate decisions, the probes' figures, events."""
+    show_report(ctx, upgrade_id, as_json, open_journal(ctx, journal_path, config, upgrade_id), html)
 
 
 @cli.command()
@@ -482,6 +609,58 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
                 for name, record in records.items()
             ]
         lines += [f"not loaded: {f.describe()}" for f in manager.failures]
+        return "\n".join(lines)
+
+    emit(data, as_json, text)
+
+
+def _records_of(
+    ctx: click.Context, journal_path: Path | None, config: Path | None, target: str | None, limit: int
+) -> list[UpgradeRecord]:
+    """Recent upgrades of the named journal, else of every journal found; says which on stderr."""
+    if journal_path is not None or config is not None:
+        journals = [open_journal(ctx, journal_path, config)]
+    else:
+        journals = [Journal(p) for p in candidate_journals()] or [Journal(default_journal_path())]
+    stderr_console().print(
+        f"[dim]journal{'s' if len(journals) > 1 else ''}: {', '.join(str(j.path) for j in journals)}[/dim]"
+    )
+    records = [r for journal in journals for r in journal.upgrades(target, limit)]
+    records.sort(key=lambda r: (not r.status.in_progress, -r.started_at))
+    return records[:limit]
+
+
+def show_report(
+    ctx: click.Context, upgrade_id: str, as_json: bool, journal: Journal, html: Path | None
+) -> None:
+    """Print one upgrade's report (and write its HTML page); which journal it read goes to stderr."""
+    view = load_view(journal, upgrade_id)
+    console = stderr_console()
+    console.print(f"[dim]journal: {journal.path}[/dim]")
+    if html is not None:
+        render_html(view, html)
+        console.print(f"HTML report: {html.resolve()}", highlight=False, markup=False)
+    timings = migration_timings(list(view.events))
+    data = {
+        **view.record.to_dict(),
+        "journal": str(journal.path),
+        "report": view.record.report,
+        "migrations": [t.to_dict() for t in timings],
+        "events": [
+            {"at": e.at, "phase": e.phase, "kind": e.kind, "message": e.message, "data": dict(e.data)}
+            for e in view.events
+        ],
+    }
+
+    def text() -> str:
+        lines = [render_text(view)]
+        if timings:
+            lines.append("migrations (seconds; lock wait: time lost to attempts that gave up on a lock):")
+            lines += [
+                f"  {t.stage:<5} {t.migration:<50} {t.duration_s:>8.2f}s  attempts {t.attempts}  "
+                f"lock wait {t.lock_wait_s:.2f}s"
+                for t in timings
+            ]
         return "\n".join(lines)
 
     emit(data, as_json, text)

@@ -103,6 +103,12 @@ class UpgradeConfig:
     background_migrations_interval: float = 5.0
     state_dir: Path = attrs.field(factory=default_state_dir)
     source: Path | None = None
+    #: HOST:PORT to serve the upgrade's metrics on while it runs (``zdu.metrics``)
+    metrics_address: str | None = None
+    #: the Pushgateway to push the metrics to at the end
+    pushgateway: str | None = None
+    #: webhooks told of every end (Slack-compatible JSON; secrets)
+    webhooks: tuple[Secret, ...] = ()
 
     @property
     def target_state_dir(self) -> Path:
@@ -141,6 +147,12 @@ class UpgradeConfig:
                 if self.migrations
                 else None
             ),
+            "upgrade": {
+                "state_dir": str(self.state_dir),
+                "metrics_address": self.metrics_address,
+                "pushgateway": self.pushgateway,
+                "webhooks": list(self.webhooks),
+            },
         }
 
 
@@ -375,7 +387,10 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
 
     upgrade_raw = collector.table(raw, "upgrade")
     state_dir = default_state_dir()
+    outputs = _upgrade_outputs(upgrade_raw, collector)
     for key, value in upgrade_raw.items():
+        if key in _OUTPUT_FIELDS:
+            continue
         if key == "state_dir":
             resolved = collector.call("upgrade.state_dir", lambda value=value: _path(value, Path))
             if resolved is not None and not resolved.is_absolute() and path is not None:
@@ -383,7 +398,7 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
             if resolved is not None:
                 state_dir = resolved
         else:
-            problems.append(f"upgrade.{key}: unknown field (known: state_dir)")
+            problems.append(f"upgrade.{key}: unknown field (known: state_dir, {', '.join(_OUTPUT_FIELDS)})")
 
     if problems:
         raise ConfigError(problems)
@@ -400,7 +415,47 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
         **background,
         state_dir=state_dir.resolve(),
         source=path.resolve() if path is not None else None,
+        **outputs,
     )
+
+
+_OUTPUT_FIELDS = ("metrics_address", "pushgateway", "webhooks")
+
+
+def _upgrade_outputs(upgrade_raw: Mapping[str, Any], collector: _Collector) -> dict[str, Any]:
+    """``upgrade.metrics_address``, ``upgrade.pushgateway`` and ``upgrade.webhooks``, checked."""
+    from zdu.metrics import parse_address  # noqa: PLC0415 - prometheus-client only when used
+
+    outputs: dict[str, Any] = {}
+    if "metrics_address" in upgrade_raw:
+        value = upgrade_raw["metrics_address"]
+        if collector.call("upgrade.metrics_address", lambda: parse_address(_strict_str(value, str))):
+            outputs["metrics_address"] = value
+    if "pushgateway" in upgrade_raw:
+        value = upgrade_raw["pushgateway"]
+        if collector.call("upgrade.pushgateway", lambda: _http_url(value)):
+            outputs["pushgateway"] = value
+    if "webhooks" in upgrade_raw:
+        value = upgrade_raw["webhooks"]
+        if not isinstance(value, list):
+            collector.problems.append("upgrade.webhooks: expected a list of webhook URLs")
+        else:
+            hooks = [
+                collector.call(f"upgrade.webhooks[{i}]", lambda v=v: _http_url(v))
+                for i, v in enumerate(value)
+            ]
+            if all(hooks):
+                outputs["webhooks"] = tuple(Secret(v) for v in value)
+    return outputs
+
+
+def _http_url(value: object) -> str:
+    """``value`` when it is an http(s) URL; else ``ValueError`` (naming no secret: only its scheme)."""
+    text = _strict_str(value, str)
+    scheme, _, rest = text.partition("://")
+    if scheme not in ("http", "https") or not rest:
+        raise ValueError(f"expected an http(s) URL, got one starting {text.split(':')[0][:10]!r}")
+    return text
 
 
 def _background_options(collector: _Collector, migrations_raw: dict[str, Any]) -> dict[str, Any]:

@@ -27,14 +27,24 @@ from zdu.model import (
     Version,
 )
 from zdu.platform import Platform
-from zdu.probe import GateSettings, Probe, ProbeContext
+from zdu.probe import GateAware, GateSettings, Probe, ProbeContext
 
-__all__ = ["PROMOTE_EVENT", "RESTORED_EVENT", "ProbeGate", "UpgradeContext", "UpgradeInfo", "UpgradePaused"]
+__all__ = [
+    "PROMOTE_EVENT",
+    "RESTORED_EVENT",
+    "ProbeGate",
+    "UpgradeContext",
+    "UpgradeInfo",
+    "UpgradePaused",
+    "measurement_data",
+]
 
 #: The journal event ``zdu promote ID`` records: a paused canary goes on to its next step.
 PROMOTE_EVENT = "promote"
 #: The journal event a strategy's rollback records once only the old version serves users again.
 RESTORED_EVENT = "restored"
+
+_SUCCESSFUL = MeasurementStatus.SUCCESSFUL
 
 
 class UpgradePaused(ZduError):
@@ -166,20 +176,19 @@ class UpgradeContext:
                 "gate-failed", f"after {step}: platform unhealthy: {'; '.join(problems)}", problems=problems
             )
             raise GateFailed(f"after {step}: platform unhealthy: {'; '.join(problems)}")
+        share: float | None = None
         for gate in self.gates:
-            if force and self.cancel.wait(gate.due_in()):
+            wanted = isinstance(gate.probe, GateAware) and gate.probe.at_gate(self.phase, step)
+            if force and not wanted and self.cancel.wait(gate.due_in()):
                 self.check_cancelled()
-            if gate.due_in() > 0:
+            if gate.due_in() > 0 and not wanted:
                 continue
             measurement = gate.judge()
-            data = {
-                "probe": measurement.probe,
-                "status": measurement.status.value,
-                "values": dict(measurement.values),
-                "reasons": list(measurement.reasons),
-                "step": step,
-            }
-            if measurement.status is not MeasurementStatus.SUCCESSFUL:
+            share = self.new_version_share() if share is None else share
+            data = measurement_data(measurement, step, share)
+            # every measurement with something to show, passed ones too: reports plot them and show
+            # each decision's value
+            if measurement.values or measurement.evaluations or measurement.status is not _SUCCESSFUL:
                 self.event(
                     f"measurement-{measurement.status.value}", f"{measurement.probe} after {step}", **data
                 )
@@ -193,6 +202,21 @@ class UpgradeContext:
                     f"probe {measurement.probe} was inconclusive {gate.inconclusives} times after {step}; "
                     "a person must decide: resume or roll back"
                 )
+
+    def new_version_share(self) -> float:
+        """The release's share of the router's traffic now (0 to 1; -1 when unknown).
+
+        Every ready instance of a group gets its group's weight (:meth:`Router.set_weights`), so a
+        group's share is its weight times its ready instances over the sum of all groups'.
+        """
+        try:
+            weights = self.platform.router.weights()
+            ready = {g.name: g.ready for g in self.platform.groups()}
+        except (ZduError, OSError, NotImplementedError, AttributeError):
+            return -1.0
+        shares = {name: max(weight, 0) * ready.get(name, 0) for name, weight in weights.items()}
+        total = sum(shares.values())
+        return round(shares.get(self.new_group, 0) / total, 4) if total else 0.0
 
     def wait(self, seconds: float, step: str) -> None:
         """Wait ``seconds`` while gating every ``gate_interval`` (``blue-green``'s scale-down delay).
@@ -208,7 +232,9 @@ class UpgradeContext:
             self.gate(step)
 
     def analyse(self, url: str, seconds: float, step: str) -> list[Verdict]:
-        """Run a fresh instance of every probe against ``url`` for ``seconds``; raise if one fails.
+        """Run a fresh instance of every probe against ``url`` for ``seconds``; raise unless all passed.
+
+        A FAILED or INCONCLUSIVE verdict (of a probe not in dry run) raises :class:`GateFailed`.
 
         ``blue-green`` uses this to verify the new set through its preview URL before the switch
         (Argo Rollouts' pre-promotion analysis).
@@ -234,10 +260,11 @@ class UpgradeContext:
                 values=dict(verdict.values),
                 reasons=list(verdict.reasons),
             )
-            if verdict.status is VerdictStatus.FAILED and not settings.dry_run:
-                raise GateFailed(
-                    f"analysis of {step} by {verdict.probe} failed: {'; '.join(verdict.reasons)}"
-                )
+            # an analysis decides a switch of traffic: one that could not measure (inconclusive, for
+            # instance a probe whose traffic died) does not let the switch happen
+            if verdict.status in (VerdictStatus.FAILED, VerdictStatus.INCONCLUSIVE) and not settings.dry_run:
+                reasons = "; ".join(verdict.reasons)
+                raise GateFailed(f"analysis of {step} by {verdict.probe} {verdict.status.value}: {reasons}")
         return [verdict for verdict, _ in verdicts]
 
     def promotions(self) -> int:
@@ -268,3 +295,18 @@ class UpgradeContext:
         decision to roll back to users being safe again can be read from the journal (``restored``).
         """
         self.event(RESTORED_EVENT, f"only {group} serves users again", group=group)
+
+
+def measurement_data(measurement: Measurement, step: str, new_share: float = -1.0) -> dict[str, Any]:
+    """The journal's data of one measurement: status, figures, reasons, checks, window and share."""
+    return {
+        "probe": measurement.probe,
+        "status": measurement.status.value,
+        "values": dict(measurement.values),
+        "reasons": list(measurement.reasons),
+        "evaluations": [dict(e) for e in measurement.evaluations],
+        "started_at": measurement.started_at,
+        "finished_at": measurement.finished_at,
+        "new_share": new_share,
+        "step": step,
+    }

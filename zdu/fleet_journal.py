@@ -26,6 +26,7 @@ import attrs
 import psutil
 
 from zdu.errors import TargetBusy
+from zdu.journal import process_alive
 
 __all__ = ["CellRecord", "FleetJournal", "RunRecord", "RunStatus"]
 
@@ -148,16 +149,21 @@ class FleetJournal:
 
     # -- runs --------------------------------------------------------------------------------------
 
+    def _in_progress_row(self, db: sqlite3.Connection, fleet: str) -> sqlite3.Row | None:
+        """The row of the fleet's run in progress, once a run whose owner died is marked interrupted."""
+        self._mark_dead_owner(db, fleet)
+        row: sqlite3.Row | None = db.execute(
+            "SELECT * FROM fleet_runs WHERE fleet = ? AND status IN (?, ?, ?, ?)",
+            (fleet, *RunStatus.IN_PROGRESS),
+        ).fetchone()
+        return row
+
     def begin(self, fleet: str, release: str) -> str:
         """Record a new running fleet run; :class:`TargetBusy` when one is in progress."""
         run_id = time.strftime("fleet-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         me = psutil.Process()
         with self._transaction() as db:
-            self._mark_dead_owner(db, fleet)
-            row = db.execute(
-                "SELECT * FROM fleet_runs WHERE fleet = ? AND status IN (?, ?, ?, ?)",
-                (fleet, *RunStatus.IN_PROGRESS),
-            ).fetchone()
+            row = self._in_progress_row(db, fleet)
             if row is None:
                 db.execute(
                     "INSERT INTO fleet_runs (id, fleet, release, status, started_at, owner_host, owner_pid, "
@@ -171,11 +177,7 @@ class FleetJournal:
     def in_progress(self, fleet: str) -> RunRecord | None:
         """The fleet's run in progress (a dead owner's marked ``interrupted``), or ``None``."""
         with self._transaction() as db:
-            self._mark_dead_owner(db, fleet)
-            row = db.execute(
-                "SELECT * FROM fleet_runs WHERE fleet = ? AND status IN (?, ?, ?, ?)",
-                (fleet, *RunStatus.IN_PROGRESS),
-            ).fetchone()
+            row = self._in_progress_row(db, fleet)
         return _run(row) if row is not None else None
 
     def latest(self, fleet: str) -> RunRecord | None:
@@ -221,11 +223,7 @@ class FleetJournal:
     def request_halt(self, fleet: str, reason: str) -> RunRecord | None:
         """Ask the fleet's run in progress to halt: no new cell starts; one not running halts at once."""
         with self._transaction() as db:
-            self._mark_dead_owner(db, fleet)
-            row = db.execute(
-                "SELECT * FROM fleet_runs WHERE fleet = ? AND status IN (?, ?, ?, ?)",
-                (fleet, *RunStatus.IN_PROGRESS),
-            ).fetchone()
+            row = self._in_progress_row(db, fleet)
             if row is None:
                 return None
             db.execute("UPDATE fleet_runs SET halt_requested = ? WHERE id = ?", (reason, row["id"]))
@@ -329,11 +327,7 @@ def _busy(fleet: str, row: sqlite3.Row) -> TargetBusy:
 def _alive(host: str, pid: int, started: float) -> bool:
     if host != socket.gethostname():
         return True  # another machine's process: assume it lives
-    try:
-        process = psutil.Process(pid)
-        return abs(process.create_time() - started) < 1.0 and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+    return process_alive(pid, started)
 
 
 def _run(row: sqlite3.Row) -> RunRecord:

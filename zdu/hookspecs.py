@@ -23,6 +23,7 @@ from zdu.plugins import PROJECT_NAME
 if TYPE_CHECKING:
     from zdu.context import UpgradeInfo
     from zdu.model import Event, Report
+    from zdu.notify import Notification
     from zdu.plugins import (
         MigrationRunnerPlugin,
         PlatformPlugin,
@@ -257,6 +258,30 @@ def zdu_upgrade_finished(upgrade: UpgradeInfo, report: Report) -> None:
         @hookimpl
         def zdu_upgrade_finished(upgrade, report):
             DEPLOYMENT_SECONDS.labels(version=report.to_version).observe(report.duration_seconds)
+    """
+
+
+@_hookspec
+def zdu_notify(notification: Notification) -> None:
+    """Called once whenever an upgrade ends, to tell people.
+
+    Every end counts: succeeded, rolled back (by a gate, an interruption or ``zdu rollback``),
+    failed, or paused for a person.
+
+    :param notification: target, versions, status, what ended it (``trigger``), the reason and the
+        probes' main figures; ``notification.slack_payload()`` gives Slack-compatible JSON.
+
+    The return value is ignored. zdu's own webhook notifier implements it (``upgrade.webhooks``).
+
+    .. versionadded:: 0.2
+
+    Example::
+
+        from zdu.plugins import hookimpl
+
+        @hookimpl
+        def zdu_notify(notification):
+            send_mail("release@example.com", notification.title, notification.reason)
     """
 
 

@@ -192,6 +192,9 @@ class Journal:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        from zdu.journals import remember  # noqa: PLC0415 - it imports this module
+
+        remember(self.path)  # so that 'zdu status' and 'zdu report' find this journal
         return upgrade_id
 
     def check_free(self, target: str) -> None:
@@ -218,7 +221,7 @@ class Journal:
             (target,),
         ).fetchall()
         for row in rows:
-            if row["owner_host"] == socket.gethostname() and not _alive(
+            if row["owner_host"] == socket.gethostname() and not process_alive(
                 row["owner_pid"], row["owner_started"]
             ):
                 db.execute("UPDATE upgrades SET status = 'interrupted' WHERE id = ?", (row["id"],))
@@ -336,7 +339,8 @@ def _busy(target: str, row: sqlite3.Row) -> TargetBusy:
     )
 
 
-def _alive(pid: int, started: float) -> bool:
+def process_alive(pid: int, started: float) -> bool:
+    """Whether the process ``pid`` that started at ``started`` (its create time) still runs."""
     try:
         process = psutil.Process(pid)
         return abs(process.create_time() - started) < 1.0 and process.status() != psutil.STATUS_ZOMBIE

@@ -263,6 +263,9 @@ class Measurement:
     reasons: tuple[str, ...] = ()
     started_at: float = 0.0
     finished_at: float = 0.0
+    #: each check behind the status, for the journal and reports: what was asked (a query, a
+    #: command), the value seen, the threshold and the decision (JSON-ready mappings)
+    evaluations: tuple[Mapping[str, Any], ...] = ()
 
 
 class VerdictStatus(enum.Enum):

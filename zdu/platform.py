@@ -159,17 +159,24 @@ class Router(Protocol):
         """
         ...
 
-    def set_affinity(self, enabled: bool) -> None:
-        """Keep each client on the group that first served it, while ``enabled`` (sticky sessions).
+    def set_affinity(self, enabled: bool, scope: str = "session") -> None:
+        """Pin requests to the group that served a client, while ``enabled`` (the ``sticky-nginx`` layer).
 
-        Used by the ``sticky-nginx`` layer: on in ``prepare``, off in ``finalize`` and on rollback.
-        While on, the response names the group that served it (a cookie) and later requests follow it:
-        a page request as long as that group has a weight above 0 and a ready instance; an asset
-        request as long as the group has a ready instance at any weight, so that a page rendered by a
-        group that just left the router still finds its assets. A client new to the router, or whose
-        group is gone, is routed by weight and pinned to where it landed. A router may keep a group's
-        last instances serving its pinned asset requests for a short grace before they drain. Off,
-        every request is routed by weight. Changed gracefully; idempotent.
+        Used by the ``sticky-nginx`` layer: on in ``prepare``, off in ``finalize`` and on rollback. While
+        on, a response names the group that served it (a cookie) and later requests follow it.
+
+        ``scope="session"`` (sticky sessions): a page request follows it as long as that group has a
+        weight above 0 and a ready instance; an asset request as long as the group has a ready instance
+        at any weight, so that a page rendered by a group that just left the router still finds its
+        assets. A client new to the router, or whose group is gone, is routed by weight and pinned to
+        where it landed.
+
+        ``scope="assets"``: only asset requests follow it (the cookie names the group of the last page,
+        lives briefly and is sent with assets only); pages and every other request go by weight.
+
+        A router may keep a group's last instances serving its pinned asset requests for a short grace
+        before they drain. Off, every request is routed by weight. Changed gracefully; idempotent. A
+        router that cannot honour ``scope`` raises :class:`~zdu.errors.PlatformError` naming it.
         """
         ...
 

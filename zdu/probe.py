@@ -17,7 +17,7 @@ import attrs
 
 from zdu.model import Measurement, Release, Target, Verdict, Version
 
-__all__ = ["GateSettings", "Probe", "ProbeContext"]
+__all__ = ["GateAware", "GateSettings", "Probe", "ProbeContext"]
 
 
 @attrs.frozen
@@ -72,4 +72,19 @@ class Probe(Protocol):
 
     def stop(self) -> Verdict:
         """Stop watching and judge the whole run. Called once, also after a failure."""
+        ...
+
+
+@runtime_checkable
+class GateAware(Protocol):
+    """A probe that wants to know which gate it is measured at (optional, beside :class:`Probe`).
+
+    The orchestrator calls :meth:`at_gate` at every gate, before it decides whether the probe is due;
+    a probe that acts only at chosen gates (``qa``: after the first new instance serves, before
+    finalize) uses it to know which gate the next :meth:`Probe.measure` is for, and returns ``True``
+    to be measured at this gate even when its ``interval`` has not passed.
+    """
+
+    def at_gate(self, phase: str, step: str) -> bool:
+        """Tell the probe the gate ``step`` of ``phase``; return whether it must be measured now."""
         ...

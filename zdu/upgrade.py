@@ -36,6 +36,7 @@ from zdu.errors import (
     ZduError,
 )
 from zdu.journal import Journal
+from zdu.metrics import UpgradeMetrics
 from zdu.migrations import (
     MigrationEnv,
     MigrationRunner,
@@ -44,6 +45,7 @@ from zdu.migrations import (
     wait_for_background_migrations,
 )
 from zdu.model import Phase, Report, UpgradeStatus, Verdict, Version
+from zdu.notify import WebhookNotifier, notification_of
 from zdu.platform import Platform, PlatformEnv, RecordsChanges
 from zdu.policy import check_upgrade_path
 from zdu.probe import GateSettings, Probe, ProbeContext
@@ -125,6 +127,9 @@ class Upgrade:
         self.cancel = threading.Event()
         self._platform: Platform | None = None
         self._offline_snapshot: Path | None = None
+        self._trigger = "upgrade"
+        #: where the metrics are served while :meth:`run` runs (``upgrade.metrics_address``)
+        self.metrics_url: str | None = None
 
     @classmethod
     def from_config(
@@ -315,7 +320,7 @@ class Upgrade:
         started = time.time()
         # built before anything is recorded: a bad option of a part is bad input, not a failed upgrade
         parts = (self._strategy(), self._layers(), self._runner())
-        with self.platform.hold_lock(_holder()):
+        with self.platform.hold_lock(_holder()), self._outputs():
             return self._run(resume, started, parts)
 
     def _run(
@@ -575,7 +580,43 @@ class Upgrade:
         )
         self.journal.finish(info.id, status, report=report.to_dict(), error=error)
         self.manager.notify("zdu_upgrade_finished", upgrade=info, report=report)
+        self.manager.notify("zdu_notify", notification=notification_of(info, report, self._trigger))
         return report
+
+    # -- metrics and notifications -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _outputs(self, trigger: str = "upgrade") -> Iterator[None]:
+        """Serve metrics, push them at the end, and notify webhooks, as the configuration asks."""
+        self._trigger = trigger
+        config = self.config
+        metrics = UpgradeMetrics() if config.metrics_address or config.pushgateway else None
+        notifier = WebhookNotifier(config.webhooks) if config.webhooks else None
+        for observer, name in ((metrics, "zdu-metrics"), (notifier, "zdu-webhooks")):
+            if observer is not None and not self.manager.has_plugin(name):
+                self.manager.register(observer, name=name)
+        try:
+            if metrics is not None and config.metrics_address:
+                try:
+                    url = metrics.serve(config.metrics_address)
+                except OSError as error:
+                    raise UsageError(
+                        f"upgrade.metrics_address: cannot serve on {config.metrics_address!r}: {error}"
+                    ) from None
+                log.info("metrics of upgrade of %s at %s", config.target.name, url)
+                self.metrics_url = url
+            yield
+        finally:
+            for observer in (metrics, notifier):
+                if observer is not None and self.manager.is_registered(observer):
+                    self.manager.unregister(observer)
+            if metrics is not None:
+                metrics.close()
+                if config.pushgateway:
+                    try:
+                        metrics.push(config.pushgateway, config.target.name)
+                    except OSError as error:
+                        log.warning("could not push the metrics to the Pushgateway: %s", error)
 
     def _stop_probes(self, gates: list[ProbeGate]) -> list[Verdict]:
         verdicts = []
@@ -593,6 +634,10 @@ class Upgrade:
 
         :raises RollbackRefused: once ``migrate(post)`` has started for it.
         """
+        with self._outputs(trigger="manual rollback"):
+            return self._rollback_requested(upgrade_id)
+
+    def _rollback_requested(self, upgrade_id: str) -> Report:
         record = self.journal.get(upgrade_id)
         if record is None or record.target != self.config.target.name:
             raise UsageError(

@@ -6,6 +6,13 @@ playbooks (copied from ``demo_env``: real playbooks whose tasks run :mod:`zdu_ge
 with ``ansible_connection=local``), and each node's process state. HAProxy runs in the foreground of
 its own session (no systemd) and is stopped, with every node, by :meth:`LocalGetFleet.down`.
 
+HAProxy itself is replaced (a new binary, a new version, a new configuration) by
+:meth:`LocalGetFleet.reload_haproxy`, HAProxy's seamless reload: the new process takes the listening
+sockets from the old one over the stats socket (``expose-fd listeners``, ``-x``), tells it to stop
+(``-sf``: it closes its listeners and finishes the connections it holds, websockets and long downloads
+included), and starts from the servers' states the old one had (``server-state-file``), so a server
+zdu drained stays drained.
+
 HAProxy retries nothing here (``retries 0``, no ``option redispatch``), so what the probes count is
 what the nodes do. Websockets and long downloads pass through it. A playbook replaces a node's app
 through :mod:`zdu_get.node`, which stops it with SIGTERM (SIGKILL only after a 10 s grace): the app
@@ -29,7 +36,7 @@ from zdu_get.node import start_node, stop_node
 from zdu_local.network import free_port
 from zdu_local.processes import ProcessIdentity, spawn, stop_processes
 
-__all__ = ["DEMO_PLAYBOOKS", "LocalGetFleet", "haproxy_config"]
+__all__ = ["DEMO_PLAYBOOKS", "HAProxyReload", "LocalGetFleet", "haproxy_config"]
 
 #: The playbooks of the local fleet, one per component, named as GET names them.
 DEMO_PLAYBOOKS = Path(__file__).parent / "demo_env"
@@ -46,11 +53,15 @@ _DEFAULT_COMPONENTS: Mapping[str, Sequence[str]] = {
 
 _HAPROXY = """\
 global
-    stats socket {socket} mode 600 level admin
+    # expose-fd listeners: a reloading HAProxy (-x) takes the listening sockets from this one
+    stats socket {socket} mode 600 level admin expose-fd listeners
     stats timeout 30s
+    # the servers' states (a server drained by zdu) carried over a reload
+    server-state-file {state}
 
 defaults
     mode http
+    load-server-state-from-file global
     timeout connect 2s
     timeout client 30s
     timeout server 30s
@@ -71,6 +82,23 @@ backend gitlab_rails
     default-server inter 300ms fall 2 rise 1
 {servers}
 """
+
+_HAPROXY_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+@attrs.frozen
+class HAProxyReload:
+    """What :meth:`LocalGetFleet.reload_haproxy` did.
+
+    :ivar old: the process that served before; it exits once the connections it holds end.
+    :ivar new: the process that serves now.
+    :ivar held_connections: connections the old process still held when the new one took over.
+    """
+
+    old: ProcessIdentity
+    new: ProcessIdentity
+    held_connections: int
+
 
 _VARS = """\
 all:
@@ -96,7 +124,8 @@ def haproxy_config(socket: Path, port: int, servers: Mapping[str, str]) -> str:
     websockets pass (``timeout tunnel``).
     """
     lines = [f"    server {name} {address} check" for name, address in servers.items()]
-    return _HAPROXY.format(socket=socket, port=port, servers="\n".join(lines))
+    state = socket.with_name("haproxy.state")
+    return _HAPROXY.format(socket=socket, port=port, servers="\n".join(lines), state=state)
 
 
 @attrs.define
@@ -118,6 +147,7 @@ class LocalGetFleet:
     database: Path | None = None
     port: int = 0
     _haproxy: ProcessIdentity | None = None
+    _retiring: list[ProcessIdentity] = attrs.field(factory=list)
 
     @property
     def retries(self) -> bool:
@@ -209,12 +239,69 @@ class LocalGetFleet:
         self.port = self.port or free_port("127.0.0.1")
         config = self.directory / "haproxy.cfg"
         config.write_text(haproxy_config(self.socket, self.port, servers), encoding="utf-8")
+        self.socket.with_name("haproxy.state").unlink(missing_ok=True)  # a fresh start: every server UP
         self._haproxy = spawn(
-            ["haproxy", "-db", "-f", str(config)],
-            {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-            self.directory / "logs" / "haproxy.log",
+            ["haproxy", "-db", "-f", str(config)], _HAPROXY_ENV, self.directory / "logs" / "haproxy.log"
         )
         self._wait_up()
+
+    @property
+    def haproxy(self) -> ProcessIdentity | None:
+        """The HAProxy process that serves (None before :meth:`start_haproxy` or after :meth:`down`)."""
+        return self._haproxy
+
+    def stop_haproxy(self) -> None:
+        """Stop HAProxy (SIGTERM: its connections are cut), leaving the nodes running."""
+        if self._haproxy is not None:
+            stop_processes([self._haproxy], 5.0)
+            self._haproxy = None
+
+    def reload_haproxy(self, program: str = "haproxy", *, timeout: float = 15.0) -> HAProxyReload:
+        """Replace the running HAProxy by ``program`` on the same configuration, seamlessly.
+
+        The servers' states are saved (``show servers state`` into the ``server-state-file``); the new
+        process is started with ``-x <stats socket>`` (it receives the listening sockets from the old
+        one: no moment without a listener, no refused connection) and ``-sf <old pid>`` (once it
+        serves, the old process stops listening and finishes what it holds: requests in flight,
+        long downloads, websockets). Returns once the new process answers on the stats socket with
+        every server in the state it had; the old one exits on its own later.
+
+        :param program: the HAProxy program (a name on PATH, /usr/sbin included, or a path).
+        """
+        old = self._haproxy
+        if old is None or not old.alive():
+            raise PlatformError("HAProxy does not run: nothing to reload (start the fleet first)")
+        runtime = HAProxyRuntime(self.socket)
+        before = {s.name: (s.routed, s.draining) for s in runtime.servers("gitlab_rails")}
+        self.socket.with_name("haproxy.state").write_text(runtime.command("show servers state"))
+        process = old.process()
+        held = 0
+        if process is not None:
+            held = sum(1 for c in process.net_connections(kind="tcp") if c.status == "ESTABLISHED")
+        config = self.directory / "haproxy.cfg"
+        command = [program, "-db", "-f", str(config), "-x", str(self.socket), "-sf", str(old.pid)]
+        new = spawn(command, _HAPROXY_ENV, self.directory / "logs" / "haproxy.log")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                serving = f"Pid: {new.pid}" in runtime.command("show info")
+                after = {s.name: (s.routed, s.draining) for s in runtime.servers("gitlab_rails")}
+            except PlatformError:
+                serving, after = False, {}
+            if serving and after == before:
+                break
+            if not new.alive() or time.monotonic() >= deadline:
+                if new.alive():
+                    stop_processes([new], 5.0)
+                raise PlatformError(
+                    f"the new HAProxy ({program}) did not take over within {timeout:g}s "
+                    f"(servers {after or 'unknown'}, before {before}); see "
+                    f"{self.directory / 'logs' / 'haproxy.log'}"
+                )
+            time.sleep(0.05)
+        self._haproxy = new
+        self._retiring.append(old)
+        return HAProxyReload(old=old, new=new, held_connections=held)
 
     def _wait_up(self, timeout: float = 15.0) -> None:
         runtime = HAProxyRuntime(self.socket)
@@ -241,9 +328,9 @@ class LocalGetFleet:
         }
 
     def down(self) -> None:
-        """Stop HAProxy and every node. Idempotent."""
-        if self._haproxy is not None:
-            stop_processes([self._haproxy], 5.0)
-            self._haproxy = None
+        """Stop HAProxy (and any old one still finishing its connections) and every node. Idempotent."""
+        self.stop_haproxy()
+        stop_processes(self._retiring, 5.0)
+        self._retiring.clear()
         for node in self.rails:
             stop_node(self.directory, node, grace=5.0)

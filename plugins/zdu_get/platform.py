@@ -74,8 +74,8 @@ class HAProxyRouter:
             "run on it (GET's HAProxy configuration decides stickiness)"
         )
 
-    def set_affinity(self, enabled: bool) -> None:
-        """Not offered by this router."""
+    def set_affinity(self, enabled: bool, scope: str = "session") -> None:
+        """Not offered by this router (whatever the ``scope``)."""
         if enabled:
             raise PlatformError("the get platform's HAProxy router does not manage affinity")
 

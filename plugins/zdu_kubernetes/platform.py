@@ -510,10 +510,22 @@ class KubernetesRouter:
                 "gitlab.webservice.ingress.serviceUpstream) or use the assets-shim layer"
             )
 
-    def set_affinity(self, enabled: bool) -> None:
-        """Add (remove) ingress-nginx's cookie-affinity annotations on the Ingress."""
+    def set_affinity(self, enabled: bool, scope: str = "session") -> None:
+        """Add (remove) ingress-nginx's cookie-affinity annotations on the Ingress.
+
+        ingress-nginx pins a client to a pod for the cookie's life (``affinity_max_age``); it has no
+        pin scoped to a page's assets, so ``scope="assets"`` gets the same annotations (a warning says
+        so): the load follows the clients, not the weights. Use the assets-shim layer for balance.
+        """
         if enabled:
             self.check_affinity()
+            if scope != "session":
+                log.warning(
+                    "ingress-nginx cannot pin only a page's assets (affinity scope %r): clients are "
+                    "pinned to a pod for %ss, as with scope 'session'",
+                    scope,
+                    self.config.affinity_max_age,
+                )
         wanted = affinity_annotations(self.config)
 
         def change(ingress: Obj) -> bool:

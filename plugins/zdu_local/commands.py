@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
 
-from zdu.cli import manager_from
+from zdu.cli import manager_from, stderr_console
 from zdu.config import load_config
 from zdu.errors import UsageError
+from zdu.journal import Journal, UpgradeRecord
 from zdu.platform import PlatformEnv
 from zdu_local.demo import DEFAULT_SCENARIOS, DemoTraffic, render_table, run_demo
+from zdu_local.demo_reports import demo_journal, write_html_reports
 from zdu_local.platform import LocalPlatform
 
 __all__ = ["demo", "local"]
@@ -54,8 +57,44 @@ def down(ctx: click.Context, config: Path) -> None:
     click.echo(f"stopped the fleet in {platform.state_dir}")
 
 
-@click.command()
+@local.command("router-upgrade")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--nginx",
+    "program",
+    default=None,
+    help="The nginx program to run from now on (a name or a path); default: the config's platform.nginx.",
+)
+@click.pass_context
+def router_upgrade(ctx: click.Context, config: Path, program: str | None) -> None:
+    """Replace the fleet's nginx (new binary or version) under traffic, without dropping a connection.
+
+    USR2 starts a new master beside the old one on the same sockets, WINCH retires the old workers
+    (they finish what they hold: requests, downloads, websockets), QUIT the old master.
+    """
+    platform, _ = _platform(ctx, config)
+    result = platform.router.upgrade(program)
+    click.echo(
+        f"nginx master {result.old.pid} -> {result.new.pid} ({result.binary}); the old one retires "
+        f"after its {result.held_connections} open connections end"
+    )
+
+
+@local.command("status")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
+@click.pass_context
+def status_(ctx: click.Context, config: Path, as_json: bool) -> None:
+    """Show what the fleet runs: the router, and each instance's version, address, pid and log."""
+    from zdu_local.fleet_status import fleet_status, render_fleet_status  # noqa: PLC0415
+
+    platform, _ = _platform(ctx, config)
+    found = fleet_status(platform)
+    click.echo(json.dumps(found, indent=2) if as_json else render_fleet_status(found))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout (the table goes to stderr).")
 @click.option(
     "--scenario",
     "scenarios",
@@ -96,6 +135,13 @@ def down(ctx: click.Context, config: Path) -> None:
 @click.option(
     "--replicas", type=click.IntRange(min=1), default=3, show_default=True, help="Instances in the fleet."
 )
+@click.option(
+    "--html",
+    "html",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Write an HTML report of each scenario and an index.html into DIR.",
+)
 @click.pass_context
 def demo(
     ctx: click.Context,
@@ -107,12 +153,41 @@ def demo(
     sockets: int,
     independent: bool,
     replicas: int,
+    html: Path | None,
 ) -> None:
     """Upgrade local fleets with each strategy under traffic and compare what users saw."""
     chosen = [s for s in DEFAULT_SCENARIOS if not scenarios or s.key in scenarios]
     traffic = DemoTraffic(rps=rps, clients=clients, streams=streams, sockets=sockets, independent=independent)
-    rows = run_demo(chosen, manager=manager_from(ctx), traffic=traffic, replicas=replicas)
+    journal, started = demo_journal(), time.time()
+    try:
+        rows = run_demo(
+            chosen, manager=manager_from(ctx), traffic=traffic, replicas=replicas, journal=journal
+        )
+    finally:
+        demo_outputs(journal, html, started)
     if as_json:
         click.echo(json.dumps({"scenarios": [row.to_dict() for row in rows]}, indent=2))
+        click.echo(render_table(rows), err=True)  # the table for a person, beside the JSON for tools
     else:
         click.echo(render_table(rows))
+
+
+def demo_outputs(journal: Journal, html: Path | None, started: float) -> None:
+    """Say where the demo's upgrades (those since ``started``) are recorded; write their HTML reports."""
+    console = stderr_console()
+    records = [r for r in journal.upgrades(limit=100) if r.started_at >= started]
+    records.sort(key=lambda r: r.started_at)
+    console.print(
+        f"the demo's upgrades are in the journal {journal.path}: 'zdu report ID' shows one "
+        f"({', '.join(r.id for r in records) or 'none ran'})",
+        highlight=False,
+        markup=False,
+    )
+    if html is not None and records:
+        scenarios = [(f"{r.strategy}-{r.to_version}", _title(r), r.id) for r in records]
+        index = write_html_reports(journal, scenarios, html)
+        console.print(f"HTML reports: {index.resolve()}", highlight=False, markup=False)
+
+
+def _title(record: UpgradeRecord) -> str:
+    return " + ".join((record.strategy, *record.layers))

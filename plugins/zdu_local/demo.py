@@ -19,7 +19,9 @@ Fleets: the scenarios without migrations share one fleet that starts at 16.6.0 (
 left it) and goes one minor version further per scenario; each scenario with migrations gets a fresh
 fleet at 16.5.0 whose database has 16.5's schema, upgraded to 16.6.0 (a column rename split in a
 regular and a post-deployment migration); the GET-like fleet runs behind HAProxy. Every fleet's
-instances share one SQLite database, so that a write acknowledged by one is read back through any.
+instances share one SQLite database, so that a write acknowledged by one is read back through any,
+and a background worker runs the batched background migrations 16.6 queues (the migrations scenario
+waits for them before it calls the upgrade finished).
 The probe runs in dry-run mode (it records, never gates), so every scenario runs to its end and the
 table shows what users would have seen. Every process the demo starts is stopped at the end, also on
 Ctrl-C.
@@ -28,7 +30,9 @@ Ctrl-C.
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,10 +44,11 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
-from zdu.cli import ProgressObserver, interruptible
+from zdu.cli import ProgressObserver, WarningSummary, interruptible, stderr_console
 from zdu.config import load_config
 from zdu.context import RESTORED_EVENT
 from zdu.errors import ZduError
+from zdu.journal import Journal
 from zdu.migrations import MigrationEnv, Stage
 from zdu.model import Event, Report, Target, UpgradeStatus, Version
 from zdu.platform import Platform, PlatformEnv
@@ -55,6 +60,7 @@ from zdu_local.config import demo_app_command
 from zdu_local.crosscheck import IndependentCount, IndependentLoad, WrkMissing, find_wrk
 from zdu_local.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
 from zdu_local.platform import LocalPlatform
+from zdu_local.processes import ProcessIdentity, spawn, stop_processes
 
 __all__ = [
     "DEFAULT_SCENARIOS",
@@ -64,6 +70,7 @@ __all__ = [
     "Scenario",
     "blast_radius",
     "create_database",
+    "create_mixed_database",
     "next_release",
     "render_table",
     "run_demo",
@@ -254,6 +261,8 @@ class DemoRow:
     detect_s: float | None = None
     #: seconds from the decision to roll back to only the old version serving users
     restore_s: float | None = None
+    #: the upgrade's id in the demo's journal (``zdu report ID``)
+    upgrade_id: str = ""
 
     @classmethod
     def from_report(
@@ -302,6 +311,7 @@ class DemoRow:
             failure_rate_upper_95=report.value("failure_rate_upper_95", 1.0),
             independent=independent,
             **(blast_radius(report, events) if scenario.fault else {}),
+            upgrade_id=report.upgrade_id,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -337,6 +347,7 @@ class DemoRow:
             "user_failed": self.user_failed,
             "detect_s": self.detect_s,
             "restore_s": self.restore_s,
+            "upgrade_id": self.upgrade_id,
         }
 
 
@@ -399,6 +410,10 @@ def _config(
             "name": "sql",
             "database": f"sqlite://{database}",
             "path": str(DEMO_MIGRATIONS),
+            # 16.6's post-deployment migrations queue a batched background migration; the fleet's
+            # worker runs it in a few seconds, and the upgrade ends only once it has finished
+            "wait_for_background_migrations": True,
+            "background_migrations_timeout": 120.0,
         }
     return config
 
@@ -416,22 +431,23 @@ def run_demo(
     traffic: DemoTraffic | None = None,
     replicas: int = 3,
     console: Console | None = None,
+    journal: Journal | None = None,
 ) -> list[DemoRow]:
     """Run the scenarios under traffic and return their rows, in the order given.
 
     The scenarios without migrations share one fleet, each going one minor version further; every
     scenario with migrations gets a fresh fleet and database. Every fleet is stopped at the end.
     """
-    console = console or Console(stderr=True, highlight=False)
+    console = console or stderr_console()
     scenarios = list(scenarios)
     settings = DemoSettings(
-        manager=manager, traffic=traffic or DemoTraffic(), replicas=replicas, console=console
+        manager=manager, traffic=traffic or DemoTraffic(), replicas=replicas, console=console, journal=journal
     )
     rows: dict[str, DemoRow] = {}
     observer = ProgressObserver(console)
     manager.register(observer, name="zdu-demo-progress")
     try:
-        with interruptible(settings.cancel, console):
+        with interruptible(settings.cancel, console), WarningSummary().holding(console):
             chain = [s for s in scenarios if s.migrations == "none" and s.strategy != "get"]
             if chain:
                 rows.update(_run_fleet(chain, settings, CHAIN_START_VERSION))
@@ -458,6 +474,8 @@ class DemoSettings:
     console: Console
     cancel: threading.Event = attrs.field(factory=threading.Event)
     _warned_wrk: bool = False
+    #: where the upgrades are recorded (default: each fleet's own, removed with it)
+    journal: Journal | None = None
 
     @contextmanager
     def independent(self, url: str) -> Iterator[Callable[[], IndependentCount | None]]:
@@ -492,7 +510,7 @@ class DemoSettings:
         **options: Any,
     ) -> DemoRow:
         """Upgrade as ``config`` says under the probe and wrk; raise unless it succeeded."""
-        upgrade = Upgrade(config, self.manager, verify_seconds=1.0, **options)
+        upgrade = Upgrade(config, self.manager, journal=self.journal, verify_seconds=1.0, **options)
         upgrade.cancel = self.cancel
         with self.independent(url) as independent:
             report = upgrade.run()
@@ -531,8 +549,15 @@ def _run_fleet(scenarios: list[Scenario], settings: DemoSettings, start: Version
     first = config_of(scenarios[0], version)
     platform = LocalPlatform(first.platform.options, PlatformEnv(first.target, first.target_state_dir))
     rows: dict[str, DemoRow] = {}
+    worker: ProcessIdentity | None = None
     try:
         create_database(database, version)
+        # the fleet's background worker (GitLab's Sidekiq runs batched background migrations)
+        worker = spawn(
+            [sys.executable, "-m", "zdu_local.demo_worker", "--database", str(database)],
+            dict(os.environ),
+            state_dir / "logs" / "worker.log",
+        )
         console.print(f"starting {settings.replicas} demo-app instances of {version} behind nginx …")
         url = platform.up(version)
         console.print(f"the fleet serves at {url}")
@@ -557,6 +582,8 @@ def _run_fleet(scenarios: list[Scenario], settings: DemoSettings, start: Version
                 version = config.release.version
     finally:
         console.print("stopping the fleet …")
+        if worker is not None:
+            stop_processes([worker], 5.0)
         platform.down()
         shutil.rmtree(state_dir, ignore_errors=True)
     return rows
@@ -568,6 +595,24 @@ def create_database(database: Path, version: Version) -> None:
     16.5.0: the demo migrations up to 16.5's schema; a later version: every demo migration, regular
     and post-deployment.
     """
+    runner = _demo_runner(database, version)
+    if version <= START_VERSION:
+        runner.apply(Stage.PRE, through=DEMO_BASE_SCHEMA)
+    else:
+        runner.apply(Stage.PRE)
+        runner.apply(Stage.POST)
+
+
+def create_mixed_database(database: Path) -> None:
+    """Create the demo's database as an upgrade to 16.6 leaves it between its two stages.
+
+    16.6's regular migrations are applied, its post-deployment ones are not: both 16.5 and 16.6 read
+    it, so a fleet of either (or both) shares it without migrations of its own.
+    """
+    _demo_runner(database, START_VERSION).apply(Stage.PRE)
+
+
+def _demo_runner(database: Path, version: Version) -> Any:
     from zdu_migrations.sql import SqlRunner, SqlRunnerConfig  # noqa: PLC0415 - zdu_migrations on demand
 
     env = MigrationEnv(
@@ -576,12 +621,7 @@ def create_database(database: Path, version: Version) -> None:
         platform=cast(Platform, None),
         state_dir=database.parent,
     )
-    runner = SqlRunner(SqlRunnerConfig(database=Secret(f"sqlite://{database}"), path=DEMO_MIGRATIONS), env)
-    if version <= START_VERSION:
-        runner.apply(Stage.PRE, through=DEMO_BASE_SCHEMA)
-    else:
-        runner.apply(Stage.PRE)
-        runner.apply(Stage.POST)
+    return SqlRunner(SqlRunnerConfig(database=Secret(f"sqlite://{database}"), path=DEMO_MIGRATIONS), env)
 
 
 def _label(scenario: Scenario | DemoRow) -> str:

@@ -34,6 +34,8 @@ Endpoints (every response carries ``X-Demo-Version``):
 * ``GET /-/cable``: a websocket (as GitLab's Action Cable): on connect a text message
   ``{"type": "welcome", "version": v}``, then ``{"type": "ping", "message": <unix time>}`` every
   0.5 s; a text message sent to it comes back as ``{"type": "echo", "message": ...}``;
+* ``GET /-/metrics``: GitLab-like request metrics in Prometheus' format (``http_requests_total``,
+  ``http_request_duration_seconds``, ``gitlab_build_info``: see :mod:`zdu_local.app_metrics`);
 * ``GET /-/inflight``: JSON ``{"requests": R, "streams": S, "websockets": W}``: the HTTP requests
   being handled now (streams included; websockets, health checks and this endpoint excluded), the
   streams in progress and the open websockets. The local platform's drain polls it to wait for the
@@ -109,6 +111,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from zdu_local.app_metrics import METRICS_PATH, RequestMetrics
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -138,7 +142,7 @@ STREAM_CHUNK_INTERVAL = 0.1
 #: A websocket gets a ping message this often (seconds).
 CABLE_PING_INTERVAL = 0.5
 #: Requests not counted by ``/-/inflight``: health checks, and the count itself.
-UNCOUNTED_PATHS = frozenset({"/-/readiness", "/-/liveness", "/-/inflight"})
+UNCOUNTED_PATHS = frozenset({"/-/readiness", "/-/liveness", "/-/inflight", METRICS_PATH})
 CABLE_PATH = "/-/cable"
 
 
@@ -630,6 +634,7 @@ class DemoServer:
         web_app.router.add_get(CABLE_PATH, self._cable, allow_head=False)
         web_app.on_response_prepare.append(self._stamp)
         web_app.on_shutdown.append(self._close_websockets)
+        RequestMetrics(app.version).install(web_app)  # GitLab-like request metrics at /-/metrics
         return web_app
 
     # -- plumbing -----------------------------------------------------------------------------------

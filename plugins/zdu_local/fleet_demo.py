@@ -30,6 +30,7 @@ from zdu.platform import PlatformEnv
 from zdu.registry import ZduPluginManager
 from zdu.upgrade import current_version
 from zdu_local.config import demo_app_command
+from zdu_local.demo import create_mixed_database
 from zdu_local.network import free_port
 from zdu_local.platform import LocalPlatform
 
@@ -78,16 +79,31 @@ def write_local_fleet(
                 "drain_timeout": 5.0,
                 "stop_grace": 3.0,
             },
-            "strategy": {"name": "rolling", "max_surge": 1, "max_unavailable": 0},
+            # sticky sessions: no page asks for assets of the other version while both serve
+            "strategy": {
+                "name": "rolling",
+                "max_surge": 1,
+                "max_unavailable": 0,
+                "layers": ["sticky-nginx"],
+            },
             "probes": [{"name": "http", "rps": rps, "clients": clients, "max_failed_requests": 0}],
             "upgrade": {"state_dir": state},
         },
         "rings": [{"verify_seconds": 2.0, **ring} for ring in rings],
         "cells": [],
     }
+    directory.mkdir(parents=True, exist_ok=True)
     for cell in cells:
+        # each cell its own database, which both versions read (writes are read back through any
+        # instance of the cell)
+        database = (directory / f"{cell.name}.sqlite").resolve()
+        if not database.exists():
+            create_mixed_database(database)
         command = demo_app_command(
-            startup_delay, *(["--fault", "5xx", "--fault-version", RELEASE] if cell.bad else [])
+            startup_delay,
+            "--database",
+            str(database),
+            *(["--fault", "5xx", "--fault-version", RELEASE] if cell.bad else []),
         )
         document["cells"].append(
             {

@@ -87,6 +87,7 @@ class LocalPlatform:
             assets_dir=self._assets.files_dir if self._assets is not None else None,
             affinity_grace=config.affinity_grace,
             retry=config.retry,
+            settle=self._wait_drained,
         )
 
     # -- the fleet's life ----------------------------------------------------------------------------

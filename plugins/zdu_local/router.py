@@ -34,7 +34,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -44,11 +44,18 @@ from zdu.errors import PlatformError
 from zdu.platform import WEIGHTS_PER_INSTANCE, CanaryRoute
 from zdu_local.config import split_address
 from zdu_local.network import format_address, free_port
-from zdu_local.nginx import Nginx
+from zdu_local.nginx import BinaryUpgrade, Nginx
 from zdu_local.processes import ProcessIdentity, tail
 from zdu_local.state import InstanceRecord, RouterRecord, StateStore
 
-__all__ = ["NginxRouter", "parse_canary_cookie", "parse_canary_header", "render_config"]
+__all__ = [
+    "AFFINITY_SCOPES",
+    "ASSET_PIN_SECONDS",
+    "NginxRouter",
+    "parse_canary_cookie",
+    "parse_canary_header",
+    "render_config",
+]
 
 logger = logging.getLogger("zdu.local")
 
@@ -76,6 +83,11 @@ def _user_directive(nginx: Nginx) -> str:
 
 AFFINITY_COOKIE = "zdu_group"
 _COOKIE_ATTRIBUTES = "Path=/; HttpOnly; SameSite=Lax"
+#: The scopes of affinity: ``session`` pins a client's every request; ``assets`` only a page's assets.
+AFFINITY_SCOPES = ("session", "assets")
+#: How long an ``assets`` pin lives: a page's assets are asked for within seconds of the page.
+ASSET_PIN_SECONDS = 60
+_ASSET_PIN_ATTRIBUTES = f"Path=/assets/; Max-Age={ASSET_PIN_SECONDS}; HttpOnly; SameSite=Lax"
 _NOTHING_ROUTABLE = '"no instance is ready to serve this\\n"'
 _ASSET_CACHE_CONTROL = "public, max-age=31536000, immutable"
 # The types nginx gives the files of the assets store (it loads no mime.types of its own here).
@@ -199,8 +211,9 @@ def _affinity_maps(
     weighted = _weighted_target(record, routed) or '""'
     routed_groups = {r.group for r in routed}
     lines = ["    map $upstream_addr $zdu_affinity_cookie {", '        default "";']
+    attributes = _ASSET_PIN_ATTRIBUTES if record.affinity_scope == "assets" else _COOKIE_ATTRIBUTES
     for group, members in sticky.items():
-        cookie = _quote(f"{AFFINITY_COOKIE}={group}; {_COOKIE_ATTRIBUTES}")
+        cookie = _quote(f"{AFFINITY_COOKIE}={group}; {attributes}")
         lines += [f"        {_quote(_address_pattern(member.address))} {cookie};" for member in members]
     lines += [
         "    }",
@@ -222,8 +235,29 @@ def _affinity_maps(
     return lines
 
 
+def _asset_pinned_server(record: RouterRecord, weighted: str | None) -> list[str]:
+    """The user-facing server while affinity is scoped to assets (see :meth:`NginxRouter.set_affinity`).
+
+    Every request but an asset goes by weight, and its answer names the group that rendered it in a
+    cookie sent back with ``/assets/`` requests only, for :data:`ASSET_PIN_SECONDS`; an asset goes to
+    the group its cookie names (by weight without one). So the load follows the weights at every
+    moment, and a page's assets still come from the version that rendered the page. ``weighted`` is
+    where requests by weight go (the users' upstream, or a canary's split).
+    """
+    lines = ["    server {", f"        listen {record.listen};"]
+    if record.assets_dir is not None:
+        lines += _assets_location(record.assets_dir)
+    else:
+        lines += _proxy_location("/assets/", "$zdu_asset_upstream", affinity=False)
+    lines += _proxy_location("/", weighted, affinity=True)
+    lines.append("    }")
+    return lines
+
+
 def _user_server(record: RouterRecord, routed: Sequence[InstanceRecord], affinity: bool) -> list[str]:
     weighted = _weighted_target(record, routed)
+    if affinity and record.affinity_scope == "assets":
+        return _asset_pinned_server(record, weighted)
     lines = ["    server {", f"        listen {record.listen};"]
     if record.assets_dir is not None:
         lines += _assets_location(record.assets_dir)
@@ -242,6 +276,7 @@ def _routing_document(record: RouterRecord, routed: Sequence[InstanceRecord], re
         "routed": sorted(r.id for r in routed),
         "preview": record.preview_group,
         "affinity": record.affinity,
+        "affinity_scope": record.affinity_scope if record.affinity else None,
         "asset_grace": sorted(record.asset_grace) if record.affinity else [],
         "assets": record.assets_dir is not None,
         "canary": _canary_document(record),
@@ -250,7 +285,8 @@ def _routing_document(record: RouterRecord, routed: Sequence[InstanceRecord], re
 
 
 def _routed(record: RouterRecord, instances: Sequence[InstanceRecord]) -> list[InstanceRecord]:
-    return [i for i in instances if i.routable and record.weights.get(i.group, 0) > 0]
+    joining = set(record.joining)
+    return [i for i in instances if i.routable and record.weights.get(i.group, 0) > 0 and i.id not in joining]
 
 
 def _sticky(record: RouterRecord, instances: Sequence[InstanceRecord]) -> dict[str, list[InstanceRecord]]:
@@ -262,6 +298,25 @@ def _sticky(record: RouterRecord, instances: Sequence[InstanceRecord]) -> dict[s
         if instance.routable or instance.id in record.asset_grace:
             groups.setdefault(instance.group, []).append(instance)
     return dict(sorted(groups.items()))
+
+
+def _joining(record: RouterRecord, instances: Sequence[InstanceRecord]) -> tuple[str, ...]:
+    """Ready instances of a weighted group not yet in their group's upstream (affinity on).
+
+    A reload leaves the previous workers accepting connections for a moment beside the new ones.
+    Were a new instance to take pages by the same reload that makes its group known, the assets of its
+    first pages could reach a previous worker, which knows no such group and routes them by weight: to
+    the other version. So :meth:`NginxRouter.sync` puts such instances in their group's upstream (and
+    the cookie's map) first, confirmed in force with no previous worker accepting, and sends them
+    pages by the next reload.
+    """
+    return tuple(
+        sorted(
+            i.id
+            for i in instances
+            if i.routable and i.id not in record.sticky and record.weights.get(i.group, 0) > 0
+        )
+    )
 
 
 def _retry_directives(retry: bool) -> list[str]:
@@ -424,7 +479,8 @@ def render_config(
         "events {\n    worker_connections 4096;\n}",
         "http {",
         "    log_format zdu '$remote_addr [$time_local] \"$request\" $status $body_bytes_sent '",
-        "                   'upstream=$upstream_addr upstream_status=$upstream_status rt=$request_time';",
+        "                   'upstream=$upstream_addr upstream_status=$upstream_status rt=$request_time "
+        "msec=$msec';",
         f"    access_log {_quote(str(prefix / 'logs' / 'access.log'))} zdu buffer=32k flush=1s;",
     ]
     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -501,6 +557,9 @@ class NginxRouter:
         pinned to it after they left the router, while affinity is on (see :meth:`sync`).
     :param retry: whether nginx re-sends a request whose connection to an instance failed to another
         instance (``proxy_next_upstream error timeout``); off, every request gets one attempt.
+    :param settle: called with the instances entering their asset grace, once they take no page any
+        more; returns when the requests they had in flight are answered (the platform's drain wait),
+        so that the grace counts from the last page they rendered, however slow it was.
     """
 
     def __init__(
@@ -512,6 +571,7 @@ class NginxRouter:
         assets_dir: Path | None = None,
         affinity_grace: float = 0.0,
         retry: bool = False,
+        settle: Callable[[Sequence[InstanceRecord]], None] | None = None,
     ) -> None:
         self._store = store
         self._nginx = nginx
@@ -519,6 +579,7 @@ class NginxRouter:
         self._assets_dir = assets_dir
         self._affinity_grace = affinity_grace
         self._retry = retry
+        self._settle = settle
 
     @property
     def retries(self) -> bool:
@@ -690,21 +751,33 @@ class NginxRouter:
             self._apply(attrs.evolve(record, preview_group=group, preview_port=port))
         return self.preview_url
 
-    def set_affinity(self, enabled: bool) -> None:
-        """Switch sticky sessions on or off (a confirmed graceful reload; nothing when already so).
+    def set_affinity(self, enabled: bool, scope: str = "session") -> None:
+        """Switch affinity on or off (a confirmed graceful reload; nothing when already so).
 
-        While on, nginx names the group that answered in a cookie (``zdu_group=<group>``) and routes
-        by it: a page goes to the client's group while that group has a weight above 0 and a ready
-        instance; an asset (``/assets/...``) goes to it while it has a ready instance, whatever its
-        weight, because the page that asks for it came from that group. Every other request (no
-        cookie, a group unknown or gone) is routed by weight, and its answer pins the client anew.
-        The setting is kept in ``state.json``, so a later command finds it.
+        ``scope="session"`` (sticky sessions): nginx names the group that answered in a cookie
+        (``zdu_group=<group>``, for the browser's session) and routes by it: a page goes to the
+        client's group while that group has a weight above 0 and a ready instance; an asset
+        (``/assets/...``) goes to it while it has a ready instance, whatever its weight, because the
+        page that asks for it came from that group. Every other request (no cookie, a group unknown or
+        gone) is routed by weight, and its answer pins the client anew. The load follows the clients,
+        not the weights: as a group shrinks, its last instances keep all of its clients.
+
+        ``scope="assets"``: only assets are pinned. Every other request goes by weight; its answer sets
+        the cookie with ``Path=/assets/`` and ``Max-Age`` :data:`ASSET_PIN_SECONDS`, so the browser
+        sends it with the page's assets only, and they go to the group that rendered the page (by
+        weight without the cookie). The next page goes by weight again and re-pins the assets.
+
+        With either scope a group whose last instances leave keeps them for its pinned assets for the
+        platform's ``affinity_grace`` (see :meth:`sync`). The setting is kept in ``state.json``, so a
+        later command finds it. An unknown scope raises PlatformError.
         """
+        if scope not in AFFINITY_SCOPES:
+            raise PlatformError(f"affinity scope must be one of {', '.join(AFFINITY_SCOPES)}, got {scope!r}")
         with self._store.locked():
             record = self.record
-            if record.affinity != enabled:
-                logger.info("switching affinity (sticky sessions) %s", "on" if enabled else "off")
-            self._apply(attrs.evolve(record, affinity=enabled, asset_grace=()))
+            if record.affinity != enabled or (enabled and record.affinity_scope != scope):
+                logger.info("switching affinity %s", f"on (scope {scope})" if enabled else "off")
+            self._apply(attrs.evolve(record, affinity=enabled, affinity_scope=scope, asset_grace=()))
 
     def route_assets(self, enabled: bool) -> None:
         """Serve ``/assets/`` from the assets store (nginx reads the files itself), or stop doing so.
@@ -798,11 +871,15 @@ class NginxRouter:
         them for its pinned clients' assets for ``affinity_grace`` seconds first: they take no page
         and no new client any more, but a page that group rendered just before still gets its assets
         from it. Only then does the routing drop them, and the caller drains and stops them.
+
+        While affinity is on, an instance that became ready joins its group's upstream (the assets of
+        pages it will render) by one reload, and takes pages only by the next one (see ``_joining``).
         """
         with self._store.locked():
             record = self.record
+            instances = self._store.state.instances
+            leaving: tuple[str, ...] = ()
             if record.affinity and self._affinity_grace > 0:
-                instances = self._store.state.instances
                 ready_groups = {i.group for i in instances if i.routable}
                 leaving = tuple(
                     sorted(
@@ -811,15 +888,47 @@ class NginxRouter:
                         if i.id in record.sticky and not i.routable and i.group not in ready_groups
                     )
                 )
+            joining = _joining(record, instances) if record.affinity else ()
+            if leaving or joining:
                 if leaving:
                     logger.info(
                         "keeping %s for the assets of clients pinned to their group for %gs",
                         ", ".join(leaving),
                         self._affinity_grace,
                     )
-                    self._apply(attrs.evolve(record, asset_grace=leaving))
-                    self._hold_grace(self._affinity_grace)
-            self._apply(attrs.evolve(self.record, asset_grace=()))
+                if joining:
+                    logger.debug("%s join their groups' upstreams before they take pages", ", ".join(joining))
+                self._apply(attrs.evolve(record, asset_grace=leaving, joining=joining))
+            if leaving:
+                if self._settle is not None:
+                    self._settle([i for i in instances if i.id in leaving])
+                self._hold_grace(self._affinity_grace)
+            self._apply(attrs.evolve(self.record, asset_grace=(), joining=()))
+
+    def upgrade(self, program: str | None = None, *, timeout: float = 30.0) -> BinaryUpgrade:
+        """Replace nginx itself (a new binary or version) under traffic, without dropping a connection.
+
+        :meth:`Nginx.upgrade`: a new master started beside the old one by USR2 on the same listening
+        sockets, the old workers retired by WINCH (they finish their requests, long downloads and
+        websockets), the old master by QUIT. Returns once the new master serves the configuration in
+        force (its control server answers the same generation) and the old workers accept nothing;
+        the old master exits later, after its last connection. The state remembers the new master.
+
+        :param program: the nginx program to run from now on; default: the platform's ``nginx``
+            (after a package upgrade replaced it, the same path runs the new version).
+        """
+        with self._store.locked():
+            record = self.record
+            result = self._nginx.upgrade(program, timeout=timeout)
+            if not self._serves(record):
+                raise PlatformError(
+                    f"nginx's new master (pid {result.new.pid}) does not serve configuration "
+                    f"generation {record.generation}"
+                )
+            self._save(
+                attrs.evolve(record, master_pid=result.new.pid, master_started_at=result.new.started_at)
+            )
+            return result
 
     def _apply(self, record: RouterRecord) -> None:
         """Put ``record``'s routing in force by a confirmed graceful reload (nothing when it already is)."""

@@ -67,9 +67,13 @@ class RouterRecord:
     :ivar preview_group: the group reachable on ``preview_port``, if any.
     :ivar affinity: sticky sessions are on: nginx pins each client to the group that served it (a
         ``zdu_group`` cookie) and routes by that cookie (see :meth:`NginxRouter.set_affinity`).
+    :ivar affinity_scope: what affinity pins: ``session`` (every request of a client) or ``assets``
+        (only the assets of the page that set the cookie).
     :ivar sticky: ids of the instances that configuration puts in the per-group upstreams (affinity).
     :ivar asset_grace: ids of instances that left the router but still serve their group's assets to
         the clients pinned to it, for a short grace, because their group has no other instance.
+    :ivar joining: ids of ready instances put in their group's upstream (affinity) but not yet sent
+        pages: the step between two reloads by which an instance joins while affinity is on.
     :ivar assets_dir: the directory ``/assets/`` is served from (the assets store), when routed there.
     :ivar canary_group: the group a share of user requests is split off to (``set_canary``), if any.
     :ivar canary_percent: that share, in percent of user requests (nginx's ``split_clients``).
@@ -87,8 +91,10 @@ class RouterRecord:
     preview_group: str | None = None
     preview_port: int | None = None
     affinity: bool = False
+    affinity_scope: str = "session"
     sticky: tuple[str, ...] = ()
     asset_grace: tuple[str, ...] = ()
+    joining: tuple[str, ...] = ()
     assets_dir: str | None = None
     canary_group: str | None = None
     canary_percent: int = 0

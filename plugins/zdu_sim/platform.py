@@ -309,10 +309,11 @@ class SimRouter:
             self._platform.save()
         return None if group is None else f"{self.url}/{group}"
 
-    def set_affinity(self, enabled: bool) -> None:
-        """Record sticky sessions on or off."""
+    def set_affinity(self, enabled: bool, scope: str = "session") -> None:
+        """Record affinity on or off (and its scope)."""
         with self._platform._lock:
             self._platform.state["affinity"] = enabled
+            self._platform.state["affinity_scope"] = scope
             self._platform.save()
 
     def check_affinity(self) -> None:

@@ -65,7 +65,7 @@ def test_every_bad_field_is_named_with_its_value(zdu_plugin_manager):
     assert "strategy: unknown field 'maxunavailable'" in text and "max_unavailable" in text
     assert "rps" in text and "-5" in text
     assert "failure_limit" in text and "-1" in text
-    assert "probes[1].name: unknown probe 'nope'; installed: http" in text
+    assert "probes[1].name: unknown probe 'nope'; installed: apdex, http, prometheus, qa" in text
 
 
 def test_unknown_strategy_lists_installed(zdu_plugin_manager):

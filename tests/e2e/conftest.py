@@ -14,15 +14,11 @@ import attrs
 import pytest
 
 from zdu.config import load_config
-from zdu.migrations import MigrationEnv, Stage
-from zdu.model import Target
 from zdu.platform import PlatformEnv
 from zdu.registry import get_plugin_manager
-from zdu.secret import Secret
 from zdu_local.config import demo_app_command
-from zdu_local.demo_app import DEMO_MIGRATIONS
+from zdu_local.demo import create_mixed_database
 from zdu_local.platform import LocalPlatform
-from zdu_migrations.sql import SqlRunner, SqlRunnerConfig
 
 FROM, TO = "16.5.0", "16.6.0"
 
@@ -49,8 +45,8 @@ def write_config(
     through any, and the probe's lost writes are the upgrade's own.
     """
     database = directory / "gitlab.sqlite"
-    if not (platform or {}).get("command"):
-        shared_database(database)
+    if not (platform or {}).get("command") and not database.exists():
+        create_mixed_database(database)
     command = demo_app_command(0.3, "--database", str(database))
     if fault:
         command += ["--fault", fault, "--fault-version", fault_version]
@@ -86,16 +82,6 @@ def write_config(
     path = directory / "cell.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def shared_database(database: Path) -> None:
-    """A demo database both FROM and TO can read: 16.6's regular migrations applied, not its post ones."""
-    if database.exists():
-        return
-    target = Target(name="e2e", platform="local", version=FROM)
-    env = MigrationEnv(target=target, platform=None, state_dir=database.parent)  # type: ignore[arg-type]
-    runner = SqlRunner(SqlRunnerConfig(database=Secret(f"sqlite://{database}"), path=DEMO_MIGRATIONS), env)
-    runner.apply(Stage.PRE)
 
 
 @pytest.fixture

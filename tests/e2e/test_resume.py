@@ -64,10 +64,12 @@ def test_resume_finishes_an_upgrade_killed_mid_rollout(tmp_path, fleet):
     upgrade_id = kill_mid_rollout(config, tmp_path / "state")
     busy = zdu("upgrade", str(config))
     assert busy.returncode == 3 and upgrade_id in busy.stderr  # the target stays locked
-    # the journal lives in the config's state_dir: without --config, the default journal does not know it
-    unknown = zdu("resume", upgrade_id, "--json")
-    assert unknown.returncode == 2 and f"no upgrade '{upgrade_id}' in the journal" in unknown.stderr
-    resumed = zdu("resume", upgrade_id, "--config", str(config), "--json")
+    # the journal lives in the config's state_dir: without --config it is found (the journals upgrades
+    # began in are remembered); an id no journal holds is refused, naming the journals searched
+    unknown = zdu("resume", "20000101-000000-abcdef", "--json")
+    assert unknown.returncode == 2 and "no upgrade '20000101-000000-abcdef' in the journals" in unknown.stderr
+    assert str(tmp_path / "state" / "journal.sqlite") in unknown.stderr
+    resumed = zdu("resume", upgrade_id, "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "succeeded"
     assert served_versions(config) == [(TO, 3)]

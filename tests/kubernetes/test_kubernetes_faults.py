@@ -172,10 +172,18 @@ def test_the_migrations_job_runs_the_release_toolbox_and_pauses_around_it(
     ]  # sidekiq resumed first
 
 
+BACKGROUND_STATUS = ["gitlab-rake", "gitlab:background_migrations:status"]
+
+
 def test_a_failed_migrations_job_surfaces_its_log_and_status(
     apiserver: StandInApiServer, tmp_path: Path
 ) -> None:
-    apiserver.job_handler = lambda job: (1, "== AddThing: migrating\nPG::DuplicateColumn: column exists\n")
+    def handler(job: dict) -> tuple[int, str]:
+        if job["spec"]["template"]["spec"]["containers"][0]["command"] == BACKGROUND_STATUS:
+            return 0, ""  # preflight: no batched background migration is queued
+        return 1, "== AddThing: migrating\nPG::DuplicateColumn: column exists\n"
+
+    apiserver.job_handler = handler
     upgrade = upgrade_for(
         apiserver, tmp_path, migrations={"name": "gitlab-rake", "status_command": [], "timeout": 20}
     )
@@ -203,7 +211,13 @@ def test_an_upgrade_with_migrations_in_jobs_succeeds(apiserver: StandInApiServer
     report = upgrade.run()
     upgrade.close()
     assert report.status is UpgradeStatus.SUCCEEDED, report.error
-    assert commands == [(["gitlab-rake", "db:migrate"], "true"), (["gitlab-rake", "db:migrate"], None)]
+    # preflight asks GitLab for unfinished batched background migrations (a read, in a Job too), then
+    # the regular migrations run without the post-deployment ones, and those run last
+    assert commands == [
+        (BACKGROUND_STATUS, None),
+        (["gitlab-rake", "db:migrate"], "true"),
+        (["gitlab-rake", "db:migrate"], None),
+    ]
 
 
 def test_a_migrations_job_past_its_timeout_is_deleted(
