@@ -21,6 +21,7 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
+import floor
 import probe_capacity  # bench/ is on sys.path when this file runs as a script
 from layer_costs import SETTINGS, measure
 
@@ -120,6 +121,17 @@ def main() -> None:
             f"| {median(key, 'longest_outage_s'):.2f} s | {median(key, 'asset_errors'):.0f} "
             f"| {median(key, 'p99_ms'):.1f} ms | {ratio(median(key, 'p99_ms'), median(baseline, 'p99_ms'))} |"
         )
+    floor_figures = floor.measure(rounds=arguments.rounds)
+    lines += [
+        "",
+        "## Rollouts against their floor",
+        "",
+        "`bench/floor.py`: the `rollout` phase of each strategy on a fresh fleet of 3 demo-app instances "
+        "(start-up delay 2 s) against the floor its instances allow, start-up and drain measured in the "
+        "same run; medians over the rounds.",
+        "",
+        *floor.table(floor_figures),
+    ]
     lines += [
         "",
         f"The demo's table, as `zdu demo` prints it, from round {arguments.rounds}:",

@@ -29,7 +29,7 @@ from rich.markup import escape
 from rich.status import Status
 
 from zdu.config import load_config
-from zdu.context import UpgradeInfo
+from zdu.context import PROMOTE_EVENT, UpgradeInfo
 from zdu.errors import ConfigError, TargetBusy, UsageError, ZduError
 from zdu.journal import Journal, UpgradeRecord, default_journal_path
 from zdu.journals import candidate_journals
@@ -474,6 +474,30 @@ def rollback(
         upgrade_.close()
     emit(report.to_dict(), as_json, report.summary)
     sys.exit(0 if report.status is UpgradeStatus.ROLLED_BACK else EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("upgrade_id", metavar="ID")
+@json_option
+@journal_option
+@config_option
+@click.pass_context
+def promote(
+    ctx: click.Context, upgrade_id: str, as_json: bool, journal_path: Path | None, config: Path | None
+) -> None:
+    """Let a canary paused for a decision go on to its next step (recorded in the journal)."""
+    journal = open_journal(ctx, journal_path, config)
+    record = journal.get(upgrade_id)
+    if record is None:
+        raise UsageError(f"no upgrade {upgrade_id!r} in the journal {journal.path}")
+    if not record.status.in_progress:
+        raise UsageError(f"upgrade {upgrade_id} is {record.status.value}: there is nothing to promote")
+    event = journal.record(upgrade_id, record.phase or "", PROMOTE_EVENT, "promoted by a person")
+    emit(
+        {"upgrade_id": upgrade_id, "promoted_at": event.at},
+        as_json,
+        lambda: f"{upgrade_id}: promoted; the running upgrade goes on to its next step",
+    )
 
 
 @cli.group()

@@ -16,12 +16,33 @@ from typing import Any
 import attrs
 
 from zdu.errors import GateFailed, UpgradeInterrupted, ZduError
-from zdu.model import Measurement, MeasurementStatus, Release, Target, Verdict, VerdictStatus, Version
+from zdu.model import (
+    Event,
+    Measurement,
+    MeasurementStatus,
+    Release,
+    Target,
+    Verdict,
+    VerdictStatus,
+    Version,
+)
 from zdu.platform import Platform
 from zdu.probe import GateAware, GateSettings, Probe, ProbeContext
 
-__all__ = ["ProbeGate", "UpgradeContext", "UpgradeInfo", "UpgradePaused", "measurement_data"]
+__all__ = [
+    "PROMOTE_EVENT",
+    "RESTORED_EVENT",
+    "ProbeGate",
+    "UpgradeContext",
+    "UpgradeInfo",
+    "UpgradePaused",
+    "measurement_data",
+]
 
+#: The journal event ``zdu promote ID`` records: a paused canary goes on to its next step.
+PROMOTE_EVENT = "promote"
+#: The journal event a strategy's rollback records once only the old version serves users again.
+RESTORED_EVENT = "restored"
 
 _SUCCESSFUL = MeasurementStatus.SUCCESSFUL
 
@@ -105,6 +126,8 @@ class UpgradeContext:
     dry_run: bool = False
     phase: str = "preflight"
     gate_interval: float = 1.0
+    #: the upgrade's journal events so far (for decisions taken from outside: ``zdu promote``)
+    read_events: Callable[[], Sequence[Event]] = lambda: ()
 
     @property
     def old_group(self) -> str:
@@ -243,6 +266,35 @@ class UpgradeContext:
                 reasons = "; ".join(verdict.reasons)
                 raise GateFailed(f"analysis of {step} by {verdict.probe} {verdict.status.value}: {reasons}")
         return [verdict for verdict, _ in verdicts]
+
+    def promotions(self) -> int:
+        """How many times ``zdu promote`` was recorded for this upgrade so far."""
+        return sum(1 for event in self.read_events() if event.kind == PROMOTE_EVENT)
+
+    def wait_for_promotion(self, step: str, *, seen: int) -> int:
+        """Gate every ``gate_interval`` until a promotion beyond the first ``seen`` is journaled.
+
+        ``zdu promote ID`` records the decision in the journal; the running upgrade reads it here
+        (canary's indefinite pause, Argo Rollouts' ``pause: {}``). Returns the promotions counted, to
+        pass as ``seen`` to the next pause. Nothing waits while planning.
+        """
+        if self.dry_run:
+            return seen
+        self.event("paused-for-promotion", f"{step}: waiting for 'zdu promote {self.info.id}'", step=step)
+        while (count := self.promotions()) <= seen:
+            if self.cancel.wait(self.gate_interval):
+                self.check_cancelled()
+            self.gate(step)
+        self.event("promoted", f"{step}: promoted", step=step)
+        return count
+
+    def restored(self, group: str) -> None:
+        """Journal that only ``group`` (the old version) serves users again: a rollback's routing is done.
+
+        Strategies call it in ``rollback`` right after the routing change, so that the time from the
+        decision to roll back to users being safe again can be read from the journal (``restored``).
+        """
+        self.event(RESTORED_EVENT, f"only {group} serves users again", group=group)
 
 
 def measurement_data(measurement: Measurement, step: str, new_share: float = -1.0) -> dict[str, Any]:

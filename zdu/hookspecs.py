@@ -51,10 +51,10 @@ def zdu_strategies() -> Iterable[StrategyPlugin[object]]:  # type: ignore[empty-
         @hookimpl
         def zdu_strategies():
             yield StrategyPlugin(
-                name="canary",
-                summary="shift traffic to the new version in steps",
-                config=CanaryConfig,
-                factory=Canary,
+                name="shadow",
+                summary="mirror requests to the new version before switching",
+                config=ShadowConfig,
+                factory=Shadow,
             )
     """
 

@@ -23,7 +23,29 @@ from zdu.model import Target, Version
 if TYPE_CHECKING:
     from zdu.migrations import CommandExecutor
 
-__all__ = ["AssetStore", "Instance", "InstanceGroup", "Platform", "PlatformEnv", "RecordsChanges", "Router"]
+__all__ = [
+    "WEIGHTS_ON_OFF",
+    "WEIGHTS_PER_GROUP",
+    "WEIGHTS_PER_INSTANCE",
+    "AssetStore",
+    "CanaryRoute",
+    "Instance",
+    "InstanceGroup",
+    "Platform",
+    "PlatformEnv",
+    "RecordsChanges",
+    "Router",
+    "SplitsTraffic",
+    "weight_semantics",
+]
+
+#: What a Router's weights mean (:func:`weight_semantics`). ``per-instance``: every instance of a group
+#: gets the group's weight, so a group's share grows with its instance count (nginx, HAProxy);
+#: ``per-group``: the group as a whole gets its weight, whatever its size; ``on-off``: a group takes
+#: traffic or not, and groups that do share it by their instance counts (a Kubernetes Service selector).
+WEIGHTS_PER_INSTANCE = "per-instance"
+WEIGHTS_PER_GROUP = "per-group"
+WEIGHTS_ON_OFF = "on-off"
 
 
 @attrs.frozen
@@ -176,6 +198,63 @@ class Router(Protocol):
 
     def remove_managed_routes(self) -> None:
         """Remove every route zdu added for an upgrade (previews, affinity, asset routes). Idempotent."""
+        ...
+
+
+def weight_semantics(router: object) -> str:
+    """What ``router``'s weights mean: its ``weight_semantics`` attribute, else ``per-instance``.
+
+    One of :data:`WEIGHTS_PER_INSTANCE`, :data:`WEIGHTS_PER_GROUP`, :data:`WEIGHTS_ON_OFF`. A strategy
+    that needs a share of traffic to mean the same everywhere uses :class:`SplitsTraffic` instead.
+    """
+    semantics = getattr(router, "weight_semantics", WEIGHTS_PER_INSTANCE)
+    return str(semantics)
+
+
+@attrs.frozen
+class CanaryRoute:
+    """The canary route a :class:`SplitsTraffic` router runs: which group, what share, which opt-ins.
+
+    :ivar group: the canary group.
+    :ivar percent: the share of user requests (0..100) sent to it, whatever the groups' sizes.
+    :ivar cookie: ``name=value``: a request carrying this cookie always goes to the canary.
+    :ivar header: ``Name: value``: a request carrying this header always goes to the canary.
+    """
+
+    group: str
+    percent: int
+    cookie: str | None = None
+    header: str | None = None
+
+
+@runtime_checkable
+class SplitsTraffic(Protocol):
+    """A Router that sends an exact share of user requests to one group (a canary), on every platform.
+
+    Weights mean different things per router (:func:`weight_semantics`); a share does not: ``percent``
+    of the requests go to the canary group whatever the number of instances on either side, like
+    ingress-nginx's ``canary-weight`` or nginx's ``split_clients``. Every other request goes by the
+    router's weights to the other groups. Used by the ``canary`` strategy.
+    """
+
+    @property
+    def weight_semantics(self) -> str:
+        """What this router's weights mean: ``per-instance``, ``per-group`` or ``on-off``."""
+        ...
+
+    def set_canary(
+        self, group: str | None, percent: int = 0, cookie: str | None = None, header: str | None = None
+    ) -> None:
+        """Send ``percent`` (0..100) of user requests to ``group``; ``None`` removes the canary route.
+
+        Every request carrying ``cookie`` (``name=value``) or ``header`` (``Name: value``) goes to the
+        canary too. Returns once the routing is in force. The other groups keep their weights for the
+        rest. Gracefully changed; idempotent.
+        """
+        ...
+
+    def canary(self) -> CanaryRoute | None:
+        """The canary route in force, or ``None``."""
         ...
 
 

@@ -211,6 +211,7 @@ class Upgrade:
             gates=gates,
             probe_factories=self._probe_factories(),
             cancel=self.cancel,
+            read_events=lambda: self.journal.events(info.id),
         )
         return context
 

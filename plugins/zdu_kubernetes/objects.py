@@ -28,6 +28,8 @@ __all__ = [
     "assets_deployment",
     "assets_ingress",
     "assets_service",
+    "canary_annotations",
+    "canary_ingress",
     "group_deployment",
     "group_name",
     "retag",
@@ -306,3 +308,91 @@ def base_selector(service: Obj) -> Mapping[str, str]:
     selector = dict(service.get("spec", {}).get("selector") or {})
     selector.pop(GROUP_LABEL, None)
     return selector
+
+
+CANARY = "nginx.ingress.kubernetes.io/canary"
+CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
+CANARY_BY_COOKIE = "nginx.ingress.kubernetes.io/canary-by-cookie"
+CANARY_BY_HEADER = "nginx.ingress.kubernetes.io/canary-by-header"
+CANARY_BY_HEADER_VALUE = "nginx.ingress.kubernetes.io/canary-by-header-value"
+CANARY_BY_HEADER_PATTERN = "nginx.ingress.kubernetes.io/canary-by-header-pattern"
+#: where the canary route's settings are kept as zdu gave them (ingress-nginx spells them its own way)
+CANARY_ROUTE_ANNOTATION = "zdu.gitlab.com/canary-route"
+
+
+def canary_annotations(percent: int, cookie: str | None, header: str | None) -> dict[str, str]:
+    """ingress-nginx's canary annotations for ``percent`` of requests and the opt-ins.
+
+    ``canary-weight`` is a share of requests, whatever the pod counts. ``canary-by-cookie`` names the
+    cookie (ingress-nginx routes it on the value ``always`` only). A ``header`` (``Name: value``) is
+    matched by ``canary-by-header``/``canary-by-header-value``; without one, the ``Cookie`` header
+    itself is matched against ``name=value`` (``canary-by-header-pattern``), so that GitLab.com's
+    ``gitlab_canary=true`` reaches the canary as it is. ingress-nginx's precedence: header, cookie,
+    weight.
+    """
+    annotations = {CANARY: "true", CANARY_WEIGHT: str(percent)}
+    if cookie is not None:
+        name, _, value = cookie.partition("=")
+        annotations[CANARY_BY_COOKIE] = name
+        if header is None:
+            annotations[CANARY_BY_HEADER] = "Cookie"
+            annotations[CANARY_BY_HEADER_PATTERN] = f"(^|;\\s*){re.escape(name)}={re.escape(value)}(;|$)"
+    if header is not None:
+        name, _, value = header.partition(":")
+        annotations[CANARY_BY_HEADER] = name.strip()
+        annotations[CANARY_BY_HEADER_VALUE] = value.strip()
+    return annotations
+
+
+def canary_ingress(
+    ingress: Obj,
+    name: str,
+    service: str,
+    port: int,
+    route: Mapping[str, object],
+    config: KubernetesPlatformConfig,
+) -> Obj:
+    """An ingress-nginx canary Ingress: ``ingress``'s hosts and paths, every backend ``service``.
+
+    ingress-nginx pairs a canary Ingress with the main one by host and path, so the rules are
+    copied as they are and only the backends change. ``route`` (group, percent, cookie, header) is
+    kept in an annotation of zdu's own, read back by the router.
+    """
+    import json  # noqa: PLC0415
+
+    source = ingress.get("spec", {})
+    rules = copy.deepcopy(source.get("rules") or [{"http": {"paths": [{"path": "/", "pathType": "Prefix"}]}}])
+    for rule in rules:
+        for path in (rule.get("http") or {}).get("paths") or []:
+            path["backend"] = {"service": {"name": service, "port": {"number": port}}}
+    spec: Obj = {"rules": rules}
+    if source.get("ingressClassName"):
+        spec["ingressClassName"] = source["ingressClassName"]
+    if source.get("tls"):
+        spec["tls"] = copy.deepcopy(source["tls"])
+    annotations = {
+        key: value
+        for key, value in (ingress.get("metadata", {}).get("annotations") or {}).items()
+        if key == "kubernetes.io/ingress.class"
+    }
+    percent = route["percent"]
+    cookie, header = route.get("cookie"), route.get("header")
+    annotations.update(
+        canary_annotations(
+            int(percent) if isinstance(percent, int) else 0,
+            cookie if isinstance(cookie, str) else None,
+            header if isinstance(header, str) else None,
+        )
+    )
+    annotations[CANARY_ROUTE_ANNOTATION] = json.dumps(dict(route), sort_keys=True)
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": name,
+            "namespace": config.namespace,
+            "labels": dict(MANAGED_BY),
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }

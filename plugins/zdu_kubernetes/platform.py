@@ -25,7 +25,7 @@ from typing import Any
 
 from zdu.errors import PlatformError, PreflightError, ReadinessTimeout
 from zdu.model import Version
-from zdu.platform import Instance, InstanceGroup, PlatformEnv
+from zdu.platform import WEIGHTS_ON_OFF, CanaryRoute, Instance, InstanceGroup, PlatformEnv
 from zdu_kubernetes.api import Api, ClusterApi, Obj, OfflineApi, WaitTimeout, matches
 from zdu_kubernetes.config import KubernetesPlatformConfig
 from zdu_kubernetes.jobs import JobCommandExecutor
@@ -35,6 +35,8 @@ from zdu_kubernetes.objects import (
     ASSET_VERSIONS_ANNOTATION,
     BASE_LABEL,
     BASE_SELECTOR_ANNOTATION,
+    CANARY_ROUTE_ANNOTATION,
+    CANARY_WEIGHT,
     GROUP_LABEL,
     REMOVED_ANNOTATION,
     SERVICE_UPSTREAM,
@@ -45,6 +47,7 @@ from zdu_kubernetes.objects import (
     assets_name,
     assets_service,
     base_selector,
+    canary_ingress,
     clone_name,
     group_deployment,
     group_name,
@@ -545,10 +548,79 @@ class KubernetesRouter:
             self.api.delete("Ingress", assets_name(self.config))
 
     def remove_managed_routes(self) -> None:
-        """Remove the preview route, the affinity annotations and the assets route."""
+        """Remove the preview route, the affinity annotations, the assets route and the canary route."""
         self.set_preview(None)
         self.set_affinity(False)
         self.route_assets(False)
+        self.set_canary(None)
+
+    # -- the canary route (SplitsTraffic) ------------------------------------------------------------
+
+    @property
+    def weight_semantics(self) -> str:
+        """``on-off``: the Service selects groups or not; those selected share by their pod counts."""
+        return WEIGHTS_ON_OFF
+
+    def _canary_name(self) -> str:
+        return clone_name(self.config.service, "zdu-canary")
+
+    def set_canary(
+        self, group: str | None, percent: int = 0, cookie: str | None = None, header: str | None = None
+    ) -> None:
+        """A canary Service selecting ``group`` and an ingress-nginx canary Ingress; None removes both.
+
+        The canary Ingress copies the main Ingress's hosts and paths with ``canary: "true"``,
+        ``canary-weight: percent`` (a share of requests, whatever the pod counts) and the cookie and
+        header opt-ins (:func:`~zdu_kubernetes.objects.canary_annotations`). The main Service keeps
+        selecting the other groups.
+        """
+        name = self._canary_name()
+        if group is None:
+            self.api.delete("Ingress", name)
+            self.api.delete("Service", name)
+            return
+        if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
+            raise PlatformError(f"canary percent must be an integer from 0 to 100, got {percent!r}")
+        service = self.api.get("Service", self.config.service)
+        if service is None:
+            raise PlatformError(f"Service {self.config.namespace}/{self.config.service} does not exist")
+        wanted_service = preview_service(service, group, name, self.config)
+        if self.api.create(wanted_service)["spec"].get("selector") != wanted_service["spec"]["selector"]:
+
+            def select(obj: Obj) -> bool:
+                obj["spec"]["selector"] = wanted_service["spec"]["selector"]
+                return True
+
+            self.api.update("Service", name, select)
+        port = int((service.get("spec", {}).get("ports") or [{"port": 80}])[0]["port"])
+        route = {"group": group, "percent": percent, "cookie": cookie, "header": header}
+        wanted = canary_ingress(self._ingress(), name, name, port, route, self.config)
+        created = self.api.create(wanted)
+
+        def change(ingress: Obj) -> bool:
+            if ingress["metadata"].get("annotations") == wanted["metadata"]["annotations"]:
+                return False
+            ingress["metadata"]["annotations"] = wanted["metadata"]["annotations"]
+            ingress["spec"] = wanted["spec"]
+            return True
+
+        if created["metadata"].get("annotations") != wanted["metadata"]["annotations"]:
+            self.api.update("Ingress", name, change)
+        log.info("canary Ingress %s: %d%% of requests to %s", name, percent, group)
+
+    def canary(self) -> CanaryRoute | None:
+        """The canary route, as the canary Ingress says, or None."""
+        ingress = self.api.get("Ingress", self._canary_name())
+        if ingress is None:
+            return None
+        annotations = ingress["metadata"].get("annotations") or {}
+        route = json.loads(annotations.get(CANARY_ROUTE_ANNOTATION, "{}"))
+        return CanaryRoute(
+            group=str(route.get("group", "")),
+            percent=int(annotations.get(CANARY_WEIGHT, "0")),
+            cookie=route.get("cookie"),
+            header=route.get("header"),
+        )
 
 
 class KubernetesAssetStore:

@@ -46,10 +46,11 @@ from rich.table import Table
 
 from zdu.cli import ProgressObserver, WarningSummary, interruptible, stderr_console
 from zdu.config import load_config
+from zdu.context import RESTORED_EVENT
 from zdu.errors import ZduError
 from zdu.journal import Journal
 from zdu.migrations import MigrationEnv, Stage
-from zdu.model import Report, Target, UpgradeStatus, Version
+from zdu.model import Event, Report, Target, UpgradeStatus, Version
 from zdu.platform import Platform, PlatformEnv
 from zdu.policy import next_minor
 from zdu.registry import ZduPluginManager
@@ -67,6 +68,7 @@ __all__ = [
     "DemoSettings",
     "DemoTraffic",
     "Scenario",
+    "blast_radius",
     "create_database",
     "create_mixed_database",
     "next_release",
@@ -87,8 +89,12 @@ STARTUP_DELAY_S = 1.0
 #: show the damage the order prevents).
 MIGRATIONS = ("none", "ordered", "post-first")
 #: What a scenario is for: a ``safe`` upgrade whose zeros are claimed; a negative ``control`` (the
-#: same instruments must see failures there); an ``unsafe`` order shown for its damage.
-ROLES = ("safe", "control", "unsafe")
+#: same instruments must see failures there); an ``unsafe`` order shown for its damage; a
+#: ``blast-radius`` measure: a bad release (``fault``) that the gating probe must catch and roll back,
+#: with the failures users saw before the rollback completed.
+ROLES = ("safe", "control", "unsafe", "blast-radius")
+#: The fault of the demo's bad releases: the new version answers 500 to 30% of requests.
+BAD_RELEASE_FAULT = "5xx-share:0.3"
 
 
 @attrs.frozen
@@ -105,10 +111,30 @@ class Scenario:
     #: options of the ``[platform]`` table beyond the demo's own (``drain = false`` for ``no drain``)
     platform: dict[str, Any] = attrs.field(factory=dict)
     role: str = attrs.field(default="safe", validator=attrs.validators.in_(ROLES))
+    #: a demo-app fault the release (only) has (``--fault``), such as :data:`BAD_RELEASE_FAULT`: the
+    #: probe then gates (no dry run) and the scenario must end rolled back
+    fault: str = ""
 
 
 _ROLLING = {"max_surge": 1, "max_unavailable": 0}
 _BLUE_GREEN = {"scale_down_delay": 3.0, "preview_seconds": 2.0}
+_CANARY = {
+    "steps": [{"weight": 10, "pause": "1s"}, {"weight": 50, "pause": "1s"}, {"weight": 100}],
+    "preview_seconds": 2.0,
+}
+
+
+def _bad_release(strategy: str, options: dict[str, Any]) -> Scenario:
+    """``strategy`` rolling out a release that answers 500 to a share of requests, under a gating probe."""
+    return Scenario(
+        f"{strategy}-bad-release",
+        strategy,
+        options=options,
+        variant="bad release",
+        role="blast-radius",
+        fault=BAD_RELEASE_FAULT,
+    )
+
 
 #: The negative controls first, then the plain strategies, then each with a traffic layer that
 #: cures the asset hazard, then migrations, then a GET-like fleet behind HAProxy.
@@ -124,9 +150,14 @@ DEFAULT_SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario("rolling", "rolling", options=_ROLLING),
     Scenario("blue-green", "blue-green", options=_BLUE_GREEN),
+    Scenario("canary", "canary", options=_CANARY),
     Scenario("rolling+sticky-nginx", "rolling", ("sticky-nginx",), options=_ROLLING),
     Scenario("rolling+assets-shim", "rolling", ("assets-shim",), options=_ROLLING),
     Scenario("blue-green+sticky-nginx", "blue-green", ("sticky-nginx",), options=_BLUE_GREEN),
+    # blast radius: a bad release per strategy, caught by the gating probe and rolled back
+    _bad_release("rolling", _ROLLING),
+    _bad_release("blue-green", _BLUE_GREEN),
+    _bad_release("canary", _CANARY),
     Scenario(
         "rolling+sticky-nginx+sql", "rolling", ("sticky-nginx",), options=_ROLLING, migrations="ordered"
     ),
@@ -164,8 +195,22 @@ class DemoTraffic:
     sockets: int = 5
     independent: bool = True
 
-    def probe(self) -> dict[str, Any]:
-        """The ``[[probes]]`` table of the demo's http probe (dry run: it records, never gates)."""
+    def bad_release(self) -> DemoTraffic:
+        """The traffic of a bad-release scenario: requests only (no streams, no websockets), at most 100/s.
+
+        Its figure is how many requests users saw fail; its probe gates, and the strategy's analysis
+        runs a second one against the preview route at the same time, so the load is kept modest.
+        """
+        return attrs.evolve(self, rps=min(self.rps, 100.0), streams=0, sockets=0)
+
+    def probe(self, *, gating: bool = False) -> dict[str, Any]:
+        """The ``[[probes]]`` table of the demo's http probe (dry run: it records, never gates).
+
+        ``gating``: the probe gates instead (a bad-release scenario): one failed measurement of the
+        default thresholds (no failed request, no lost write, ...) fails the gate and rolls back.
+        Asset errors do not gate there: they are the mixed-version hazard the traffic layers cure, not
+        the bad release, and the time to the decision is measured from the first failed request.
+        """
         return {
             "name": "http",
             "rps": self.rps,
@@ -174,7 +219,8 @@ class DemoTraffic:
             "streams": self.streams,
             "stream_seconds": self.stream_seconds,
             "sockets": self.sockets,
-            "dry_run": True,
+            "dry_run": not gating,
+            **({"max_asset_errors": None} if gating else {}),
         }
 
 
@@ -209,6 +255,12 @@ class DemoRow:
     slow_requests: int = 0
     failure_rate_upper_95: float = 1.0
     independent: IndependentCount | None = None
+    #: bad-release scenarios: failed requests the probe's users saw before the rollback completed
+    user_failed: int | None = None
+    #: seconds from the first failure users saw to the decision to roll back
+    detect_s: float | None = None
+    #: seconds from the decision to roll back to only the old version serving users
+    restore_s: float | None = None
     #: the upgrade's id in the demo's journal (``zdu report ID``)
     upgrade_id: str = ""
 
@@ -220,8 +272,12 @@ class DemoRow:
         *,
         router_retries: bool,
         independent: IndependentCount | None,
+        events: Sequence[Event] = (),
     ) -> DemoRow:
-        """The row of a scenario's report, with what the router did and what wrk counted."""
+        """The row of a scenario's report, with what the router did and what wrk counted.
+
+        ``events``: the upgrade's journal, read for a bad-release scenario's blast radius.
+        """
 
         def count(name: str) -> int:
             return int(report.value(name))
@@ -254,6 +310,7 @@ class DemoRow:
             slow_requests=count("slow_requests"),
             failure_rate_upper_95=report.value("failure_rate_upper_95", 1.0),
             independent=independent,
+            **(blast_radius(report, events) if scenario.fault else {}),
             upgrade_id=report.upgrade_id,
         )
 
@@ -287,8 +344,29 @@ class DemoRow:
             "failure_rate_upper_95": self.failure_rate_upper_95,
             "duration_s": self.duration_s,
             "independent": None if self.independent is None else self.independent.to_dict(),
+            "user_failed": self.user_failed,
+            "detect_s": self.detect_s,
+            "restore_s": self.restore_s,
             "upgrade_id": self.upgrade_id,
         }
+
+
+def blast_radius(report: Report, events: Sequence[Event]) -> dict[str, Any]:
+    """``user_failed``, ``detect_s`` and ``restore_s`` of a rolled-back upgrade, from its report and journal.
+
+    ``user_failed``: the requests the upgrade's own probe (users, through the router; not the preview
+    analysis) saw fail; the probe stops once the rollback is done. ``detect_s``: from the end of the
+    first of them to the decision to roll back (journal ``rollback``); None when users saw none.
+    ``restore_s``: from that decision to only the old version serving users (journal ``restored``).
+    """
+    decided = next((e.at for e in events if e.kind == "rollback"), None)
+    restored = next((e.at for e in events if e.kind == RESTORED_EVENT), None)
+    first = report.value("first_failure_at", 0.0)
+    return {
+        "user_failed": int(report.value("failed_requests")),
+        "detect_s": round(decided - first, 3) if decided is not None and first > 0 else None,
+        "restore_s": round(restored - decided, 3) if decided is not None and restored is not None else None,
+    }
 
 
 def _config(
@@ -317,6 +395,16 @@ def _config(
         "probes": [traffic.probe()],
         "upgrade": {"state_dir": str(state_dir)},
     }
+    if scenario.fault:
+        platform = config["platform"]
+        platform["command"] = [
+            *platform["command"],
+            "--fault",
+            scenario.fault,
+            "--fault-version",
+            str(to_version),
+        ]
+        config["probes"] = [traffic.bad_release().probe(gating=True)]
     if scenario.migrations != "none":
         config["migrations"] = {
             "name": "sql",
@@ -426,9 +514,16 @@ class DemoSettings:
         upgrade.cancel = self.cancel
         with self.independent(url) as independent:
             report = upgrade.run()
-        row = DemoRow.from_report(scenario, report, router_retries=router_retries, independent=independent())
-        if report.status is not UpgradeStatus.SUCCEEDED:
-            raise ZduError(f"demo scenario {scenario.key} did not complete: {report.error}")
+        events = upgrade.journal.events(report.upgrade_id) if scenario.fault else ()
+        row = DemoRow.from_report(
+            scenario, report, router_retries=router_retries, independent=independent(), events=events
+        )
+        expected = UpgradeStatus.ROLLED_BACK if scenario.fault else UpgradeStatus.SUCCEEDED
+        if report.status is not expected:
+            raise ZduError(
+                f"demo scenario {scenario.key} ended {report.status.value}, not {expected.value}: "
+                f"{report.error}"
+            )
         return row
 
 
@@ -483,7 +578,8 @@ def _run_fleet(scenarios: list[Scenario], settings: DemoSettings, start: Version
                 bool(config.platform.options.retry),
                 unsafe_run_post_migrations_before_rollout=scenario.migrations == "post-first",
             )
-            version = config.release.version
+            if not scenario.fault:  # a bad release rolled back: the fleet stays where it was
+                version = config.release.version
     finally:
         console.print("stopping the fleet …")
         if worker is not None:
@@ -537,6 +633,10 @@ def _label(scenario: Scenario | DemoRow) -> str:
     return " + ".join(parts)
 
 
+def _seconds(value: float | None) -> str:
+    return "none" if value is None else f"{value:.2f}s"
+
+
 def _independent(row: DemoRow) -> str:
     return "-" if row.independent is None else f"{row.independent.failed}/{row.independent.requests}"
 
@@ -557,6 +657,9 @@ _COLUMNS: tuple[tuple[str, Callable[[DemoRow], str]], ...] = (
     ("offered/achieved", lambda row: f"{row.offered_rps:.0f}/{row.achieved_rps:.0f}"),
     ("fail rate ≤ (95%)", lambda row: f"{row.failure_rate_upper_95:.2%}"),
     ("wrk failed", _independent),
+    ("users failed", lambda row: "-" if row.user_failed is None else str(row.user_failed)),
+    ("detect", lambda row: _seconds(row.detect_s) if row.user_failed is not None else "-"),
+    ("restore", lambda row: _seconds(row.restore_s) if row.user_failed is not None else "-"),
     ("duration", lambda row: f"{row.duration_s:.1f}s"),
 )
 
@@ -570,7 +673,7 @@ def render_table(rows: Sequence[DemoRow]) -> str:
         )
     for row in rows:
         table.add_row(*(cell(row) for _header, cell in _COLUMNS))
-    console = Console(width=260, file=io.StringIO())
+    console = Console(width=300, file=io.StringIO())
     console.print(table)
     text = console.file.getvalue()  # type: ignore[attr-defined]
     return str(text)

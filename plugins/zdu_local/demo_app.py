@@ -80,6 +80,8 @@ Faults, for tests and demos (``--fault``), applied only when ``--fault-version``
 * ``never-ready``: readiness always answers 503 (pages are served normally);
 * ``5xx``: every page, asset, API read and write answers 500 (health checks, ``/api/v4/version``,
   ``/-/inflight``, streams and websockets are spared);
+* ``5xx-share:SHARE``: the same requests answer 500, but only a share of them (0 < SHARE <= 1; exactly
+  every 1/SHARE-th, counted per process): a bad release that still mostly works;
 * ``crash-after:SECONDS``: the process exits hard (``os._exit(1)``) that long after it became ready.
 
 ``--request-delay-ms`` applies to the same requests as ``5xx``, and to ``/api/v4/version``.
@@ -91,6 +93,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -127,7 +130,7 @@ __all__ = [
     "main",
 ]
 
-FAULTS = ("never-ready", "5xx", "crash-after:SECONDS")
+FAULTS = ("never-ready", "5xx", "5xx-share:SHARE", "crash-after:SECONDS")
 #: The longest key a write may have, and the most keys one lookup may ask for.
 MAX_KEY_LENGTH = 200
 MAX_LOOKUP_KEYS = 5000
@@ -465,8 +468,11 @@ class DemoApp:
         request_delay: float = 0.0,
         fault: str | None = None,
         database: Path | str | None = None,
+        error_share: float = 1.0,
     ) -> None:
         self.version = version
+        self.error_share = error_share
+        self._answered = itertools.count(1)
         self.database: DemoDatabase | DemoPostgresDatabase | None
         if database is None:
             self.database = None
@@ -490,6 +496,15 @@ class DemoApp:
         return (
             not self.stopping.is_set() and self.fault != "never-ready" and time.monotonic() >= self.ready_at
         )
+
+    def injects_error(self) -> bool:
+        """Whether this request answers the injected 500 (``5xx``: all; ``5xx-share``: its share)."""
+        if self.fault == "5xx":
+            return True
+        if self.fault != "5xx-share":
+            return False
+        n = next(self._answered)
+        return math.floor(n * self.error_share) > math.floor((n - 1) * self.error_share)
 
     @property
     def started(self) -> bool:
@@ -656,7 +671,7 @@ class DemoServer:
             def run() -> web.Response:
                 if self.app.request_delay:
                     time.sleep(self.app.request_delay)
-                if faults and self.app.fault == "5xx":
+                if faults and self.app.injects_error():
                     return web.Response(status=500, text="injected fault\n")
                 return work(body, match)
 
@@ -904,6 +919,16 @@ def _parse_fault(text: str) -> tuple[str, float]:
     if text in ("never-ready", "5xx"):
         return text, 0.0
     name, _, seconds = text.partition(":")
+    if name == "5xx-share":
+        try:
+            share = float(seconds)
+        except ValueError:
+            share = math.nan
+        if 0 < share <= 1:
+            return name, share
+        raise argparse.ArgumentTypeError(
+            f"fault {text!r}: the share must be a number in (0, 1], got {seconds!r}"
+        )
     if name == "crash-after":
         try:
             return name, float(seconds)
@@ -999,7 +1024,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.port is None:
         parser.error("--port is required (unless --export-assets is given)")
-    fault, crash_seconds = args.fault if args.fault else (None, 0.0)
+    fault, parameter = args.fault if args.fault else (None, 0.0)
     if args.fault_version is not None and args.fault_version != args.version:
         fault = None
     try:
@@ -1009,6 +1034,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             request_delay=args.request_delay_ms / 1000.0,
             fault=fault,
             database=args.database,
+            error_share=parameter if fault == "5xx-share" else 1.0,
         )
     except RuntimeError as error:
         parser.error(f"--database {_redact_url(args.database)}: {error}")
@@ -1028,7 +1054,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutdown_timeout=args.shutdown_timeout,
     )
     try:
-        asyncio.run(server.serve(crash_seconds if fault == "crash-after" else None))
+        asyncio.run(server.serve(parameter if fault == "crash-after" else None))
     except OSError as error:
         print(f"demo app {app.version}: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1

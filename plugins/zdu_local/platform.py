@@ -44,8 +44,11 @@ logger = logging.getLogger("zdu.local")
 # The weight `up` gives the first group: strategies may think of weights as percentages.
 DEFAULT_WEIGHT = 100
 _POLL = 0.05
-# How often a draining instance's requests in flight are asked for.
-_INFLIGHT_POLL = 0.02
+# How long a starting instance's readiness check rests between two answers (one request at a time):
+# an instance joins the router within a few milliseconds of turning ready, not a poll interval later.
+_READY_POLL = 0.005
+# How often a draining instance's requests in flight are asked for (the same reasoning).
+_INFLIGHT_POLL = 0.005
 _GROUP_NAME_LIMIT = 63
 _GROUP_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
@@ -71,6 +74,8 @@ class LocalPlatform:
         self.state_dir = env.state_dir.resolve()
         self._store = StateStore(self.state_dir / "state.json")
         self._assets: DirectoryAssetStore | None = None
+        self._died: list[str] = []
+        self._reported: set[str] = set()  # instances whose death a health check reported
         if config.assets_command:
             self._assets = DirectoryAssetStore(
                 self.state_dir / "assets", config.assets_command_for, {**os.environ, **config.env}
@@ -187,6 +192,10 @@ class LocalPlatform:
         Instances found dead are forgotten first. New instances join the router once ready (when the
         group has a weight); those not ready within ``ready_timeout`` are stopped and
         :class:`~zdu.errors.ReadinessTimeout` is raised. Scaling down drains the newest instances.
+
+        The fleet's lock is held while the state and the routing change, not while instances start or
+        drain: two groups may be scaled at once from two threads (:attr:`concurrent_scaling`), so that
+        ``rolling`` starts the next new instance while the last old one drains.
         """
         if not _GROUP_NAME.match(group):
             raise PlatformError(
@@ -207,12 +216,29 @@ class LocalPlatform:
                 self._store.update(groups={**self._store.state.groups, group: str(version)})
             self._forget_dead(group)
             running = self._records(group)
+            started: list[InstanceRecord] = []
+            leaving: list[InstanceRecord] = []
             if len(running) < replicas:
-                self._start(group, version, replicas - len(running))
+                started = self._spawn_all(group, version, replicas - len(running))
             elif len(running) > replicas:
                 newest_first = sorted(running, key=lambda r: r.serial, reverse=True)
-                self._drain_and_stop(newest_first[: len(running) - replicas])
+                leaving = newest_first[: len(running) - replicas]
+                if self.config.drain:
+                    self._leave_router(leaving)
+                else:
+                    self._drain_and_stop(leaving)
+                    leaving = []
+        if started:
+            self._join_when_ready(group, version, started)
+        if leaving:
+            self._stop_drained(leaving)
+        with self._store.locked():
             return self._group(group)
+
+    @property
+    def concurrent_scaling(self) -> bool:
+        """Two groups may be scaled at once from two threads (the waits do not hold the fleet's lock)."""
+        return True
 
     def remove_group(self, group: str) -> None:
         """Drain and stop every instance of ``group``, and forget the group and its weight."""
@@ -231,12 +257,21 @@ class LocalPlatform:
             logger.info("group %s removed", group)
 
     def check_health(self) -> list[str]:
-        """Instances that died or stopped answering their readiness check, and a stopped nginx."""
-        problems = []
+        """Instances that died or stopped answering their readiness check, and a stopped nginx.
+
+        A routed instance found dead and forgotten by a ``scale`` since the last check is reported too;
+        one that died out of the router (drained, or not ready yet) is not a problem.
+        """
+        problems, self._died = list(self._died), []
         if self._store.state.router is not None and not self._router.running():
             problems.append(f"the router (nginx, prefix {self.state_dir / 'nginx'}) is not running")
         for record in self._store.state.instances:
             if not _identity(record).alive():
+                if not record.routable:
+                    # it had left the router (drained, being stopped when a command was interrupted)
+                    # or not joined it yet: no user reaches it, and the next scale forgets it
+                    continue
+                self._reported.add(record.id)
                 problems.append(
                     f"instance {record.id} ({record.version}, {record.address}) is not running: "
                     f"process {record.pid} exited"
@@ -290,6 +325,11 @@ class LocalPlatform:
             return
         for record in dead:
             logger.warning("instance %s (pid %d) is dead: forgetting it", record.id, record.pid)
+            if record.routable and record.id not in self._reported:  # the next health check says so
+                self._died.append(
+                    f"instance {record.id} ({record.version}, {record.address}) died while serving "
+                    f"(process {record.pid} exited) and was forgotten"
+                )
         self._replace_records(dead, remove=True)
         if self._store.state.router is not None and self._router.running():
             self._router.sync()
@@ -322,13 +362,31 @@ class LocalPlatform:
         )
         return record
 
-    def _start(self, group: str, version: Version, count: int) -> None:
+    def _spawn_all(self, group: str, version: Version, count: int) -> list[InstanceRecord]:
+        """Spawn ``count`` instances (under the fleet's lock); on a failure, stop those spawned."""
         started: list[InstanceRecord] = []
         try:
             for _ in range(count):
                 started.append(self._spawn(group, version))
+        except BaseException:
+            self._abandon(group, started)
+            raise
+        return started
+
+    def _join_when_ready(self, group: str, version: Version, started: Sequence[InstanceRecord]) -> None:
+        """Wait (without the fleet's lock) until ``started`` are ready, then route them."""
+        try:
             self._wait_ready(started, version)
         except BaseException:
+            self._abandon(group, started)
+            raise
+        with self._store.locked():
+            if self._store.state.router is not None:
+                self._router.sync()
+
+    def _abandon(self, group: str, started: Sequence[InstanceRecord]) -> None:
+        """Stop the instances of ``started`` that did not become ready; forget an empty group."""
+        with self._store.locked():
             unready = [r for r in self._records(group) if r.id in {s.id for s in started} and not r.routable]
             if unready:
                 logger.warning("stopping instances that did not become ready: %s", [r.id for r in unready])
@@ -338,9 +396,6 @@ class LocalPlatform:
                 self._store.update(groups={n: v for n, v in self._store.state.groups.items() if n != group})
             if any(r.routable for r in self._records(group)) and self._router.running():
                 self._router.sync()
-            raise
-        if self._store.state.router is not None:
-            self._router.sync()
 
     def _wait_ready(self, records: Sequence[InstanceRecord], version: Version) -> None:
         """Mark ``records`` routable as each one turns ready; raise ReadinessTimeout when one does not."""
@@ -358,7 +413,8 @@ class LocalPlatform:
                 last[record.id] = status
                 if status == 200:
                     logger.info("instance %s of %s is ready", record.id, version)
-                    self._replace_records([attrs.evolve(record, routable=True)])
+                    with self._store.locked():
+                        self._replace_records([attrs.evolve(record, routable=True)])
                     del pending[record.id]
             if pending and time.monotonic() > deadline:
                 record = next(iter(pending.values()))
@@ -369,7 +425,7 @@ class LocalPlatform:
                     f"gave {answer}); last lines of {record.log}:\n{_indent(tail(Path(record.log)))}"
                 )
             if pending:
-                time.sleep(_POLL)
+                time.sleep(_READY_POLL)
 
     def _drain_and_stop(self, records: Sequence[InstanceRecord]) -> None:
         """Take ``records`` out of the router, wait for their requests in flight to finish, stop them.
@@ -382,14 +438,28 @@ class LocalPlatform:
         if not self.config.drain:
             logger.warning("stopping instances %s while the router still routes to them", sorted(ids))
             stop_processes([_identity(r) for r in records], self.config.stop_grace)
-        self._replace_records([attrs.evolve(r, routable=False) for r in records])
-        if self._store.state.router is not None and self._router.running():
-            self._router.sync()
-        if self.config.drain:
-            self._wait_drained([r for r in records if _identity(r).alive()])
-            logger.info("stopping instances %s", sorted(ids))
-            stop_processes([_identity(r) for r in records], self.config.stop_grace)
-        self._replace_records([r for r in self._store.state.instances if r.id in ids], remove=True)
+            self._leave_router(records)
+            with self._store.locked():
+                self._replace_records([r for r in self._store.state.instances if r.id in ids], remove=True)
+            return
+        self._leave_router(records)
+        self._stop_drained(records)
+
+    def _leave_router(self, records: Sequence[InstanceRecord]) -> None:
+        """Take ``records`` out of the router (a confirmed reload), under the fleet's lock."""
+        with self._store.locked():
+            self._replace_records([attrs.evolve(r, routable=False) for r in records])
+            if self._store.state.router is not None and self._router.running():
+                self._router.sync()
+
+    def _stop_drained(self, records: Sequence[InstanceRecord]) -> None:
+        """Wait for ``records``' requests in flight, stop them (without the lock), then forget them."""
+        ids = {r.id for r in records}
+        self._wait_drained([r for r in records if _identity(r).alive()])
+        logger.info("stopping instances %s", sorted(ids))
+        stop_processes([_identity(r) for r in records], self.config.stop_grace)
+        with self._store.locked():
+            self._replace_records([r for r in self._store.state.instances if r.id in ids], remove=True)
 
     def _wait_drained(self, records: Sequence[InstanceRecord]) -> None:
         """Wait, bounded by ``drain_timeout``, until ``records`` (out of the router) have nothing in flight.
@@ -410,8 +480,11 @@ class LocalPlatform:
                     counted.append(record)
                 elif requests > 0:
                     busy[record.id] = f"{requests} requests"
-            connections = established_connections({r.port for r in counted})
-            busy.update({r.id: f"{connections[r.port]} connections" for r in counted if connections[r.port]})
+            if counted:  # the machine's whole TCP table: only when an instance cannot count for itself
+                connections = established_connections({r.port for r in counted})
+                busy.update(
+                    {r.id: f"{connections[r.port]} connections" for r in counted if connections[r.port]}
+                )
             pending = {key: record for key, record in pending.items() if key in busy}
             if not pending or time.monotonic() >= deadline:
                 break

@@ -30,6 +30,9 @@ import json
 import logging
 import os
 import pwd
+import re
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -38,13 +41,21 @@ import attrs
 import psutil
 
 from zdu.errors import PlatformError
+from zdu.platform import WEIGHTS_PER_INSTANCE, CanaryRoute
 from zdu_local.config import split_address
 from zdu_local.network import format_address, free_port
 from zdu_local.nginx import BinaryUpgrade, Nginx
 from zdu_local.processes import ProcessIdentity, tail
 from zdu_local.state import InstanceRecord, RouterRecord, StateStore
 
-__all__ = ["AFFINITY_SCOPES", "ASSET_PIN_SECONDS", "NginxRouter", "render_config"]
+__all__ = [
+    "AFFINITY_SCOPES",
+    "ASSET_PIN_SECONDS",
+    "NginxRouter",
+    "parse_canary_cookie",
+    "parse_canary_header",
+    "render_config",
+]
 
 logger = logging.getLogger("zdu.local")
 
@@ -197,7 +208,7 @@ def _affinity_maps(
     * ``$zdu_asset_upstream``: assets of a client pinned to a group that has a ready instance (or one
       in its grace) go to that group, whatever its weight: the page that asks for them came from it.
     """
-    weighted = "zdu_users" if routed else '""'
+    weighted = _weighted_target(record, routed) or '""'
     routed_groups = {r.group for r in routed}
     lines = ["    map $upstream_addr $zdu_affinity_cookie {", '        default "";']
     attributes = _ASSET_PIN_ATTRIBUTES if record.affinity_scope == "assets" else _COOKIE_ATTRIBUTES
@@ -224,28 +235,29 @@ def _affinity_maps(
     return lines
 
 
-def _asset_pinned_server(record: RouterRecord, routed: Sequence[InstanceRecord]) -> list[str]:
+def _asset_pinned_server(record: RouterRecord, weighted: str | None) -> list[str]:
     """The user-facing server while affinity is scoped to assets (see :meth:`NginxRouter.set_affinity`).
 
     Every request but an asset goes by weight, and its answer names the group that rendered it in a
     cookie sent back with ``/assets/`` requests only, for :data:`ASSET_PIN_SECONDS`; an asset goes to
     the group its cookie names (by weight without one). So the load follows the weights at every
-    moment, and a page's assets still come from the version that rendered the page.
+    moment, and a page's assets still come from the version that rendered the page. ``weighted`` is
+    where requests by weight go (the users' upstream, or a canary's split).
     """
     lines = ["    server {", f"        listen {record.listen};"]
     if record.assets_dir is not None:
         lines += _assets_location(record.assets_dir)
     else:
         lines += _proxy_location("/assets/", "$zdu_asset_upstream", affinity=False)
-    lines += _proxy_location("/", "zdu_users" if routed else None, affinity=True)
+    lines += _proxy_location("/", weighted, affinity=True)
     lines.append("    }")
     return lines
 
 
 def _user_server(record: RouterRecord, routed: Sequence[InstanceRecord], affinity: bool) -> list[str]:
-    weighted = "zdu_users" if routed else None
+    weighted = _weighted_target(record, routed)
     if affinity and record.affinity_scope == "assets":
-        return _asset_pinned_server(record, routed)
+        return _asset_pinned_server(record, weighted)
     lines = ["    server {", f"        listen {record.listen};"]
     if record.assets_dir is not None:
         lines += _assets_location(record.assets_dir)
@@ -267,6 +279,7 @@ def _routing_document(record: RouterRecord, routed: Sequence[InstanceRecord], re
         "affinity_scope": record.affinity_scope if record.affinity else None,
         "asset_grace": sorted(record.asset_grace) if record.affinity else [],
         "assets": record.assets_dir is not None,
+        "canary": _canary_document(record),
     }
     return json.dumps(document, sort_keys=True)
 
@@ -321,6 +334,132 @@ def _retry_directives(retry: bool) -> list[str]:
     ]
 
 
+# -- the canary split (set_canary) --------------------------------------------------------------------
+
+_CANARY_COOKIE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_CANARY_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+_CANARY_VALUE = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
+
+
+def parse_canary_cookie(text: str) -> tuple[str, str]:
+    """``name=value`` as nginx can match it (``$cookie_<name>``); ValueError naming what is wrong."""
+    name, sep, value = text.partition("=")
+    if not sep or not _CANARY_COOKIE_NAME.match(name) or not _CANARY_VALUE.match(value):
+        raise ValueError(
+            f"canary cookie {text!r} is not NAME=VALUE (NAME: letters, digits, '_'; VALUE: no spaces, "
+            "quotes or ';'), such as 'gitlab_canary=true'"
+        )
+    return name, value
+
+
+def parse_canary_header(text: str) -> tuple[str, str]:
+    """``Name: value`` as nginx can match it (``$http_<name>``); ValueError naming what is wrong."""
+    name, sep, value = text.partition(":")
+    value = value.strip()
+    if not sep or not _CANARY_HEADER_NAME.match(name.strip()) or not _CANARY_VALUE.match(value):
+        raise ValueError(
+            f"canary header {text!r} is not 'Name: value' (Name: letters, digits, '-'; value: no spaces "
+            "or quotes), such as 'X-Gitlab-Canary: true'"
+        )
+    return name.strip(), value
+
+
+def _canary_split(record: RouterRecord, routed: Sequence[InstanceRecord]) -> tuple[list[str], list[str]]:
+    """The stable and the canary instances of ``routed`` (ids), while a canary route is set."""
+    canary = [r.id for r in routed if r.group == record.canary_group]
+    stable = [r.id for r in routed if r.group != record.canary_group]
+    return stable, canary
+
+
+def _canary_entry(record: RouterRecord) -> str:
+    """The upstream (or the variable choosing one) the canary split starts from: header, cookie, share."""
+    if record.canary_header is not None:
+        return "$zdu_canary_upstream"
+    if record.canary_cookie is not None:
+        return "$zdu_canary_by_cookie"
+    if 0 < record.canary_percent < 100:
+        return "$zdu_canary_by_share"
+    return "zdu_canary" if record.canary_percent >= 100 else "zdu_stable"
+
+
+def _weighted_target(record: RouterRecord, routed: Sequence[InstanceRecord]) -> str | None:
+    """What user requests without affinity go to: an upstream, the canary split's variable, or None."""
+    if not routed:
+        return None
+    if record.canary_group is None:
+        return "zdu_users"
+    stable, canary = _canary_split(record, routed)
+    if not canary:
+        return "zdu_stable"
+    if not stable:
+        return "zdu_canary"
+    return _canary_entry(record)
+
+
+def _weighted_upstreams(record: RouterRecord, routed: Sequence[InstanceRecord]) -> list[str]:
+    """The upstreams of weighted user traffic, and with a canary route its split.
+
+    Without a canary: one upstream of every routed instance with its group's weight. With one: the
+    stable upstream (every other group, by weight) and the canary upstream, and nginx's
+    ``split_clients`` over ``$request_id`` (random per request) sending exactly ``canary_percent``
+    of the hash space to the canary, whatever the instance counts; the header, then the cookie, when
+    set, send a request to the canary before the share is drawn.
+    """
+    if not routed:
+        return []
+    if record.canary_group is None:
+        return [_upstream("zdu_users", [(r, record.weights[r.group]) for r in routed])]
+    canary = [r for r in routed if r.group == record.canary_group]
+    stable = [r for r in routed if r.group != record.canary_group]
+    parts = []
+    if stable:
+        parts.append(_upstream("zdu_stable", [(r, record.weights[r.group]) for r in stable]))
+    if canary:
+        parts.append(_upstream("zdu_canary", [(r, 1) for r in canary]))
+    if not (stable and canary):
+        return parts
+    percent = record.canary_percent
+    by_share = "zdu_canary" if percent >= 100 else "zdu_stable"
+    if 0 < percent < 100:
+        by_share = "$zdu_canary_by_share"
+        parts += [
+            '    split_clients "${request_id}" $zdu_canary_by_share {',
+            f"        {percent}% zdu_canary;",
+            "        * zdu_stable;",
+            "    }",
+        ]
+    by_cookie = by_share
+    if record.canary_cookie is not None:
+        name, value = parse_canary_cookie(record.canary_cookie)
+        by_cookie = "$zdu_canary_by_cookie"
+        parts += [
+            f"    map $cookie_{name} $zdu_canary_by_cookie {{",
+            f"        default {by_share};",
+            f"        {_quote(value)} zdu_canary;",
+            "    }",
+        ]
+    if record.canary_header is not None:
+        name, value = parse_canary_header(record.canary_header)
+        parts += [
+            f"    map $http_{name.lower().replace('-', '_')} $zdu_canary_upstream {{",
+            f"        default {by_cookie};",
+            f"        {_quote(value)} zdu_canary;",
+            "    }",
+        ]
+    return parts
+
+
+def _canary_document(record: RouterRecord) -> dict[str, object] | None:
+    if record.canary_group is None:
+        return None
+    return {
+        "group": record.canary_group,
+        "percent": record.canary_percent,
+        "cookie": record.canary_cookie,
+        "header": record.canary_header,
+    }
+
+
 def render_config(
     nginx: Nginx, record: RouterRecord, instances: Sequence[InstanceRecord], *, retry: bool = False
 ) -> str:
@@ -371,8 +510,7 @@ def render_config(
         "    proxy_send_timeout 300s;",
     ]
     host, _port = split_address(record.listen)
-    if routed:
-        parts.append(_upstream("zdu_users", [(r, record.weights[r.group]) for r in routed]))
+    parts += _weighted_upstreams(record, routed)
     if record.affinity:
         parts += [
             _upstream(_group_upstream(group), [(r, 1) for r in members]) for group, members in sticky.items()
@@ -530,6 +668,66 @@ class NginxRouter:
     def check_affinity(self) -> None:
         """Sticky sessions always work here: nginx routes by a cookie map of its own."""
 
+    @property
+    def weight_semantics(self) -> str:
+        """``per-instance``: every ready instance of a group gets the group's weight (nginx upstreams)."""
+        return WEIGHTS_PER_INSTANCE
+
+    def set_canary(
+        self, group: str | None, percent: int = 0, cookie: str | None = None, header: str | None = None
+    ) -> None:
+        """Split ``percent`` of user requests off to ``group`` (nginx ``split_clients``); None removes it.
+
+        The share is of requests, whatever the instance counts; ``cookie`` (``name=value``) and
+        ``header`` (``Name: value``) send a request to the canary whatever the share. The canary group
+        is routed (given weight 1 when it had none); the other groups share the rest by their weights.
+        Removing the split leaves the weights as they are. With affinity on, a client that a canary
+        instance served is pinned to the canary group like any other. Returns once in force.
+        """
+        if group is not None:
+            if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
+                raise PlatformError(f"canary percent must be an integer from 0 to 100, got {percent!r}")
+            try:
+                if cookie is not None:
+                    parse_canary_cookie(cookie)
+                if header is not None:
+                    parse_canary_header(header)
+            except ValueError as error:
+                raise PlatformError(str(error)) from error
+        with self._store.locked():
+            record = self.record
+            if group is None:
+                changed = attrs.evolve(
+                    record, canary_group=None, canary_percent=0, canary_cookie=None, canary_header=None
+                )
+            else:
+                if group not in self._store.state.groups:
+                    raise PlatformError(
+                        f"cannot route a canary share to {group!r}: the fleet has no such group"
+                    )
+                weights = dict(record.weights)
+                weights[group] = weights.get(group) or 1
+                changed = attrs.evolve(
+                    record,
+                    weights=weights,
+                    canary_group=group,
+                    canary_percent=percent,
+                    canary_cookie=cookie,
+                    canary_header=header,
+                )
+            if changed != record:
+                logger.info("canary route: %s", _canary_document(changed) or "none")
+            self._apply(changed)
+
+    def canary(self) -> CanaryRoute | None:
+        """The canary route the router last put in force, or None."""
+        record = self._store.state.router
+        if record is None or record.canary_group is None:
+            return None
+        return CanaryRoute(
+            record.canary_group, record.canary_percent, record.canary_cookie, record.canary_header
+        )
+
     def set_preview(self, group: str | None) -> str | None:
         """Expose ``group``'s ready instances on the preview port and return its URL; None removes it."""
         with self._store.locked():
@@ -609,7 +807,8 @@ class NginxRouter:
 
         ``generation``, ``retries`` (whether nginx retries a failed request on another instance),
         ``weights``, ``routed`` (instance ids), ``preview``, ``affinity``, ``asset_grace`` (instance ids)
-        and ``assets`` (whether ``/assets/`` is served from the store).
+        ``assets`` (whether ``/assets/`` is served from the store) and ``canary`` (the canary route:
+        group, percent, cookie, header; null without one).
         """
         record = self._store.state.router
         return None if record is None else self._running_routing(record)
@@ -798,14 +997,48 @@ class NginxRouter:
                     f"nginx did not put configuration generation {record.generation} in force within "
                     f"{_IN_FORCE_TIMEOUT:.0f}s: {tail(self._nginx.error_log, 3)}"
                 )
-            time.sleep(0.01)
-        while any(_listens(worker) for worker in old_workers):
+            time.sleep(0.002)
+        while _still_listening(old_workers):
             if time.monotonic() > deadline:
                 # The new configuration is in force (it answers); this is unexpected, not fatal.
                 logger.warning("nginx's previous workers still hold their listening sockets after a reload")
                 break
             time.sleep(0.01)
         logger.debug("nginx configuration generation %d in force", record.generation)
+
+
+def _listening_pids() -> set[int] | None:
+    """The pids holding a listening TCP socket, asked of the kernel by ``ss`` (netlink); None without it.
+
+    Reading the TCP table (``/proc/net/tcp``, what psutil does) costs as much as the machine has
+    connections, seconds on a host full of TIME_WAIT entries; the kernel filters listening sockets
+    itself for ``ss``.
+    """
+    ss = shutil.which("ss")
+    if ss is None:
+        return None
+    try:
+        done = subprocess.run([ss, "-Hltnp"], capture_output=True, text=True, timeout=5.0, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", done.stdout)}
+
+
+def _still_listening(workers: Sequence[psutil.Process]) -> bool:
+    """Whether any of ``workers`` (nginx workers of a previous generation) still holds a listening socket."""
+    if not workers:
+        return False
+    holders = _listening_pids()
+    if holders is None:
+        return any(_listens(worker) for worker in workers)
+    return any(worker.pid in holders and _alive(worker) for worker in workers)
+
+
+def _alive(worker: psutil.Process) -> bool:
+    try:
+        return worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _listens(worker: psutil.Process) -> bool:

@@ -75,6 +75,10 @@ class RouterRecord:
     :ivar joining: ids of ready instances put in their group's upstream (affinity) but not yet sent
         pages: the step between two reloads by which an instance joins while affinity is on.
     :ivar assets_dir: the directory ``/assets/`` is served from (the assets store), when routed there.
+    :ivar canary_group: the group a share of user requests is split off to (``set_canary``), if any.
+    :ivar canary_percent: that share, in percent of user requests (nginx's ``split_clients``).
+    :ivar canary_cookie: ``name=value``: requests with this cookie always go to the canary.
+    :ivar canary_header: ``Name: value``: requests with this header always go to the canary.
     """
 
     listen: str
@@ -92,6 +96,10 @@ class RouterRecord:
     asset_grace: tuple[str, ...] = ()
     joining: tuple[str, ...] = ()
     assets_dir: str | None = None
+    canary_group: str | None = None
+    canary_percent: int = 0
+    canary_cookie: str | None = None
+    canary_header: str | None = None
 
 
 @attrs.frozen

@@ -272,6 +272,7 @@ class Summary:
     failure_rate_upper_95: float = 1.0
     duration_s: float = 0.0
     per_kind: Mapping[str, tuple[int, int]] = attrs.field(factory=dict)
+    first_failure_at: float = 0.0
 
     def values(self) -> dict[str, float]:
         """Return the figures as a Measurement's or Verdict's ``values`` (numbers only)."""
@@ -296,6 +297,7 @@ class Summary:
             "achieved_rps": round(self.achieved_rps, 3),
             "failure_rate_upper_95": round(self.failure_rate_upper_95, 6),
             "duration_s": round(self.duration_s, 3),
+            "first_failure_at": round(self.first_failure_at, 3),
         }
         for kind, (requests, failed) in self.per_kind.items():
             values[f"{kind}_requests"] = requests
@@ -329,6 +331,8 @@ def summarize(
     - ``offered_rps``: scheduled attempts (overloaded ones included) per second of ``duration_s``;
       ``achieved_rps``: scheduled attempts answered without failure per second.
     - ``failure_rate_upper_95``: :func:`failure_rate_upper_95` of failed requests over requests.
+    - ``first_failure_at``: when the first failed request ended (``time.time()``; 0 without one), for
+      the time from a user's first failure to the gate's decision (the demo's ``detect_s``).
     """
     requests = len(records)
     failed = sum(1 for r in records if r.failed)
@@ -364,6 +368,9 @@ def summarize(
         failure_rate_upper_95=failure_rate_upper_95(failed, requests),
         duration_s=duration_s,
         per_kind=per_kind,
+        first_failure_at=min(
+            (r.started_wall + r.latency_s for r in records if r.failed and r.started_wall), default=0.0
+        ),
     )
 
 

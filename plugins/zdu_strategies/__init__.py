@@ -1,6 +1,7 @@
 """First-party rollout strategies and traffic layers.
 
-Strategies: ``recreate``, ``rolling``, ``blue-green``; traffic layers: ``sticky-nginx``, ``assets-shim``.
+Strategies: ``recreate``, ``rolling``, ``blue-green``, ``canary``; traffic layers: ``sticky-nginx``,
+``assets-shim``.
 
 Written once over the :class:`~zdu.platform.Platform` interface, so they work on every platform.
 Registered through the entry point ``strategies`` in group ``zdu``, exactly as a third-party plugin.
@@ -14,16 +15,17 @@ from typing import Any
 from zdu.plugins import StrategyPlugin, TrafficLayerPlugin, hookimpl
 from zdu_strategies.assets_shim import AssetsShim, AssetsShimConfig
 from zdu_strategies.blue_green import BlueGreen, BlueGreenConfig
+from zdu_strategies.canary import Canary, CanaryConfig
 from zdu_strategies.recreate import Recreate, RecreateConfig
 from zdu_strategies.rolling import Rolling, RollingConfig
 from zdu_strategies.sticky_nginx import StickyNginx, StickyNginxConfig
 
-__all__ = ["AssetsShim", "BlueGreen", "Recreate", "Rolling", "StickyNginx"]
+__all__ = ["AssetsShim", "BlueGreen", "Canary", "Recreate", "Rolling", "StickyNginx"]
 
 
 @hookimpl
 def zdu_strategies() -> Iterator[StrategyPlugin[Any]]:
-    """Register ``recreate``, ``rolling`` and ``blue-green``."""
+    """Register ``recreate``, ``rolling``, ``blue-green`` and ``canary``."""
     yield StrategyPlugin(
         name="recreate",
         summary="stop every old instance, then start the new ones (the maintenance-window baseline)",
@@ -41,6 +43,12 @@ def zdu_strategies() -> Iterator[StrategyPlugin[Any]]:
         summary="start a full new set, verify it through a preview route, switch, keep the old set a while",
         config=BlueGreenConfig,
         factory=BlueGreen,
+    )
+    yield StrategyPlugin(
+        name="canary",
+        summary="a growing share of requests to the new version (and a cookie), analysed at every step",
+        config=CanaryConfig,
+        factory=Canary,
     )
 
 

@@ -59,7 +59,8 @@ class BlueGreen:
         router = ctx.platform.router
         if router.weights().get(ctx.new_group, 0) == 0:
             with ctx.step(f"start {ctx.new_group}", replicas=ctx.replicas):
-                router.set_weights({ctx.old_group: 1})
+                # only the old group takes traffic; its weight is kept (no routing change, no reload)
+                router.set_weights({ctx.old_group: router.weights().get(ctx.old_group) or 1})
                 ctx.platform.scale(ctx.new_group, ctx.release.version, ctx.replicas)
             ctx.gate(f"{ctx.new_group} started")
             if self.config.preview_seconds > 0:
@@ -94,5 +95,6 @@ class BlueGreen:
                 ctx.platform.scale(ctx.old_group, ctx.from_version, ctx.replicas)
         with ctx.step(f"switch traffic back to {ctx.old_group}"):
             router.set_weights({ctx.old_group: 1})
+        ctx.restored(ctx.old_group)
         with ctx.step(f"remove {ctx.new_group}"):
             ctx.platform.remove_group(ctx.new_group)

@@ -2,10 +2,14 @@
 
 Like a Kubernetes Deployment's RollingUpdate: at most ``max_surge`` instances above the desired count,
 at most ``max_unavailable`` below it. New instances take traffic only once ready; old ones leave the
-router, drain, and stop. The probes gate every batch.
+router, drain, and stop. The probes gate every batch. Where the platform can scale two groups at once
+(``concurrent_scaling``), a batch that drains old instances and the batch that starts new ones in
+their place overlap: the new ones start while the old ones drain.
 """
 
 from __future__ import annotations
+
+import concurrent.futures
 
 import attrs
 
@@ -37,6 +41,23 @@ class RollingConfig:
 
 def _count(groups: list[InstanceGroup], name: str) -> int:
     return next((g.replicas for g in groups if g.name == name), 0)
+
+
+def _scale_together(ctx: UpgradeContext, old_count: int, new_count: int) -> None:
+    """Drain the old group down and start the new group up at the same time (independent batches).
+
+    The old instances leave the router before the new ones start (the drain's first act is a
+    confirmed reload), so the fleet never routes more instances than ``max_surge`` allows; what
+    overlaps is the old ones' drain and the new ones' start. Both run to their end; the first error
+    is raised.
+    """
+    platform = ctx.platform
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="zdu-rolling") as pool:
+        down = pool.submit(platform.scale, ctx.old_group, ctx.from_version, old_count)
+        try:
+            platform.scale(ctx.new_group, ctx.release.version, new_count)
+        finally:
+            down.result()
 
 
 class Rolling:
@@ -81,15 +102,33 @@ class Rolling:
         platform.router.set_weights({ctx.old_group: 1, ctx.new_group: 1})
         groups = list(platform.groups())
         old, new = _count(groups, ctx.old_group), _count(groups, ctx.new_group)
-        for action, old_count, new_count in self._batches(ctx.replicas, old, new):
-            if action == "up":
+        batches = self._batches(ctx.replicas, old, new)
+        overlap = bool(getattr(platform, "concurrent_scaling", False))
+        index = 0
+        while index < len(batches):
+            action, old_count, new_count = batches[index]
+            following = batches[index + 1] if index + 1 < len(batches) else None
+            if overlap and action == "down" and following is not None and following[0] == "up":
+                # The old instances leave the router first; the new ones start while they drain.
+                _, old_count, new_count = following
+                with ctx.step(
+                    f"scale {ctx.old_group} to {old_count} while {ctx.new_group} goes to {new_count}"
+                ):
+                    _scale_together(ctx, old_count, new_count)
+                index += 2
+            elif action == "up":
                 with ctx.step(f"scale {ctx.new_group} to {new_count}"):
                     platform.scale(ctx.new_group, ctx.release.version, new_count)
+                index += 1
             else:
+                if old_count == 0:  # the last old instances leave with the old group's weight: one change
+                    with ctx.step(f"route only {ctx.new_group}"):
+                        platform.router.set_weights({ctx.new_group: 1})
                 with ctx.step(f"scale {ctx.old_group} to {old_count}"):
                     platform.scale(ctx.old_group, ctx.from_version, old_count)
+                index += 1
             ctx.gate(f"{ctx.old_group}={old_count}, {ctx.new_group}={new_count}")
-        with ctx.step(f"route only {ctx.new_group}"):
+        with ctx.step(f"remove {ctx.old_group}"):
             platform.router.set_weights({ctx.new_group: 1})
             platform.remove_group(ctx.old_group)
 
@@ -97,11 +136,24 @@ class Rolling:
         """Nothing is left to remove: the old group went in the last batch."""
 
     def rollback(self, ctx: UpgradeContext) -> None:
-        """Bring the old group back to full size (readiness-gated), then drain the new one."""
+        """Route every request to the old group, bring it back to full size, then drain the new one.
+
+        Users leave the new version at once when the old group still has a ready instance (the release
+        is what failed; a third less capacity for a second is the lesser harm); otherwise the old group
+        is started first (readiness-gated) while both take traffic.
+        """
         platform = ctx.platform
+        old = next((g for g in platform.groups() if g.name == ctx.old_group), None)
+        if old is not None and old.ready > 0:
+            with ctx.step(f"every request to {ctx.old_group}"):
+                platform.router.set_weights({ctx.old_group: 1})
+            ctx.restored(ctx.old_group)
         with ctx.step(f"scale {ctx.old_group} back to {ctx.replicas}"):
-            platform.router.set_weights({ctx.old_group: 1, ctx.new_group: 1})
+            if old is None or old.ready == 0:
+                platform.router.set_weights({ctx.old_group: 1, ctx.new_group: 1})
             platform.scale(ctx.old_group, ctx.from_version, ctx.replicas)
         with ctx.step(f"remove {ctx.new_group}"):
-            platform.router.set_weights({ctx.old_group: 1})
+            if old is None or old.ready == 0:
+                platform.router.set_weights({ctx.old_group: 1})
+                ctx.restored(ctx.old_group)
             platform.remove_group(ctx.new_group)

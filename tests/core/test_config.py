@@ -72,13 +72,13 @@ def test_unknown_strategy_lists_installed(zdu_plugin_manager):
     raw = {
         "target": {"name": "c", "platform": "local", "version": "16.5.0"},
         "release": {"version": "16.6.0"},
-        "strategy": {"name": "canary"},
+        "strategy": {"name": "shadow"},
     }
     with pytest.raises(
         ConfigError,
         match=(
-            r"strategy\.name: unknown strategy 'canary'; "
-            r"installed: blue-green, get, instrumentor, recreate, rolling"
+            r"strategy\.name: unknown strategy 'shadow'; "
+            r"installed: blue-green, canary, get, instrumentor, recreate, rolling"
         ),
     ):
         load_config(raw, zdu_plugin_manager)

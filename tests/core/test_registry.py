@@ -265,7 +265,7 @@ def test_an_unknown_name_mentions_the_broken_plugin(broken_plugin: Path) -> None
         manager.strategy("nope")
 
     message = str(caught.value)
-    installed = "blue-green, get, instrumentor, recreate, rolling"
+    installed = "blue-green, canary, get, instrumentor, recreate, rolling"
     assert message.startswith(f"unknown strategy 'nope'; installed: {installed}; ")
     assert "plugin 'broken' from zdu-broken-plugin failed to load" in message
     assert "(install zdu-broken-plugin[fancy])" in message

@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 SAFE = [
     "rolling",
     "blue-green",
+    "canary",
     "rolling + sticky-nginx",
     "rolling + assets-shim",
     "blue-green + sticky-nginx",
@@ -30,6 +31,7 @@ SAFE = [
     "get + drain",
 ]
 CONTROLS = ["recreate", "rolling + no drain", "get + no drain"]
+BAD_RELEASES = ["rolling + bad release", "blue-green + bad release", "canary + bad release"]
 WITH_A_LAYER = [key for key in SAFE if "sticky-nginx" in key or "assets-shim" in key]
 
 
@@ -69,9 +71,11 @@ def test_every_scenario_ran_with_its_role(demo):
         "rolling + no drain",
         "rolling",
         "blue-green",
+        "canary",
         "rolling + sticky-nginx",
         "rolling + assets-shim",
         "blue-green + sticky-nginx",
+        *BAD_RELEASES,
         "rolling + sticky-nginx + ordered",
         "rolling + sticky-nginx + post-first",
         "get + no drain",
@@ -79,6 +83,7 @@ def test_every_scenario_ran_with_its_role(demo):
     ]
     assert {key for key, row in demo.items() if row["role"] == "safe"} == set(SAFE)
     assert {key for key, row in demo.items() if row["role"] == "control"} == set(CONTROLS)
+    assert {key for key, row in demo.items() if row["role"] == "blast-radius"} == set(BAD_RELEASES)
     for row in demo.values():
         assert row["router_retries"] is False, row
         assert row["independent"] is not None and row["independent"]["tool"] == "wrk", row
@@ -92,7 +97,8 @@ def test_a_safe_upgrade_loses_nothing_under_gitlab_shaped_traffic(demo, key):
     # and websockets held across the rollout
     assert row["offered_rps"] >= 200, row
     assert row["writes"] >= 0.1 * row["offered_rps"] * row["duration_s"] * 0.8, row
-    assert row["streams"] >= 5 * row["duration_s"] / 3 * 0.8, row
+    # each of the 5 download slots completes a 3 s download after another (10% slack each)
+    assert row["streams"] >= 5 * int(row["duration_s"] / (3 * 1.1)), row
     assert row["sockets"] >= 5, row
     figures = {name: row[name] for name in ("failed", "lost_writes", "cut_streams", "dropped_sockets")}
     assert figures == dict.fromkeys(figures, 0), row
@@ -117,6 +123,26 @@ def test_the_hazards_the_layers_and_the_order_cure_are_reproduced(demo):
     # post-deployment migrations run early break the old version
     assert demo["rolling + sticky-nginx + post-first"]["failed"] > 0
     assert demo["rolling + sticky-nginx + post-first"]["role"] == "unsafe"
+
+
+def test_a_bad_release_hurts_the_fewest_users_where_it_is_analysed_before_them(demo):
+    rows = {key.partition(" + ")[0]: demo[key] for key in BAD_RELEASES}
+    for strategy, row in rows.items():
+        assert row["variant"] == "bad release", row
+        assert row["status"] == "rolled_back", row  # the gating probe caught it
+        # users are back on the old version within 2 s of the decision
+        assert row["restore_s"] is not None and 0 <= row["restore_s"] <= 2.0, (strategy, row)
+        assert isinstance(row["user_failed"], int), row
+        if row["user_failed"]:
+            assert row["detect_s"] is not None and row["detect_s"] >= 0, row
+    # the negative control, same instrument and run: rolling hands the release to users at once
+    assert rows["rolling"]["user_failed"] > 0, rows["rolling"]
+    # blue-green's preview analysis caught it before any user
+    assert rows["blue-green"]["user_failed"] == 0, rows["blue-green"]
+    # the canary: analysed before users too, then a small share of them
+    assert rows["canary"]["user_failed"] <= rows["rolling"]["user_failed"] / 5, rows
+    # the safe rows report no blast radius
+    assert demo["canary"]["user_failed"] is None and demo["canary"]["failed"] == 0
 
 
 def _belongs_to_a_demo(process: psutil.Process) -> bool:

@@ -90,9 +90,13 @@ def _pid_of(platform, instance_id: str) -> int:
     raise AssertionError(f"no instance {instance_id}")
 
 
-@pytest.mark.parametrize("strategy", ["rolling", "blue-green"])
+@pytest.mark.parametrize("strategy", ["rolling", "blue-green", "canary"])
 def test_rolls_back_when_the_new_version_answers_5xx(tmp_path, fleet, strategy):
-    options = {"scale_down_delay": 1.0, "preview_seconds": 1.5} if strategy == "blue-green" else {}
+    options = {
+        "rolling": {},
+        "blue-green": {"scale_down_delay": 1.0, "preview_seconds": 1.5},
+        "canary": {"preview_seconds": 1.5},
+    }[strategy]
     config = write_config(tmp_path, strategy=strategy, options=options, fault="5xx")
     platform = fleet(config)
     traffic = Traffic(platform.router.url).start()
@@ -100,7 +104,7 @@ def test_rolls_back_when_the_new_version_answers_5xx(tmp_path, fleet, strategy):
     assert report.status is UpgradeStatus.ROLLED_BACK, report.summary()
     assert "failed" in (report.error or "")
     assert_back_on_old_version(platform, traffic)
-    if strategy == "blue-green":
+    if strategy in ("blue-green", "canary"):
         # the preview analysis caught it: users never reached the bad set
         assert report.value("failed_requests") == 0
     else:

@@ -153,6 +153,21 @@ def test_fault_5xx(start_demo: Callable[..., Demo], http_get: Get) -> None:
     assert http_get(demo.url + "/-/readiness")[0] == 200
 
 
+def test_fault_5xx_share_answers_exactly_its_share(start_demo: Callable[..., Demo], http_get: Get) -> None:
+    demo = start_demo("--fault", "5xx-share:0.3")
+    statuses = [http_get(demo.url + "/")[0] for _ in range(100)]
+    assert statuses.count(500) == 30 and statuses.count(200) == 70
+    assert http_get(demo.url + "/-/readiness")[0] == 200
+    for bad in ("5xx-share:0", "5xx-share:1.5", "5xx-share:x"):
+        result = subprocess.run(
+            [sys.executable, "-m", "zdu_local.demo_app", "--version", "1.0.0", "--port", "1", "--fault", bad],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 2 and f"fault {bad!r}" in result.stderr, result.stderr
+
+
 def test_fault_crash_after(start_demo: Callable[..., Demo]) -> None:
     demo = start_demo("--fault", "crash-after:0.3")
     assert demo.process.wait(timeout=5) == 1

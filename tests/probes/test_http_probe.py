@@ -439,3 +439,12 @@ def test_requests_in_flight_at_stop_are_awaited_and_recorded(server: DemoServer)
     assert verdict.values["requests"] == len(records) == verdict.values["failed_requests"]
     assert verdict.status is VerdictStatus.FAILED
     assert probe.stop() is verdict  # a second stop repeats the verdict
+
+
+def test_first_failure_at_is_when_the_first_failed_request_ended() -> None:
+    def at(wall: float, error: ErrorKind | None) -> RequestRecord:
+        return RequestRecord(RequestKind.PAGE, "/", 10.0, 10.25, started_wall=wall, error=error)
+
+    assert summarize([at(1000.0, None)]).values()["first_failure_at"] == 0
+    records = [at(1000.0, None), at(1003.0, ErrorKind.HTTP_5XX), at(1001.0, ErrorKind.CONNECTION)]
+    assert summarize(records).values()["first_failure_at"] == pytest.approx(1001.25)
