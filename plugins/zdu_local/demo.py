@@ -673,7 +673,7 @@ def render_table(rows: Sequence[DemoRow]) -> str:
         )
     for row in rows:
         table.add_row(*(cell(row) for _header, cell in _COLUMNS))
-    console = Console(width=300, file=io.StringIO())
+    console = Console(width=360, file=io.StringIO())
     console.print(table)
     text = console.file.getvalue()  # type: ignore[attr-defined]
     return str(text)
