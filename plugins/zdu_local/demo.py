@@ -487,7 +487,8 @@ class DemoSettings:
         if self.traffic.independent:
             try:
                 find_wrk()
-                load = IndependentLoad(url)
+                # about 160 requests/s: enough that a control's seconds of failures reach wrk too
+                load = IndependentLoad(url, connections=8, delay_ms=50)
             except WrkMissing as error:
                 if not self._warned_wrk:
                     self.console.print(f"[yellow]no independent cross-check[/yellow]: {error}")
