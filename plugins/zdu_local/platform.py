@@ -14,6 +14,7 @@ reverses the order for negative controls: SIGTERM while still routed, out of the
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import logging
 import os
@@ -192,53 +193,70 @@ class LocalPlatform:
         Instances found dead are forgotten first. New instances join the router once ready (when the
         group has a weight); those not ready within ``ready_timeout`` are stopped and
         :class:`~zdu.errors.ReadinessTimeout` is raised. Scaling down drains the newest instances.
-
-        The fleet's lock is held while the state and the routing change, not while instances start or
-        drain: two groups may be scaled at once from two threads (:attr:`concurrent_scaling`), so that
-        ``rolling`` starts the next new instance while the last old one drains.
         """
-        if not _GROUP_NAME.match(group):
-            raise PlatformError(
-                f"group name {group!r} is not valid (lowercase letters, digits, '.', '_', '-'; at most 63 "
-                "characters, starting and ending with a letter or digit)"
-            )
-        if replicas < 0:
-            raise PlatformError(f"cannot scale {group} to {replicas} replicas")
+        return self.scale_groups([(group, version, replicas)])[0]
+
+    def scale_groups(self, changes: Sequence[tuple[str, Version, int]]) -> list[InstanceGroup]:
+        """Scale several groups at once: each ``(group, version, replicas)`` as :meth:`scale` would.
+
+        In this order: the new instances are spawned; the leaving ones leave the router (one confirmed
+        reload, while the new ones start); then the new ones' start-up and the leaving ones' drain go
+        on side by side, and each new instance joins the router once ready. So a new instance is never
+        routed before the instances it replaces left the router (the fleet routes no more instances
+        than the changes allow), and no start waits for a reload or a drain. ``rolling`` replaces a
+        batch this way. The fleet's lock is held while the state and the routing change, not while
+        instances start or drain. Returns the groups in the order of ``changes``.
+        """
+        for group, _version, replicas in changes:
+            if not _GROUP_NAME.match(group):
+                raise PlatformError(
+                    f"group name {group!r} is not valid (lowercase letters, digits, '.', '_', '-'; at most "
+                    "63 characters, starting and ending with a letter or digit)"
+                )
+            if replicas < 0:
+                raise PlatformError(f"cannot scale {group} to {replicas} replicas")
+        started: list[tuple[str, Version, list[InstanceRecord]]] = []
+        leaving: list[InstanceRecord] = []
         with self._store.locked():
             if self._store.state.router is None:
                 raise PlatformError(
                     f"the local fleet in {self.state_dir} is not up: run 'zdu local up' first"
                 )
-            known = self._store.state.groups.get(group)
-            if known is not None and Version.parse(known) != version:
-                raise PlatformError(f"group {group} runs version {known}, not {version}")
-            if known is None:
-                self._store.update(groups={**self._store.state.groups, group: str(version)})
-            self._forget_dead(group)
-            running = self._records(group)
-            started: list[InstanceRecord] = []
-            leaving: list[InstanceRecord] = []
-            if len(running) < replicas:
-                started = self._spawn_all(group, version, replicas - len(running))
-            elif len(running) > replicas:
-                newest_first = sorted(running, key=lambda r: r.serial, reverse=True)
-                leaving = newest_first[: len(running) - replicas]
-                if self.config.drain:
-                    self._leave_router(leaving)
-                else:
-                    self._drain_and_stop(leaving)
-                    leaving = []
-        if started:
-            self._join_when_ready(group, version, started)
-        if leaving:
-            self._stop_drained(leaving)
+            try:
+                for group, version, replicas in changes:
+                    known = self._store.state.groups.get(group)
+                    if known is not None and Version.parse(known) != version:
+                        raise PlatformError(f"group {group} runs version {known}, not {version}")
+                    if known is None:
+                        self._store.update(groups={**self._store.state.groups, group: str(version)})
+                    self._forget_dead(group)
+                    running = self._records(group)
+                    if len(running) < replicas:
+                        started.append(
+                            (group, version, self._spawn_all(group, version, replicas - len(running)))
+                        )
+                    elif len(running) > replicas:
+                        newest_first = sorted(running, key=lambda r: r.serial, reverse=True)
+                        leaving.extend(newest_first[: len(running) - replicas])
+            except BaseException:
+                for group, _version, records in started:
+                    self._abandon(group, records)
+                raise
+            if leaving and not self.config.drain:
+                self._drain_and_stop(leaving)
+                leaving = []
+            elif leaving:
+                self._leave_router(leaving)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="zdu-drain") as pool:
+            stopping = pool.submit(self._stop_drained, leaving) if leaving else None
+            try:
+                for group, version, records in started:
+                    self._join_when_ready(group, version, records)
+            finally:
+                if stopping is not None:
+                    stopping.result()
         with self._store.locked():
-            return self._group(group)
-
-    @property
-    def concurrent_scaling(self) -> bool:
-        """Two groups may be scaled at once from two threads (the waits do not hold the fleet's lock)."""
-        return True
+            return [self._group(group) for group, _version, _replicas in changes]
 
     def remove_group(self, group: str) -> None:
         """Drain and stop every instance of ``group``, and forget the group and its weight."""

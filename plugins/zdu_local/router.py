@@ -19,7 +19,10 @@ A change writes the new configuration (refused, and the old one kept, unless ``n
 runs ``nginx -s reload``, then waits until the change is in force: the control server answers the new
 generation (so new workers run it) and the workers of the previous generation have closed their
 listening sockets (so no new connection can reach the old routing). Only then does the call return, so
-the caller may stop an instance that left the router.
+the caller may stop an instance that left the router. A change that only adds instances to a routing
+(an instance that turned ready joins) returns once its generation serves: the previous workers, which
+nginx's master keeps accepting for 100 ms after it starts the new ones, route only to instances that
+still run; the next change, or a question of what nginx routes, waits for them first.
 """
 
 from __future__ import annotations
@@ -580,6 +583,11 @@ class NginxRouter:
         self._affinity_grace = affinity_grace
         self._retry = retry
         self._settle = settle
+        # nginx workers of the previous generation still accepting connections after a change that
+        # only added instances (see _only_adds): the next change or question waits for them first.
+        self._retiring: list[psutil.Process] = []
+        # the generation this object last found or put in force as it renders it (its own options)
+        self._rendered: int | None = None
 
     @property
     def retries(self) -> bool:
@@ -659,6 +667,7 @@ class NginxRouter:
         record = self._store.state.router
         if record is None:
             return False
+        self._retire()
         wanted = {group: weight for group, weight in weights.items() if weight > 0}
         document = self._running_routing(record)
         if document is None:
@@ -811,7 +820,10 @@ class NginxRouter:
         group, percent, cookie, header; null without one).
         """
         record = self._store.state.router
-        return None if record is None else self._running_routing(record)
+        if record is None:
+            return None
+        self._retire()
+        return self._running_routing(record)
 
     def remove_managed_routes(self) -> None:
         """Remove every route added for an upgrade (preview listener, affinity, assets route). Idempotent."""
@@ -918,6 +930,7 @@ class NginxRouter:
             (after a package upgrade replaced it, the same path runs the new version).
         """
         with self._store.locked():
+            self._retire()
             record = self.record
             result = self._nginx.upgrade(program, timeout=timeout)
             if not self._serves(record):
@@ -936,25 +949,46 @@ class NginxRouter:
             self._reload(record)
 
     def _reload(self, record: RouterRecord) -> None:
+        self._retire()
         instances = self._store.state.instances
         if self._render(record, instances) == self._nginx.current() and self._serves(record):
+            self._rendered = record.generation
             self._save(record)
             return
         master = self._nginx.master()
         if master is None:
             raise PlatformError(f"nginx does not run (prefix {self._nginx.prefix}): run 'zdu local up'")
         record = attrs.evolve(record, generation=self.record.generation + 1)
+        only_adds = self._rendered == self.record.generation and _only_adds(self.record, record, instances)
         previous = self._nginx.install(self._render(record, instances))
         old_workers = self._nginx.workers()
         try:
             self._nginx.reload()
-            self._wait_in_force(record, old_workers)
+            self._wait_in_force(record, [] if only_adds else old_workers)
         except PlatformError:
             self._nginx.restore(previous)
             raise
         if self._nginx.master() != master:
             raise PlatformError(f"nginx's master process changed during a reload (was pid {master.pid})")
+        if only_adds:
+            self._retiring = old_workers
+        self._rendered = record.generation
         self._save(record)
+
+    def _retire(self) -> None:
+        """Wait until the workers a change that only added instances left accepting have stopped.
+
+        Such a change returns as soon as its generation serves (nothing it routed before stops
+        being routed); whatever comes next (another change, a question of what nginx routes) finds
+        only the new generation's workers.
+        """
+        retiring, self._retiring = self._retiring, []
+        deadline = time.monotonic() + _IN_FORCE_TIMEOUT
+        while _still_listening(retiring):
+            if time.monotonic() > deadline:
+                logger.warning("nginx's previous workers still hold their listening sockets after a reload")
+                return
+            time.sleep(0.002)
 
     def _render(self, record: RouterRecord, instances: Sequence[InstanceRecord]) -> str:
         return render_config(self._nginx, record, instances, retry=self._retry)
@@ -1005,6 +1039,36 @@ class NginxRouter:
                 break
             time.sleep(0.01)
         logger.debug("nginx configuration generation %d in force", record.generation)
+
+
+def _only_adds(before: RouterRecord, after: RouterRecord, instances: Sequence[InstanceRecord]) -> bool:
+    """Whether going from ``before`` to ``after`` only adds instances to the routing (no affinity).
+
+    Such a change needs no wait for the previous workers to stop accepting: what they still route by
+    for the moment nginx keeps them (its master lets new workers start for 100 ms before it retires
+    the old ones) is the routing before, and every instance of it is still routed and running. A
+    routing of no instance (nginx itself answers 503) is not such a before. A change
+    that takes an instance out (the caller may stop it next), changes weights between instances that
+    stay (their shares among themselves), or touches affinity, previews, canaries or assets waits.
+    """
+    if before.affinity or after.affinity or not before.routed:  # routing nothing, nginx answers 503
+        return False
+    unchanged = attrs.evolve(after, generation=before.generation, routed=before.routed, sticky=before.sticky)
+    if attrs.evolve(unchanged, weights=before.weights) != before:
+        return False
+    now = {i.id for i in _routed(after, instances)}
+    if not set(before.routed) < now:
+        return False
+    # the groups routed before keep their shares among themselves (weights scaled alike, or unchanged)
+    previous = sorted({i.group for i in instances if i.id in before.routed})
+    if not previous:
+        return True
+    first = previous[0]
+    return all(
+        before.weights.get(g, 0) * after.weights.get(first, 0)
+        == after.weights.get(g, 0) * before.weights.get(first, 0)
+        for g in previous
+    )
 
 
 def _listening_pids() -> set[int] | None:

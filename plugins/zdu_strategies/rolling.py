@@ -3,18 +3,20 @@
 Like a Kubernetes Deployment's RollingUpdate: at most ``max_surge`` instances above the desired count,
 at most ``max_unavailable`` below it. New instances take traffic only once ready; old ones leave the
 router, drain, and stop. The probes gate every batch. Where the platform can scale two groups at once
-(``concurrent_scaling``), a batch that drains old instances and the batch that starts new ones in
-their place overlap: the new ones start while the old ones drain.
+(``scale_groups``), a batch that drains old instances and the batch that starts new ones in their
+place are one change: the new ones start while the old ones leave the router and drain.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import attrs
 
 from zdu.context import UpgradeContext
 from zdu.errors import ZduError
+from zdu.model import Version
 from zdu.platform import InstanceGroup
 from zdu.strategy import Step
 
@@ -39,25 +41,32 @@ class RollingConfig:
     max_unavailable: int = attrs.field(default=0, validator=[attrs.validators.ge(0), _not_both_zero])
 
 
+@runtime_checkable
+class ScalesGroups(Protocol):
+    """A platform that scales several groups as one change (see ``LocalPlatform.scale_groups``)."""
+
+    def scale_groups(self, changes: Sequence[tuple[str, Version, int]]) -> list[InstanceGroup]:
+        """Scale each ``(group, version, replicas)``: starts and drains side by side."""
+        ...
+
+
 def _count(groups: list[InstanceGroup], name: str) -> int:
     return next((g.replicas for g in groups if g.name == name), 0)
 
 
 def _scale_together(ctx: UpgradeContext, old_count: int, new_count: int) -> None:
-    """Drain the old group down and start the new group up at the same time (independent batches).
+    """Drain the old group down and start the new group up as one change (independent batches).
 
-    The old instances leave the router before the new ones start (the drain's first act is a
-    confirmed reload), so the fleet never routes more instances than ``max_surge`` allows; what
-    overlaps is the old ones' drain and the new ones' start. Both run to their end; the first error
-    is raised.
+    The platform spawns the new instances first, takes the old ones out of the router while the new
+    ones start, and routes the new ones once ready: never before the old ones left, so the fleet never
+    routes more instances than ``max_surge`` allows. What overlaps is the old ones' drain and the new
+    ones' start.
     """
     platform = ctx.platform
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="zdu-rolling") as pool:
-        down = pool.submit(platform.scale, ctx.old_group, ctx.from_version, old_count)
-        try:
-            platform.scale(ctx.new_group, ctx.release.version, new_count)
-        finally:
-            down.result()
+    assert isinstance(platform, ScalesGroups)
+    platform.scale_groups(
+        [(ctx.new_group, ctx.release.version, new_count), (ctx.old_group, ctx.from_version, old_count)]
+    )
 
 
 class Rolling:
@@ -103,7 +112,7 @@ class Rolling:
         groups = list(platform.groups())
         old, new = _count(groups, ctx.old_group), _count(groups, ctx.new_group)
         batches = self._batches(ctx.replicas, old, new)
-        overlap = bool(getattr(platform, "concurrent_scaling", False))
+        overlap = isinstance(platform, ScalesGroups)
         index = 0
         while index < len(batches):
             action, old_count, new_count = batches[index]

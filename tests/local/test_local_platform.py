@@ -15,7 +15,9 @@ import cattrs
 import psutil
 import pytest
 
+import zdu_local.platform
 from tests.local import ws_app
+from tests.local.conftest import get
 from zdu.errors import PlatformError, ReadinessTimeout
 from zdu.model import Version
 from zdu.platform import Platform, PlatformEnv
@@ -391,3 +393,53 @@ def test_without_an_inflight_endpoint_the_websocket_holds_the_drain(make_platfor
     took, socket = _drain_holding_a_websocket(platform)
     assert took >= 2, took
     assert socket.close_code == 1001
+
+
+def test_scale_groups_starts_the_new_while_the_old_leave_and_routes_it_only_after(
+    make_platform: Callable[..., LocalPlatform], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One batch of ``rolling``: spawn the new instance, take the old one out, drain it while the new starts.
+
+    The old instance is busy with a 3 s download when the batch begins, so its drain outlasts the new
+    instance's start: the new one must turn ready (and be routed) before the old one is stopped, and
+    must not be routed while the old one still is.
+    """
+    platform = make_platform(replicas=2, command=[*DEFAULT_COMMAND, "--startup-delay", "0.5"])
+    url = platform.up(OLD)
+    old, new = platform.group_name(OLD), platform.group_name(NEW)
+    platform.router.set_weights({old: 1, new: 1})
+    events: list[tuple[str, object]] = []
+    save = platform.router._save
+
+    def recording_save(record: Any) -> None:
+        save(record)
+        events.append(("routed", set(platform.router.record.routed)))
+
+    monkeypatch.setattr(platform.router, "_save", recording_save)
+    leaving = max(platform.state.instances, key=lambda r: r.serial)  # scaling down drains the newest
+    stream = f"http://{leaving.address}/-/stream?seconds=3"
+    download = threading.Thread(target=get, args=(stream, 10.0))
+    download.start()
+    time.sleep(0.3)
+    stop_processes, spawn = zdu_local.platform.stop_processes, zdu_local.platform.spawn
+
+    def recording_stop(identities: Any, grace: float) -> None:
+        events.append(("stopped", {identity.pid for identity in identities}))
+        stop_processes(identities, grace)
+
+    def recording_spawn(*args: Any, **kwargs: Any) -> Any:
+        events.append(("spawned", None))
+        return spawn(*args, **kwargs)
+
+    monkeypatch.setattr(zdu_local.platform, "stop_processes", recording_stop)
+    monkeypatch.setattr(zdu_local.platform, "spawn", recording_spawn)
+    platform.scale_groups([(new, NEW, 1), (old, OLD, 1)])
+    download.join()
+    (joined,) = [r for r in platform.state.instances if r.group == new]
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "spawned", events  # the new instance starts before anything else happens
+    left = next(i for i, (kind, ids) in enumerate(events) if kind == "routed" and leaving.id not in ids)  # type: ignore[operator]
+    routed_new = next(i for i, (kind, ids) in enumerate(events) if kind == "routed" and joined.id in ids)  # type: ignore[operator]
+    stopped = next(i for i, (kind, pids) in enumerate(events) if kind == "stopped" and leaving.pid in pids)  # type: ignore[operator]
+    assert left < routed_new < stopped, events  # out, then in, and the drain overlapped the start
+    assert get(url + "/")[0] == 200

@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable
 
+import attrs
 import pytest
 
 import zdu_local.router
@@ -20,7 +21,7 @@ from zdu.model import Version
 from zdu.platform import PlatformEnv, Router
 from zdu_local.demo_app import asset_hash
 from zdu_local.platform import LocalPlatform
-from zdu_local.state import InstanceRecord
+from zdu_local.state import InstanceRecord, RouterRecord
 
 Get = Callable[..., tuple[int, dict[str, str], bytes]]
 OLD = Version.parse("16.5.0")
@@ -471,3 +472,56 @@ def test_websockets_pass_through_every_location(make_platform: Callable[..., Loc
     router.set_affinity(False)
     router.route_assets(False)
     assert ws_app.echo(url + "/-/cable", "plain") in {"16.5.0: plain", "16.6.0: plain"}
+
+
+def _instance(number: int, group: str, *, routable: bool = True) -> InstanceRecord:
+    version = "16.5.0" if group == "v16-5-0" else "16.6.0"
+    return InstanceRecord(
+        f"{group}-{number}",
+        group,
+        version,
+        "127.0.0.1",
+        4000 + number,
+        number,
+        0.0,
+        number,
+        "",
+        routable=routable,
+    )
+
+
+def test_only_a_change_that_adds_instances_skips_the_wait_for_the_previous_workers() -> None:
+    """What a reload may return without waiting for: nothing leaves, nothing else changes."""
+
+    only_adds = zdu_local.router._only_adds
+    old1, old2, new3 = _instance(1, "v16-5-0"), _instance(2, "v16-5-0"), _instance(3, "v16-6-0")
+    both = {"v16-5-0": 1, "v16-6-0": 1}
+    before = RouterRecord("127.0.0.1:4000", 4009, generation=4, weights=both, routed=(old1.id, old2.id))
+    after = attrs.evolve(before, generation=5)
+    assert only_adds(before, after, [old1, old2, new3])  # new3 turned ready and joins
+    assert not only_adds(before, after, [old1, old2])  # nothing joins: no reason to skip anything
+    assert not only_adds(before, after, [old1, _instance(2, "v16-5-0", routable=False), new3])  # one leaves
+    assert not only_adds(before, attrs.evolve(after, weights={"v16-6-0": 1}), [old1, old2, new3])
+    assert not only_adds(before, attrs.evolve(after, affinity=True), [old1, old2, new3])
+    assert not only_adds(before, attrs.evolve(after, preview_group="v16-6-0"), [old1, old2, new3])
+    assert not only_adds(attrs.evolve(before, routed=()), after, [old1])  # nginx answered 503 before
+    two_groups = attrs.evolve(before, weights={"v16-5-0": 1, "v16-6-0": 1}, routed=(old1.id, new3.id))
+    joined = [old1, new3, _instance(4, "v16-6-0")]
+    assert only_adds(two_groups, attrs.evolve(two_groups, weights={"v16-5-0": 2, "v16-6-0": 2}), joined)
+    assert not only_adds(two_groups, attrs.evolve(two_groups, weights={"v16-5-0": 1, "v16-6-0": 3}), joined)
+
+
+def test_after_an_instance_joins_nginx_answers_only_the_new_generation(
+    make_platform: Callable[..., LocalPlatform],
+) -> None:
+    """A join returns before nginx's previous workers stop, yet what nginx routes is asked of the new ones."""
+    platform = make_platform(replicas=1)
+    platform.up(OLD)
+    old, new = platform.group_name(OLD), platform.group_name(NEW)
+    platform.router.set_weights({old: 1, new: 1})
+    for replicas in (1, 2, 3):
+        platform.scale(new, NEW, replicas)
+        routing = platform.router.routing()
+        assert routing is not None and routing["generation"] == platform.router.record.generation
+        assert len(routing["routed"]) == 1 + replicas, routing  # type: ignore[arg-type]
+        assert platform.router.verify_weights({old: 1, new: 1})
