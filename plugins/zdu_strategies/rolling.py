@@ -51,7 +51,7 @@ def _scale_together(ctx: UpgradeContext, old_count: int, new_count: int) -> None
     overlaps is the old ones' drain and the new ones' start. Both run to their end; the first error
     is raised.
     """
-    platform = ctx.platform
+    platform = ctx.instance_groups
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="zdu-rolling") as pool:
         down = pool.submit(platform.scale, ctx.old_group, ctx.from_version, old_count)
         try:
@@ -85,7 +85,7 @@ class Rolling:
 
     def plan(self, ctx: UpgradeContext) -> list[Step]:
         """The batches, from the platform's current state."""
-        groups = list(ctx.platform.groups())
+        groups = list(ctx.instance_groups.groups())
         old, new = _count(groups, ctx.old_group), _count(groups, ctx.new_group)
         return [
             Step(
@@ -98,7 +98,7 @@ class Rolling:
 
     def rollout(self, ctx: UpgradeContext) -> None:
         """Scale the new group up and the old one down, a batch at a time, gating each batch."""
-        platform = ctx.platform
+        platform = ctx.instance_groups
         platform.router.set_weights({ctx.old_group: 1, ctx.new_group: 1})
         groups = list(platform.groups())
         old, new = _count(groups, ctx.old_group), _count(groups, ctx.new_group)
@@ -142,7 +142,7 @@ class Rolling:
         is what failed; a third less capacity for a second is the lesser harm); otherwise the old group
         is started first (readiness-gated) while both take traffic.
         """
-        platform = ctx.platform
+        platform = ctx.instance_groups
         old = next((g for g in platform.groups() if g.name == ctx.old_group), None)
         if old is not None and old.ready > 0:
             with ctx.step(f"every request to {ctx.old_group}"):
