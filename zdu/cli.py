@@ -36,7 +36,13 @@ from zdu.journals import candidate_journals
 from zdu.metrics import parse_address
 from zdu.migrations import migration_timings
 from zdu.model import Event, Report, UpgradeStatus
-from zdu.plugins import hookimpl
+from zdu.plugins import (
+    MigrationRunnerPlugin,
+    PlatformPlugin,
+    StrategyPlugin,
+    TrafficLayerPlugin,
+    hookimpl,
+)
 from zdu.registry import ZduPluginManager, get_plugin_manager
 from zdu.report import load_view, render_html, render_text
 from zdu.upgrade import Upgrade
@@ -590,7 +596,12 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     }
     data: dict[str, Any] = {
         kind: [
-            {"name": name, "summary": record.summary, "distribution": manager.provider_of(record)}
+            {
+                "name": name,
+                "summary": record.summary,
+                "distribution": manager.provider_of(record),
+                **_capabilities_of(record),
+            }
             for name, record in records.items()
         ]
         for kind, records in kinds.items()
@@ -604,14 +615,25 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
         lines = []
         for kind, records in kinds.items():
             lines.append(f"{kind.replace('_', ' ')}:")
-            lines += [
-                f"  {name:<14} {record.summary}  [{manager.provider_of(record)}]"
-                for name, record in records.items()
-            ]
+            for name, record in records.items():
+                lines.append(f"  {name:<14} {record.summary}  [{manager.provider_of(record)}]")
+                lines += [
+                    f"  {'':<14} {key}: {', '.join(names) or 'nothing beyond the base platform'}"
+                    for key, names in _capabilities_of(record).items()
+                ]
         lines += [f"not loaded: {f.describe()}" for f in manager.failures]
         return "\n".join(lines)
 
     emit(data, as_json, text)
+
+
+def _capabilities_of(record: object) -> dict[str, list[str]]:
+    """What a platform record provides, or what a strategy, layer or runner record requires."""
+    if isinstance(record, PlatformPlugin):
+        return {"provides": sorted(record.provides)}
+    if isinstance(record, StrategyPlugin | TrafficLayerPlugin | MigrationRunnerPlugin):
+        return {"requires": sorted(record.requires)}
+    return {}
 
 
 def _records_of(

@@ -42,7 +42,7 @@ The file::
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,12 +54,26 @@ from cattrs.v import transform_error
 from zdu.errors import ConfigError, UsageError
 from zdu.journal import default_state_dir
 from zdu.model import Release, Target, Version
-from zdu.plugins import PluginRecord
+from zdu.plugins import (
+    MigrationRunnerPlugin,
+    PlatformPlugin,
+    PluginRecord,
+    StrategyPlugin,
+    TrafficLayerPlugin,
+)
 from zdu.probe import GateSettings
 from zdu.registry import ZduPluginManager
 from zdu.secret import Secret
 
-__all__ = ["ComponentSpec", "ProbeSpec", "UpgradeConfig", "load_config", "structure", "unstructure"]
+__all__ = [
+    "ComponentSpec",
+    "ProbeSpec",
+    "UpgradeConfig",
+    "load_config",
+    "missing_capabilities",
+    "structure",
+    "unstructure",
+]
 
 T = TypeVar("T")
 
@@ -403,6 +417,9 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
     if problems:
         raise ConfigError(problems)
     assert target is not None and release is not None and platform is not None and strategy is not None
+    missing = missing_capabilities(platform, strategy, layers, migrations)
+    if missing:
+        raise ConfigError(missing)
     return UpgradeConfig(
         target=target,
         release=release,
@@ -420,6 +437,39 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
 
 
 _OUTPUT_FIELDS = ("metrics_address", "pushgateway", "webhooks")
+
+
+def missing_capabilities(
+    platform: ComponentSpec,
+    strategy: ComponentSpec,
+    layers: Sequence[ComponentSpec] = (),
+    migrations: ComponentSpec | None = None,
+) -> list[str]:
+    """One line for every plugin that requires a capability the platform does not provide.
+
+    Each line names the plugin and its field, the missing capabilities, the platform and what it
+    provides: ``strategy.name: 'get' requires the platform capability 'omnibus-nodes', which
+    target.platform 'local' does not provide (it provides: affinity, ...)``.
+    """
+    provides = platform.record.provides if isinstance(platform.record, PlatformPlugin) else frozenset()
+    offered = ", ".join(sorted(provides)) or "nothing beyond the base"
+    users = [("strategy.name", strategy), *(("strategy.layers", layer) for layer in layers)]
+    if migrations is not None:
+        users.append(("migrations.name", migrations))
+    lines = []
+    for field, spec in users:
+        record = spec.record
+        if not isinstance(record, StrategyPlugin | TrafficLayerPlugin | MigrationRunnerPlugin):
+            continue
+        lacking = sorted(record.requires - provides)
+        if lacking:
+            names = ", ".join(repr(name) for name in lacking)
+            what = "capability" if len(lacking) == 1 else "capabilities"
+            lines.append(
+                f"{field}: {spec.name!r} requires the platform {what} {names}, which target.platform "
+                f"{platform.name!r} does not provide (it provides: {offered})"
+            )
+    return lines
 
 
 def _upgrade_outputs(upgrade_raw: Mapping[str, Any], collector: _Collector) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -26,7 +26,28 @@ from zdu.model import (
     VerdictStatus,
     Version,
 )
-from zdu.platform import Platform
+from zdu.platform import (
+    AFFINITY,
+    ASSET_STORE,
+    INSTANCE_GROUPS,
+    OMNIBUS_NODES,
+    PREVIEW_ROUTE,
+    SCALE_TOGETHER,
+    TRAFFIC_SPLIT,
+    WEIGHTS_PER_GROUP,
+    Affinity,
+    InstanceGroups,
+    OmnibusNodes,
+    Platform,
+    PreviewRoute,
+    RoutedGroups,
+    RoutesAssets,
+    ScalesTogether,
+    ServesAssets,
+    SplitsTraffic,
+    platform_provides,
+    require_capability,
+)
 from zdu.probe import GateAware, GateSettings, Probe, ProbeContext
 
 __all__ = [
@@ -108,7 +129,9 @@ class UpgradeContext:
     :ivar target: the deployment being upgraded.
     :ivar release: the version being rolled out.
     :ivar from_version: the version the deployment ran when the upgrade started.
-    :ivar platform: the platform the target runs on.
+    :ivar platform: the platform the target runs on: its base (:class:`~zdu.platform.Platform`); reach
+        a capability your plugin declared in ``requires`` through :attr:`instance_groups` and its
+        siblings, never by downcasting.
     :ivar replicas: how many instances serve when the fleet is whole (the old group's size at start).
     :ivar dry_run: ``True`` while planning: nothing may be changed.
     """
@@ -129,15 +152,76 @@ class UpgradeContext:
     #: the upgrade's journal events so far (for decisions taken from outside: ``zdu promote``)
     read_events: Callable[[], Sequence[Event]] = lambda: ()
 
+    # -- the platform's capabilities (declared in the plugin's ``requires``) --------------------------
+
+    def provides(self, capability: str) -> bool:
+        """Whether the platform provides ``capability`` (a name such as ``"traffic-split"``)."""
+        return capability in platform_provides(self.platform)
+
+    def _require(self, capability: str) -> None:
+        layers = f", layers {', '.join(self.info.layers)}" if self.info.layers else ""
+        require_capability(self.platform, capability, f"strategy {self.info.strategy!r}{layers}")
+
+    @property
+    def instance_groups(self) -> InstanceGroups:
+        """The platform as ``instance-groups``: its groups, scaling, and the router in front of them.
+
+        Raises :class:`~zdu.errors.UsageError` naming the capability when the platform lacks it (the
+        configuration's check refuses such a pairing before anything runs, for declared requirements).
+        """
+        self._require(INSTANCE_GROUPS)
+        return cast(InstanceGroups, self.platform)
+
+    @property
+    def preview_route(self) -> PreviewRoute:
+        """The platform's router as ``preview-route`` (raises as :attr:`instance_groups` without it)."""
+        self._require(PREVIEW_ROUTE)
+        return cast(PreviewRoute, self.instance_groups.router)
+
+    @property
+    def affinity(self) -> Affinity:
+        """The platform's router as ``affinity`` (raises as :attr:`instance_groups` without it)."""
+        self._require(AFFINITY)
+        return cast(Affinity, self.instance_groups.router)
+
+    @property
+    def traffic_split(self) -> SplitsTraffic:
+        """The platform's router as ``traffic-split`` (raises as :attr:`instance_groups` without it)."""
+        self._require(TRAFFIC_SPLIT)
+        return cast(SplitsTraffic, self.instance_groups.router)
+
+    @property
+    def asset_store(self) -> ServesAssets:
+        """The platform as ``asset-store``: its ``assets`` and a router that routes to them."""
+        self._require(ASSET_STORE)
+        return cast(ServesAssets, self.platform)
+
+    @property
+    def assets_route(self) -> RoutesAssets:
+        """The platform's router as the route to its asset store (part of ``asset-store``)."""
+        return cast(RoutesAssets, self.asset_store.router)
+
+    @property
+    def scale_together(self) -> ScalesTogether:
+        """The platform as ``scale-together`` (raises as :attr:`instance_groups` without it)."""
+        self._require(SCALE_TOGETHER)
+        return cast(ScalesTogether, self.platform)
+
+    @property
+    def omnibus_nodes(self) -> OmnibusNodes:
+        """The platform as ``omnibus-nodes`` (raises as :attr:`instance_groups` without it)."""
+        self._require(OMNIBUS_NODES)
+        return cast(OmnibusNodes, self.platform)
+
     @property
     def old_group(self) -> str:
-        """The platform's name for the group of the version the upgrade started from."""
-        return self.platform.group_name(self.from_version)
+        """The platform's name for the group of the version the upgrade started from (``instance-groups``)."""
+        return self.instance_groups.group_name(self.from_version)
 
     @property
     def new_group(self) -> str:
-        """The platform's name for the group of the release."""
-        return self.platform.group_name(self.release.version)
+        """The platform's name for the group of the release (``instance-groups``)."""
+        return self.instance_groups.group_name(self.release.version)
 
     def event(self, kind: str, message: str, **data: Any) -> None:
         """Record an event in the journal (and tell observers). ``data`` must be JSON-ready."""
@@ -206,17 +290,28 @@ class UpgradeContext:
     def new_version_share(self) -> float:
         """The release's share of the router's traffic now (0 to 1; -1 when unknown).
 
-        Every ready instance of a group gets its group's weight (:meth:`Router.set_weights`), so a
-        group's share is its weight times its ready instances over the sum of all groups'.
+        Read from a platform with groups behind a router (:class:`~zdu.platform.RoutedGroups`), by what
+        its weights mean (:attr:`~zdu.platform.Router.weight_semantics`): per group, a group's share is
+        its weight over the sum; otherwise (per instance, on/off) every ready instance of a group gets
+        its group's weight. -1 on a platform without groups.
         """
+        platform = self.platform
+        if not isinstance(platform, RoutedGroups):
+            return -1.0
         try:
-            weights = self.platform.router.weights()
-            ready = {g.name: g.ready for g in self.platform.groups()}
+            router = platform.router
+            weights = router.weights()
+            ready = {g.name: g.ready for g in platform.groups()}
+            per_group = router.weight_semantics == WEIGHTS_PER_GROUP
         except (ZduError, OSError, NotImplementedError, AttributeError):
             return -1.0
-        shares = {name: max(weight, 0) * ready.get(name, 0) for name, weight in weights.items()}
+        shares = {
+            name: max(weight, 0) * (min(ready.get(name, 0), 1) if per_group else ready.get(name, 0))
+            for name, weight in weights.items()
+        }
         total = sum(shares.values())
-        return round(shares.get(self.new_group, 0) / total, 4) if total else 0.0
+        new_group = platform.group_name(self.release.version)
+        return round(shares.get(new_group, 0) / total, 4) if total else 0.0
 
     def wait(self, seconds: float, step: str) -> None:
         """Wait ``seconds`` while gating every ``gate_interval`` (``blue-green``'s scale-down delay).

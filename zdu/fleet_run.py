@@ -521,7 +521,7 @@ class FleetRunner:
                     continue  # a cell that failed within the budget: its own upgrade judged it
                 if ring.bake_seconds > 0:
                     context = ProbeContext(
-                        url=platform.router.url,
+                        url=platform.url,
                         target=config.target,
                         release=config.release,
                         from_version=cell.version,

@@ -108,7 +108,7 @@ def zdu_probes() -> Iterable[ProbePlugin[object]]:  # type: ignore[empty-body]
 
 @_hookspec
 def zdu_platforms() -> Iterable[PlatformPlugin[object]]:  # type: ignore[empty-body]
-    """Register platforms, which run instance groups behind a router.
+    """Register platforms: each provides the base Platform and declares the capabilities it adds.
 
     Return (or yield) one :class:`~zdu.plugins.PlatformPlugin` per platform. Returning ``None`` or an
     empty iterable registers nothing.
@@ -126,6 +126,7 @@ def zdu_platforms() -> Iterable[PlatformPlugin[object]]:  # type: ignore[empty-b
                 summary="Nomad jobs behind Consul-routed traefik",
                 config=NomadConfig,
                 factory=lambda config, env: NomadPlatform(config, env.target),
+                provides={"instance-groups", "preview-route"},
             )
     """
 

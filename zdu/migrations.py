@@ -19,16 +19,17 @@ import enum
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 import attrs
 
 from zdu.errors import PreflightError, ZduError
 from zdu.model import Event, Target
+from zdu.platform import COMMAND_HOST, OMNIBUS_NODES, platform_provides, require_capability
 
 if TYPE_CHECKING:
     from zdu.context import UpgradeContext
-    from zdu.platform import Platform
+    from zdu.platform import CommandHost, OmnibusNodes, Platform
 
 __all__ = [
     "FINISHED_STATUSES",
@@ -91,7 +92,8 @@ class MigrationEnv:
     """What a migration runner factory is given besides its own configuration.
 
     :ivar target: the deployment whose database is migrated.
-    :ivar platform: the target's platform (a runner may ask it for a :class:`CommandExecutor`).
+    :ivar platform: the target's platform: its base (:class:`~zdu.platform.Platform`); reach a
+        capability through :meth:`provides`, :attr:`command_host`, :attr:`omnibus_nodes`.
     :ivar state_dir: a directory the runner may keep state in (per target).
     :ivar config_dir: the directory of the configuration file, which relative paths in the runner's
         options are relative to; ``None`` when the configuration was built in code (relative paths are
@@ -102,6 +104,25 @@ class MigrationEnv:
     platform: Platform
     state_dir: Path
     config_dir: Path | None = None
+
+    def provides(self, capability: str) -> bool:
+        """Whether the platform provides ``capability`` (a name such as ``"command-host"``)."""
+        return capability in platform_provides(self.platform)
+
+    @property
+    def command_host(self) -> CommandHost:
+        """The platform as ``command-host``; raises :class:`~zdu.errors.UsageError` without it.
+
+        A runner that can also run its commands on this machine asks :meth:`provides` first.
+        """
+        require_capability(self.platform, COMMAND_HOST, "the migration runner")
+        return cast("CommandHost", self.platform)
+
+    @property
+    def omnibus_nodes(self) -> OmnibusNodes:
+        """The platform as ``omnibus-nodes``; raises :class:`~zdu.errors.UsageError` without it."""
+        require_capability(self.platform, OMNIBUS_NODES, "the migration runner")
+        return cast("OmnibusNodes", self.platform)
 
     def resolve(self, path: Path) -> Path:
         """``path`` made absolute: relative to :attr:`config_dir`, else to the current directory."""
@@ -127,8 +148,9 @@ class CommandResult:
 class CommandExecutor(Protocol):
     """Runs a command where the target's migrations must run: this machine, a deploy node, a toolbox pod.
 
-    Runners such as ``gitlab-rake`` use the platform's executor (``Platform.command_executor``) and
-    fall back to running the command on this machine when the platform offers none.
+    Runners such as ``gitlab-rake`` use the platform's executor (capability ``command-host``:
+    :attr:`MigrationEnv.command_host`) and fall back to running the command on this machine when the
+    platform offers none.
     """
 
     def run(

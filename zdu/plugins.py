@@ -12,7 +12,7 @@ specifications in :mod:`zdu.hookspecs`. It is found through an entry point in gr
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
@@ -59,6 +59,22 @@ def _valid_plugin_name(_instance: object, _attribute: attrs.Attribute[str], valu
         )
 
 
+def _capability_names(value: Iterable[str]) -> frozenset[str]:
+    if isinstance(value, str):
+        raise TypeError(f"capabilities: expected a set of names, got the string {value!r}")
+    return frozenset(value)
+
+
+def _valid_capability_names(
+    _instance: object, attribute: attrs.Attribute[frozenset[str]], value: frozenset[str]
+) -> None:
+    for name in sorted(value):
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(
+                f"{attribute.name}: capability name {name!r} is not valid (for example 'instance-groups')"
+            )
+
+
 @attrs.frozen
 class PluginRecord(Generic[ConfigT]):
     """What every registration hook returns: a named implementation and its configuration type.
@@ -79,16 +95,27 @@ class StrategyPlugin(PluginRecord[ConfigT]):
     """A rollout strategy (``recreate``, ``rolling``, ``blue-green``, ...).
 
     :ivar factory: builds the strategy from its structured configuration.
+    :ivar requires: the platform capabilities the strategy uses (``{"instance-groups"}``); a
+        configuration pairing it with a platform that lacks one is refused when it is loaded.
     """
 
     factory: Callable[[ConfigT], Strategy] = attrs.field(kw_only=True)
+    requires: frozenset[str] = attrs.field(
+        kw_only=True, factory=frozenset, converter=_capability_names, validator=_valid_capability_names
+    )
 
 
 @attrs.frozen
 class TrafficLayerPlugin(PluginRecord[ConfigT]):
-    """A traffic layer (``sticky-nginx``, ``assets-shim``), combined with any rollout strategy."""
+    """A traffic layer (``sticky-nginx``, ``assets-shim``), combined with any rollout strategy.
+
+    :ivar requires: the platform capabilities the layer uses (``{"affinity"}``), checked at load.
+    """
 
     factory: Callable[[ConfigT], TrafficLayer] = attrs.field(kw_only=True)
+    requires: frozenset[str] = attrs.field(
+        kw_only=True, factory=frozenset, converter=_capability_names, validator=_valid_capability_names
+    )
 
 
 @attrs.frozen
@@ -104,16 +131,28 @@ class PlatformPlugin(PluginRecord[ConfigT]):
 
     :ivar factory: builds the platform for one target from its configuration and a
         :class:`~zdu.platform.PlatformEnv`.
+    :ivar provides: the capabilities the platforms it builds implement (``{"instance-groups",
+        "affinity"}``), beside the base :class:`~zdu.platform.Platform` every platform has; each must
+        be implemented (the capability's protocols pass ``isinstance``).
     """
 
     factory: Callable[[ConfigT, PlatformEnv], Platform] = attrs.field(kw_only=True)
+    provides: frozenset[str] = attrs.field(
+        kw_only=True, factory=frozenset, converter=_capability_names, validator=_valid_capability_names
+    )
 
 
 @attrs.frozen
 class MigrationRunnerPlugin(PluginRecord[ConfigT]):
-    """A migration runner (``sql``, ``gitlab-rake``)."""
+    """A migration runner (``sql``, ``gitlab-rake``).
+
+    :ivar requires: the platform capabilities the runner uses (``{"command-host"}``), checked at load.
+    """
 
     factory: Callable[[ConfigT, MigrationEnv], MigrationRunner] = attrs.field(kw_only=True)
+    requires: frozenset[str] = attrs.field(
+        kw_only=True, factory=frozenset, converter=_capability_names, validator=_valid_capability_names
+    )
 
 
 AnyRecord = PluginRecord[Any]

@@ -14,8 +14,10 @@ and use the fixtures:
 and, to test a strategy or a traffic layer without a fleet:
 
 * :class:`MemoryPlatform`: a platform in memory with every capability (instance groups behind a
-  router, previews, affinity, a canary split, an asset store, a command host), whose instances are
-  ready the moment they are scaled up;
+  router, previews, affinity, a canary split, scaling together, an asset store, a command host,
+  Omnibus nodes), whose instances are ready the moment they are scaled up, and :func:`restricted`:
+  the same platform seen through the base platform and the capabilities you name only, to prove a
+  plugin needs no more than it declares;
 * :func:`make_context`: an :class:`~zdu.context.UpgradeContext` over a platform, its journal events
   kept in :attr:`RecordedEvents.events`;
 * :func:`rollout`, :func:`interrupt_rollout` and :func:`check_every_interruption`: run a strategy's
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,20 @@ from zdu.context import UpgradeContext, UpgradeInfo
 from zdu.errors import PlatformError, TargetBusy, UpgradeInterrupted
 from zdu.migrations import CommandResult
 from zdu.model import Release, Target, Version
-from zdu.platform import WEIGHTS_PER_INSTANCE, CanaryRoute, Instance, InstanceGroup
+from zdu.platform import (
+    AFFINITY,
+    ASSET_STORE,
+    COMMAND_HOST,
+    INSTANCE_GROUPS,
+    OMNIBUS_NODES,
+    PREVIEW_ROUTE,
+    SCALE_TOGETHER,
+    TRAFFIC_SPLIT,
+    WEIGHTS_PER_INSTANCE,
+    CanaryRoute,
+    Instance,
+    InstanceGroup,
+)
 from zdu.registry import ZduPluginManager, get_plugin_manager
 from zdu.strategy import Strategy
 
@@ -53,6 +68,7 @@ __all__ = [
     "interrupt_rollout",
     "make_context",
     "register_inline",
+    "restricted",
     "rollout",
     "rollout_steps",
 ]
@@ -226,7 +242,9 @@ class MemoryPlatform:
         replicas: int = 3,
         *,
         fail_versions: Sequence[Version | str] = (),
+        omnibus: bool = False,
     ) -> None:
+        self.omnibus = omnibus
         self.router = MemoryRouter()
         self.assets: MemoryAssetStore | None = MemoryAssetStore()
         self.command_executor: MemoryCommandHost | None = MemoryCommandHost()
@@ -237,9 +255,19 @@ class MemoryPlatform:
         self._lock = threading.Lock()
         self._holder: str | None = None
         first = Version.parse(str(version))
+        self.inventory_version = first
+        self.inventory = {"gitlab_rails": ["rails-1", "rails-2"], "sidekiq": ["sidekiq-1"]}
+        self.nodes = {host: first for hosts in self.inventory.values() for host in hosts}
+        self.drained: set[str] = set()
+        self.playbooks: list[tuple[str, str]] = []
         self.scale(self.group_name(first), first, replicas)
         self.router.set_weights({self.group_name(first): 100})
         self.router.history.clear()
+
+    @property
+    def url(self) -> str:
+        """Where users would reach the deployment (nothing listens)."""
+        return self.router.url
 
     def group_name(self, version: Version) -> str:
         """``v16-5-0`` for 16.5.0."""
@@ -285,6 +313,10 @@ class MemoryPlatform:
         self._instances[group] = instances[:replicas]
         return next(g for g in self.groups() if g.name == group)
 
+    def scale_groups(self, changes: Sequence[tuple[str, Version, int]]) -> list[InstanceGroup]:
+        """Scale each ``(group, version, replicas)`` in turn (capability ``scale-together``)."""
+        return [self.scale(group, version, replicas) for group, version, replicas in changes]
+
     def remove_group(self, group: str) -> None:
         """Forget ``group`` and its weight."""
         self._groups.pop(group, None)
@@ -299,7 +331,10 @@ class MemoryPlatform:
         instances[0] = attrs.evolve(instances[0], alive=False, ready=False)
 
     def serving_versions(self) -> list[Version]:
-        """The versions of the groups users are routed to now (with a ready instance)."""
+        """The versions users are routed to now: of routed groups, or of the Rails nodes (``omnibus``)."""
+        if self.omnibus:
+            rails = self.inventory["gitlab_rails"]
+            return sorted({v for node, v in self.nodes.items() if node in rails and node not in self.drained})
         return sorted({g.version for g in self.groups() if g.routed > 0})
 
     def check_health(self) -> list[str]:
@@ -320,6 +355,120 @@ class MemoryPlatform:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    # capability omnibus-nodes: an inventory of Rails and Sidekiq nodes changed by "playbooks"
+
+    @property
+    def inventory_file(self) -> str:
+        """Where the inventory's version would be written."""
+        return "inventory/vars.yml"
+
+    def set_inventory_version(self, version: Version) -> None:
+        """Set the inventory's ``gitlab_version``."""
+        self.inventory_version = version
+
+    def hosts(self, pattern: str) -> list[str]:
+        """The hosts of group ``pattern``, or the host named so."""
+        return list(self.inventory.get(pattern, [pattern] if pattern in self.nodes else []))
+
+    def run_playbook(
+        self,
+        label: str,
+        hosts: str,
+        *,
+        playbook: str | None = None,
+        role: str | None = None,
+        extravars: Mapping[str, Any] | None = None,
+        on_task: Any = None,
+    ) -> None:
+        """Record the run; the hosts get ``extravars["gitlab_version"]`` when it is given."""
+        self.playbooks.append((label, hosts))
+        version = (extravars or {}).get("gitlab_version")
+        for host in self.hosts(hosts):
+            if version is not None:
+                self.nodes[host] = Version.parse(str(version))
+
+    def infrastructure(self, version: Version) -> None:
+        """No infrastructure to change."""
+        return None
+
+    def node_version(self, node: str) -> Version | None:
+        """The version ``node`` runs."""
+        return self.nodes.get(node)
+
+    def node_routed(self, node: str) -> bool:
+        """Whether ``node`` takes traffic."""
+        return node not in self.drained
+
+    def drain_node(self, node: str, *, wait: bool = True) -> None:
+        """Take ``node`` out of traffic."""
+        self.drained.add(node)
+
+    def return_node(self, node: str, *, undrain: bool = True) -> None:
+        """Put ``node`` back (with ``undrain``)."""
+        if undrain:
+            self.drained.discard(node)
+
+
+#: What the base platform and each capability show of a platform, and of its router.
+BASE_MEMBERS = ("url", "serving_versions", "hold_lock", "check_health", "close")
+ROUTER_BASE_MEMBERS = (
+    "url",
+    "weight_semantics",
+    "weights",
+    "set_weights",
+    "verify_weights",
+    "remove_managed_routes",
+)
+_GROUPS = ("router", "groups", "group_name", "scale", "remove_group")
+PLATFORM_MEMBERS: Mapping[str, tuple[str, ...]] = {
+    INSTANCE_GROUPS: _GROUPS,
+    PREVIEW_ROUTE: _GROUPS,
+    AFFINITY: _GROUPS,
+    TRAFFIC_SPLIT: _GROUPS,
+    SCALE_TOGETHER: (*_GROUPS, "scale_groups"),
+    ASSET_STORE: ("router", "assets"),
+    COMMAND_HOST: ("command_executor",),
+    OMNIBUS_NODES: (
+        "inventory_file",
+        "set_inventory_version",
+        "hosts",
+        "run_playbook",
+        "infrastructure",
+        "node_version",
+        "node_routed",
+        "drain_node",
+        "return_node",
+    ),
+}
+ROUTER_MEMBERS: Mapping[str, tuple[str, ...]] = {
+    PREVIEW_ROUTE: ("set_preview",),
+    AFFINITY: ("set_affinity", "check_affinity"),
+    TRAFFIC_SPLIT: ("set_canary", "canary"),
+    ASSET_STORE: ("route_assets",),
+}
+
+
+def _view(name: str, target: object, members: Iterable[str], overrides: Mapping[str, object]) -> object:
+    def member(attribute: str) -> property:
+        if attribute in overrides:
+            return property(lambda _self: overrides[attribute])
+        return property(lambda _self: getattr(target, attribute))
+
+    return type(name, (), {attribute: member(attribute) for attribute in sorted(set(members))})()
+
+
+def restricted(platform: MemoryPlatform, capabilities: Iterable[str]) -> Any:
+    """``platform`` seen through the base platform and ``capabilities`` only (their router members too).
+
+    A plugin run over it that reaches for a capability it did not declare finds nothing there: the
+    context's accessors raise naming the capability. Changes go to ``platform``, to check afterwards.
+    """
+    wanted = set(capabilities)
+    router_members = [*ROUTER_BASE_MEMBERS, *(m for c in wanted for m in ROUTER_MEMBERS.get(c, ()))]
+    router = _view("RestrictedRouter", platform.router, router_members, {})
+    members = [*BASE_MEMBERS, *(m for c in wanted for m in PLATFORM_MEMBERS[c])]
+    return _view("RestrictedPlatform", platform, members, {"router": router})
 
 
 # -- strategies under test ---------------------------------------------------------------------------

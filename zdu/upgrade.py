@@ -46,7 +46,14 @@ from zdu.migrations import (
 )
 from zdu.model import Phase, Report, UpgradeStatus, Verdict, Version
 from zdu.notify import WebhookNotifier, notification_of
-from zdu.platform import Platform, PlatformEnv, RecordsChanges
+from zdu.platform import (
+    Platform,
+    PlatformEnv,
+    RecordsChanges,
+    RoutedGroups,
+    remove_managed_routes,
+    running_versions,
+)
 from zdu.policy import check_upgrade_path
 from zdu.probe import GateSettings, Probe, ProbeContext
 from zdu.registry import ZduPluginManager, get_plugin_manager
@@ -84,10 +91,9 @@ class Plan:
 
 
 def current_version(platform: Platform) -> Version | None:
-    """The version the platform serves now: that of its only routed group (``None`` when unclear)."""
-    weights = platform.router.weights()
-    routed = [g for g in platform.groups() if weights.get(g.name, 0) > 0 and g.ready > 0]
-    return routed[0].version if len(routed) == 1 else None
+    """The version the platform serves now: its only serving version (``None`` when unclear)."""
+    serving = platform.serving_versions()
+    return serving[0] if len(serving) == 1 else None
 
 
 class Upgrade:
@@ -190,8 +196,11 @@ class Upgrade:
             for event in self.journal.events(upgrade_id):
                 if event.kind == "replicas":
                     return int(event.data["replicas"])
-        name = self.platform.group_name(from_version)
-        return max((g.replicas for g in self.platform.groups() if g.name == name), default=1)
+        platform = self.platform
+        if not isinstance(platform, RoutedGroups):
+            return 1
+        name = platform.group_name(from_version)
+        return max((g.replicas for g in platform.groups() if g.name == name), default=1)
 
     def _context(
         self, info: UpgradeInfo, from_version: Version, gates: list[ProbeGate], replicas: int = 1
@@ -221,10 +230,10 @@ class Upgrade:
         running = current_version(self.platform)
         configured = self.config.target.version
         if running is None:
-            groups = ", ".join(f"{g.name} ({g.ready} ready)" for g in self.platform.groups()) or "none"
+            serving = ", ".join(str(v) for v in self.platform.serving_versions()) or "none"
             raise PreflightError(
                 f"target {self.config.target.name!r}: the platform serves no single version now "
-                f"(groups: {groups}); for the local platform, start the fleet with 'zdu local up CONFIG'"
+                f"(serving: {serving}); for the local platform, start the fleet with 'zdu local up CONFIG'"
             )
         if running not in (configured, self.config.release.version):
             raise PreflightError(
@@ -294,7 +303,7 @@ class Upgrade:
         strategy.finalize(ctx)
         for layer in reversed(layers):
             layer.finalize(ctx)
-        self.platform.router.remove_managed_routes()
+        remove_managed_routes(self.platform)
         return platform.recorded_changes()
 
     def _info(self, upgrade_id: str, from_version: Version) -> UpgradeInfo:
@@ -391,7 +400,7 @@ class Upgrade:
             Phase.VERIFY: lambda: self._verify(ctx),
             Phase.FINALIZE: lambda: self._finalize(ctx, strategy, layers),
             Phase.MIGRATE_POST: lambda: self._migrate_post(ctx, runner),
-            Phase.CLEANUP: self.platform.router.remove_managed_routes,
+            Phase.CLEANUP: lambda: remove_managed_routes(self.platform),
         }
         phase = Phase.PREFLIGHT
         try:
@@ -451,7 +460,7 @@ class Upgrade:
             for step in layer.plan(ctx):
                 ctx.event("plan", f"{step.phase}: {step.action} {step.detail}".strip())
         probe_context = ProbeContext(
-            url=self.platform.router.url,
+            url=self.platform.url,
             target=ctx.target,
             release=ctx.release,
             from_version=ctx.from_version,
@@ -482,16 +491,9 @@ class Upgrade:
             layer.prepare(ctx)
 
     def _verify(self, ctx: UpgradeContext) -> None:
-        weights = self.platform.router.weights()
-        stale = [
-            g.name
-            for g in self.platform.groups()
-            if g.version != ctx.release.version and weights.get(g.name, 0) > 0
-        ]
+        stale = [str(v) for v in self.platform.serving_versions() if v != ctx.release.version]
         if stale:
-            raise GateFailed(
-                f"after the rollout, groups of other versions still take traffic: {', '.join(stale)}"
-            )
+            raise GateFailed(f"after the rollout, other versions still take traffic: {', '.join(stale)}")
         ctx.wait(self.verify_seconds, "verify")
 
     def _finalize(self, ctx: UpgradeContext, strategy: Strategy, layers: list[TrafficLayer]) -> None:
@@ -521,11 +523,7 @@ class Upgrade:
             )
 
     def _check_no_older_instance(self, ctx: UpgradeContext) -> None:
-        older = [
-            f"{g.name} ({g.replicas} instances)"
-            for g in self.platform.groups()
-            if g.version < ctx.release.version and g.replicas > 0
-        ]
+        older = [str(v) for v in running_versions(self.platform) if v < ctx.release.version]
         if older:
             raise GateFailed(
                 f"post-deployment migrations need every instance on {ctx.release.version}; still running: "
@@ -546,7 +544,7 @@ class Upgrade:
                 strategy.rollback(ctx)
                 for layer in reversed(layers):
                     layer.rollback(ctx)
-                self.platform.router.remove_managed_routes()
+                remove_managed_routes(self.platform)
         except (ZduError, KeyboardInterrupt, OSError) as failure:
             return UpgradeStatus.INTERRUPTED, (
                 f"{reason}; rollback failed too: {failure}; the upgrade is left resumable "

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from zdu.platform import OMNIBUS_NODES
 from zdu.plugins import MigrationRunnerPlugin, PlatformPlugin, StrategyPlugin, hookimpl
 from zdu_get.config import GetPlatformConfig, GetPostDeploymentConfig, GetStrategyConfig
 from zdu_get.migrations import GetPostDeploymentRunner
@@ -28,6 +29,7 @@ def zdu_platforms() -> Iterator[PlatformPlugin[Any]]:
         summary="an Omnibus fleet built by GET (Terraform, Ansible), Rails nodes behind HAProxy",
         config=GetPlatformConfig,
         factory=GetPlatform,
+        provides={OMNIBUS_NODES},
     )
 
 
@@ -39,6 +41,7 @@ def zdu_strategies() -> Iterator[StrategyPlugin[Any]]:
         summary="GET's zero-downtime order through Ansible, each Rails node drained in HAProxy",
         config=GetStrategyConfig,
         factory=GetStrategy,
+        requires={OMNIBUS_NODES},
     )
 
 
@@ -50,4 +53,5 @@ def zdu_migration_runners() -> Iterator[MigrationRunnerPlugin[Any]]:
         summary="post-deployment migrations on the deploy node through Ansible (regular ones: in rollout)",
         config=GetPostDeploymentConfig,
         factory=GetPostDeploymentRunner,
+        requires={OMNIBUS_NODES},
     )

@@ -13,26 +13,22 @@ from zdu.errors import UsageError
 from zdu.migrations import MigrationEnv, Stage
 from zdu_get.ansible import journal_tasks
 from zdu_get.config import GetPostDeploymentConfig
-from zdu_get.inventory import hosts_matching
-from zdu_get.platform import GetPlatform
 
 __all__ = ["GetPostDeploymentRunner"]
 
 
 class GetPostDeploymentRunner:
-    """Runs the post-deployment migrations playbook on the deploy node."""
+    """Runs the post-deployment migrations playbook on the deploy node (requires ``omnibus-nodes``)."""
 
     def __init__(self, config: GetPostDeploymentConfig, env: MigrationEnv) -> None:
-        if not isinstance(env.platform, GetPlatform):
-            raise UsageError("migrations.name: get-post-deployment needs target.platform = 'get'")
         self.config = config
-        self.platform = env.platform
+        self.nodes = env.omnibus_nodes
 
     def deploy_node(self) -> str:
         """The configured deploy node, else the first Rails host."""
         if self.config.deploy_node:
             return self.config.deploy_node
-        hosts = hosts_matching(self.platform.ansible.inventory_list(), self.config.rails_hosts)
+        hosts = self.nodes.hosts(self.config.rails_hosts)
         if not hosts:
             raise UsageError(
                 f"migrations.rails_hosts: no host in the inventory matches {self.config.rails_hosts!r}"
@@ -54,7 +50,7 @@ class GetPostDeploymentRunner:
         label = f"post-deployment migrations on {node}"
 
         with ctx.step(label, node=node):
-            self.platform.ansible.run(
+            self.nodes.run_playbook(
                 label,
                 node,
                 playbook=None if self.config.role else self.config.playbook,

@@ -1,8 +1,10 @@
 """The ``get`` platform: an Omnibus fleet built by GET, its Rails nodes behind HAProxy.
 
-Instance groups are the Rails nodes grouped by the version each one answers (``/api/v4/version``);
-the Router is HAProxy, driven through its runtime API: a group with weight 0 is drained, one above 0
-is ready. Nodes are changed by Ansible (the ``get`` strategy), never started or scaled by the platform.
+It provides the capability ``omnibus-nodes`` (:class:`zdu.platform.OmnibusNodes`): the inventory,
+Ansible playbooks, Terraform, and HAProxy's drain of one Rails node at a time, driven through its
+runtime API. Nodes are changed by Ansible (the ``get`` strategy), never started or scaled by the
+platform, so it has no ``instance-groups``; it still lists the Rails nodes grouped by the version each
+one answers (``/api/v4/version``) behind HAProxy, whose weights are on-off (ready or drained).
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ import http.client
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from typing import Any
 
-from zdu.errors import PlatformError, PreflightError
 from zdu.locks import file_lock
 from zdu.model import Version
-from zdu.platform import AssetStore, Instance, InstanceGroup, PlatformEnv
+from zdu.platform import WEIGHTS_ON_OFF, Instance, InstanceGroup, PlatformEnv, routed_versions
 from zdu_get.ansible import AnsibleEnvironment
 from zdu_get.config import GetPlatformConfig
 from zdu_get.haproxy import HAProxyRuntime, ServerState
+from zdu_get.inventory import hosts_matching, set_inventory_version
 from zdu_get.terraform import TerraformRunner
 from zdu_local.network import inflight_requests
 
@@ -31,7 +34,11 @@ def _split(address: str) -> tuple[str, int]:
 
 
 class HAProxyRouter:
-    """HAProxy in front of the Rails nodes: whole groups drained or made ready through the runtime API."""
+    """HAProxy in front of the Rails nodes: whole groups drained or made ready through the runtime API.
+
+    It offers none of the optional router capabilities (preview route, affinity, canary split, assets
+    route): GET's HAProxy configuration is GET's.
+    """
 
     def __init__(self, platform: GetPlatform) -> None:
         self.platform = platform
@@ -42,6 +49,11 @@ class HAProxyRouter:
     def url(self) -> str:
         """The HAProxy frontend."""
         return self.platform.config.url
+
+    @property
+    def weight_semantics(self) -> str:
+        """``on-off``: a node is ready or drained; ready nodes share the traffic by HAProxy's balance."""
+        return WEIGHTS_ON_OFF
 
     def weights(self) -> Mapping[str, int]:
         """1 for every group with a node HAProxy routes to, 0 for the others."""
@@ -60,29 +72,6 @@ class HAProxyRouter:
         """Whether exactly the groups with a weight are routed."""
         current = self.weights()
         return all((current.get(name, 0) > 0) == (weight > 0) for name, weight in weights.items())
-
-    def set_preview(self, group: str | None) -> str | None:
-        """HAProxy here has no preview route: ``None`` removes nothing, a group is refused."""
-        if group is not None:
-            raise PlatformError("the get platform has no preview route (blue-green needs one)")
-        return None
-
-    def check_affinity(self) -> None:
-        """Refuse sticky sessions: this router does not manage affinity."""
-        raise PreflightError(
-            "the get platform's HAProxy router does not manage affinity: the sticky-nginx layer cannot "
-            "run on it (GET's HAProxy configuration decides stickiness)"
-        )
-
-    def set_affinity(self, enabled: bool, scope: str = "session") -> None:
-        """Not offered by this router (whatever the ``scope``)."""
-        if enabled:
-            raise PlatformError("the get platform's HAProxy router does not manage affinity")
-
-    def route_assets(self, enabled: bool) -> None:
-        """Not offered by this router."""
-        if enabled:
-            raise PlatformError("the get platform's HAProxy router does not route /assets/")
 
     def remove_managed_routes(self) -> None:
         """Nothing to remove: zdu adds no route to HAProxy."""
@@ -107,14 +96,71 @@ class GetPlatform:
         return self._router
 
     @property
-    def assets(self) -> AssetStore | None:
-        """No assets service."""
-        return None
+    def url(self) -> str:
+        """The HAProxy frontend."""
+        return self.config.url
+
+    def serving_versions(self) -> list[Version]:
+        """The versions of the Rails nodes HAProxy routes to."""
+        return routed_versions(self)
+
+    # -- OmnibusNodes --------------------------------------------------------------------------------
 
     @property
-    def command_executor(self) -> None:
-        """Migrations run through Ansible (the deploy node), not through an executor."""
-        return None
+    def inventory_file(self) -> str:
+        """The inventory's variables file that holds ``gitlab_version``."""
+        return str(self.config.inventory_vars)
+
+    def set_inventory_version(self, version: Version) -> None:
+        """Write ``gitlab_version: <version>`` into the inventory's variables file."""
+        set_inventory_version(self.config.inventory_vars, str(version))
+
+    def hosts(self, pattern: str) -> list[str]:
+        """The inventory's hosts matching ``pattern``."""
+        return hosts_matching(self.ansible.inventory_list(), pattern)
+
+    def run_playbook(
+        self,
+        label: str,
+        hosts: str,
+        *,
+        playbook: str | None = None,
+        role: str | None = None,
+        extravars: Mapping[str, Any] | None = None,
+        on_task: Any = None,
+    ) -> None:
+        """Run ``playbook`` (or ``role``) through ansible-runner; ``on_task`` gets each TaskResult."""
+        self.ansible.run(label, hosts, playbook=playbook, role=role, extravars=extravars, on_task=on_task)
+
+    def infrastructure(self, version: Version) -> TerraformRunner | None:
+        """:meth:`terraform`."""
+        return self.terraform(version)
+
+    def node_version(self, node: str) -> Version | None:
+        """The version Rails node ``node`` answers at ``version_path``; None when it does not answer."""
+        return self.server_version(self.server(node))
+
+    def node_routed(self, node: str) -> bool:
+        """Whether HAProxy routes to ``node`` now."""
+        return self.server(node).routed
+
+    def drain_node(self, node: str, *, wait: bool = True) -> None:
+        """``state drain`` in HAProxy; with ``wait``, :meth:`wait_drained`."""
+        self.runtime.set_state(self.config.backend, node, "drain")
+        if wait:
+            # Sessions reaching 0, or the node's own count of requests in flight reaching 0: a
+            # websocket keeps its session open but is closed cleanly when the node stops.
+            self.wait_drained(node)
+
+    def return_node(self, node: str, *, undrain: bool = True) -> None:
+        """Wait for ``/-/readiness``, ``state ready`` (with ``undrain``), wait until HAProxy marks it UP."""
+        backend, timeout = self.config.backend, self.config.ready_timeout
+        self.runtime.wait_for(backend, node, self.node_ready, timeout, "/-/readiness answering 200")
+        if undrain:
+            self.runtime.set_state(backend, node, "ready")
+        self.runtime.wait_for(backend, node, lambda s: s.routed, timeout, "HAProxy marking it UP")
+
+    # -- GET's tools ---------------------------------------------------------------------------------
 
     def terraform(self, version: Version) -> TerraformRunner | None:
         """The environment's Terraform with its variables for ``version``; None without a directory."""
@@ -137,7 +183,7 @@ class GetPlatform:
         """One Rails node as HAProxy sees it."""
         return self.runtime.server(self.config.backend, name)
 
-    def node_version(self, server: ServerState) -> Version | None:
+    def server_version(self, server: ServerState) -> Version | None:
         """The version the node answers at ``version_path``; None when it does not answer."""
         host, port = _split(server.address)
         connection = http.client.HTTPConnection(host, port, timeout=2.0)
@@ -193,7 +239,7 @@ class GetPlatform:
             self.config.backend, node, self.node_drained, self.config.drain_timeout, what
         )
 
-    # -- Platform ------------------------------------------------------------------------------------
+    # -- Platform and the Rails nodes by version -----------------------------------------------------
 
     def group_name(self, version: Version) -> str:
         """``rails-<version>``."""
@@ -203,7 +249,7 @@ class GetPlatform:
         """The Rails nodes that answer, grouped by version, oldest first."""
         by_version: dict[Version, list[Instance]] = {}
         for server in self.servers():
-            version = self.node_version(server)
+            version = self.server_version(server)
             if version is None:
                 continue
             by_version.setdefault(version, []).append(
@@ -221,16 +267,6 @@ class GetPlatform:
             InstanceGroup(self.group_name(version), version, tuple(instances))
             for version, instances in sorted(by_version.items())
         ]
-
-    def scale(self, group: str, version: Version, replicas: int) -> InstanceGroup:
-        """Refused: GET's nodes are changed by Ansible (strategy ``get``), not scaled."""
-        raise PlatformError(
-            "the get platform's nodes are upgraded by Ansible through the get strategy; they cannot be scaled"
-        )
-
-    def remove_group(self, group: str) -> None:
-        """Refused, as :meth:`scale`."""
-        raise PlatformError("the get platform's nodes are upgraded by Ansible; a group cannot be removed")
 
     def hold_lock(self, holder: str) -> AbstractContextManager[None]:
         """Hold ``<state dir>/upgrade.lock`` (flock) on this machine for the upgrade."""

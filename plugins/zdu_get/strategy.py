@@ -20,11 +20,10 @@ from typing import Any
 from zdu.context import UpgradeContext
 from zdu.errors import PlatformError, UsageError, ZduError
 from zdu.model import Version
+from zdu.platform import OmnibusNodes
 from zdu.strategy import Step
 from zdu_get.ansible import journal_tasks
 from zdu_get.config import COMPONENT_ORDER, GetStrategyConfig
-from zdu_get.inventory import hosts_matching, set_inventory_version
-from zdu_get.platform import GetPlatform
 
 __all__ = ["GetStrategy", "NodeFailed"]
 
@@ -35,25 +34,19 @@ class NodeFailed(ZduError):
     """A Rails node failed its upgrade; it was put back on the old version, later nodes untouched."""
 
 
-def _platform(ctx: UpgradeContext) -> GetPlatform:
-    if not isinstance(ctx.platform, GetPlatform):
-        raise UsageError(f"strategy get needs target.platform = 'get', not {type(ctx.platform).__name__}")
-    return ctx.platform
-
-
 class GetStrategy:
-    """The ``get`` strategy (see the module's docstring)."""
+    """The ``get`` strategy (see the module's docstring); requires the capability ``omnibus-nodes``."""
 
     def __init__(self, config: GetStrategyConfig) -> None:
         self.config = config
 
     # -- planning ------------------------------------------------------------------------------------
 
-    def _hosts(self, platform: GetPlatform, component: str) -> list[str]:
-        return hosts_matching(platform.ansible.inventory_list(), self.config.group(component).hosts)
+    def _hosts(self, omnibus: OmnibusNodes, component: str) -> list[str]:
+        return omnibus.hosts(self.config.group(component).hosts)
 
-    def _rails_nodes(self, platform: GetPlatform) -> list[str]:
-        nodes = self._hosts(platform, "gitlab_rails")
+    def _rails_nodes(self, omnibus: OmnibusNodes) -> list[str]:
+        nodes = self._hosts(omnibus, "gitlab_rails")
         deploy = self.config.deploy_node or (nodes[0] if nodes else "")
         if deploy and deploy not in nodes:
             raise UsageError(f"strategy.deploy_node: {deploy!r} is not one of the Rails hosts {nodes}")
@@ -61,22 +54,20 @@ class GetStrategy:
 
     def plan(self, ctx: UpgradeContext) -> list[Step]:
         """Terraform, the inventory's version, then every component present in the inventory, in order."""
-        platform = _platform(ctx)
+        omnibus = ctx.omnibus_nodes
         version = ctx.release.version
         steps = []
-        if platform.config.terraform_dir is not None:
+        if omnibus.infrastructure(version) is not None:
             steps.append(
                 Step("rollout", "terraform", "plan to a file, refuse destroy/replace, apply that plan")
             )
-        steps.append(
-            Step("rollout", "inventory", f"gitlab_version: {version} in {platform.config.inventory_vars}")
-        )
+        steps.append(Step("rollout", "inventory", f"gitlab_version: {version} in {omnibus.inventory_file}"))
         for component in COMPONENT_ORDER:
-            hosts = self._hosts(platform, component)
+            hosts = self._hosts(omnibus, component)
             if not hosts:
                 steps.append(Step("rollout", "skip", f"{component}: no host in the inventory"))
             elif component == "gitlab_rails":
-                for index, node in enumerate(self._rails_nodes(platform)):
+                for index, node in enumerate(self._rails_nodes(omnibus)):
                     how = "drain, upgrade, readiness, ready" if self.config.drain else "upgrade (no drain)"
                     migrations = (
                         " with regular migrations (SKIP_POST_DEPLOYMENT_MIGRATIONS=true)"
@@ -91,10 +82,10 @@ class GetStrategy:
     # -- rollout -------------------------------------------------------------------------------------
 
     def _run_component(
-        self, ctx: UpgradeContext, platform: GetPlatform, component: str, version: Version
+        self, ctx: UpgradeContext, omnibus: OmnibusNodes, component: str, version: Version
     ) -> None:
         group = self.config.group(component)
-        hosts = self._hosts(platform, component)
+        hosts = self._hosts(omnibus, component)
         if not hosts:
             ctx.event(
                 "skipped",
@@ -103,7 +94,7 @@ class GetStrategy:
             )
             return
         with ctx.step(f"ansible {component} on {', '.join(hosts)}", component=component):
-            platform.ansible.run(
+            omnibus.run_playbook(
                 component,
                 group.hosts,
                 playbook=group.playbook or None,
@@ -112,8 +103,8 @@ class GetStrategy:
                 on_task=journal_tasks(ctx, component),
             )
 
-    def _terraform(self, ctx: UpgradeContext, platform: GetPlatform) -> None:
-        terraform = platform.terraform(ctx.release.version)
+    def _terraform(self, ctx: UpgradeContext, omnibus: OmnibusNodes) -> None:
+        terraform = omnibus.infrastructure(ctx.release.version)
         if terraform is None:
             return
         with ctx.step("terraform plan"):
@@ -130,53 +121,47 @@ class GetStrategy:
 
     def rollout(self, ctx: UpgradeContext) -> None:
         """Terraform, the inventory's version, the components in order, the Rails nodes one by one."""
-        platform = _platform(ctx)
+        omnibus = ctx.omnibus_nodes
         version = ctx.release.version
-        self._terraform(ctx, platform)
-        with ctx.step(f"set gitlab_version {version} in {platform.config.inventory_vars}"):
-            set_inventory_version(platform.config.inventory_vars, str(version))
+        self._terraform(ctx, omnibus)
+        with ctx.step(f"set gitlab_version {version} in {omnibus.inventory_file}"):
+            omnibus.set_inventory_version(version)
         for component in BACKEND_COMPONENTS:
-            self._run_component(ctx, platform, component, version)
+            self._run_component(ctx, omnibus, component, version)
             ctx.gate(f"ansible {component}")
-        nodes = self._rails_nodes(platform)
+        nodes = self._rails_nodes(omnibus)
         if not nodes:
             ctx.event("skipped", "gitlab_rails: no host in the inventory", component="gitlab_rails")
         for index, node in enumerate(nodes):
-            server = platform.server(node)
-            if platform.node_version(server) == version and server.routed:
+            if omnibus.node_version(node) == version and omnibus.node_routed(node):
                 ctx.event("skipped", f"rails node {node} already serves {version}", node=node)
                 continue
             try:
-                self._upgrade_node(ctx, platform, node, version, deploy=index == 0)
+                self._upgrade_node(ctx, omnibus, node, version, deploy=index == 0)
                 ctx.gate(f"rails node {node} on {version}")
             except ZduError as error:
-                self._restore_node(ctx, platform, node)
+                self._restore_node(ctx, omnibus, node)
                 untouched = nodes[index + 1 :]
                 raise NodeFailed(
                     f"rails node {node} failed: {error}; {node} is back on {ctx.from_version} in HAProxy"
                     + (f"; not touched: {', '.join(untouched)}" if untouched else "")
                 ) from error
-        self._run_component(ctx, platform, "sidekiq", version)
+        self._run_component(ctx, omnibus, "sidekiq", version)
 
     def _upgrade_node(
-        self, ctx: UpgradeContext, platform: GetPlatform, node: str, version: Version, *, deploy: bool
+        self, ctx: UpgradeContext, omnibus: OmnibusNodes, node: str, version: Version, *, deploy: bool
     ) -> None:
         """Drain (when configured), upgrade through Ansible, wait for readiness, make ready, wait UP."""
-        config = platform.config
-        runtime, backend = platform.runtime, config.backend
         if self.config.drain:
-            with ctx.step(f"drain {backend}/{node}", node=node):
-                runtime.set_state(backend, node, "drain")
-                # Sessions reaching 0, or the node's own count of requests in flight reaching 0: a
-                # websocket keeps its session open but is closed cleanly when the node stops.
-                platform.wait_drained(node)
+            with ctx.step(f"drain {node}", node=node):
+                omnibus.drain_node(node)
         group = self.config.group("gitlab_rails")
         extravars: dict[str, Any] = {"gitlab_version": str(version)}
         if deploy:
             extravars["skip_post_deployment_migrations"] = True
         label = f"rails node {node}" + (" (deploy node)" if deploy else "")
         with ctx.step(f"ansible gitlab_rails on {node} to {version}", node=node, deploy=deploy):
-            platform.ansible.run(
+            omnibus.run_playbook(
                 label,
                 node,
                 playbook=group.playbook or None,
@@ -184,27 +169,19 @@ class GetStrategy:
                 extravars=extravars,
                 on_task=journal_tasks(ctx, label),
             )
-        self._back_in_service(ctx, platform, node)
+        self._back_in_service(ctx, omnibus, node)
 
-    def _back_in_service(self, ctx: UpgradeContext, platform: GetPlatform, node: str) -> None:
-        config = platform.config
-        runtime, backend = platform.runtime, config.backend
+    def _back_in_service(self, ctx: UpgradeContext, omnibus: OmnibusNodes, node: str) -> None:
         with ctx.step(f"readiness of {node}", node=node):
-            runtime.wait_for(
-                backend, node, platform.node_ready, config.ready_timeout, "/-/readiness answering 200"
-            )
-            if self.config.drain:
-                runtime.set_state(backend, node, "ready")
-            runtime.wait_for(backend, node, lambda s: s.routed, config.ready_timeout, "HAProxy marking it UP")
+            omnibus.return_node(node, undrain=self.config.drain)
 
-    def _restore_node(self, ctx: UpgradeContext, platform: GetPlatform, node: str) -> None:
+    def _restore_node(self, ctx: UpgradeContext, omnibus: OmnibusNodes, node: str) -> None:
         """Put a node that failed back on the old version, drained while it changes, then in HAProxy."""
-        config = platform.config
         with ctx.step(f"restore {node} to {ctx.from_version}", node=node):
-            platform.runtime.set_state(config.backend, node, "drain")
+            omnibus.drain_node(node, wait=False)
             group = self.config.group("gitlab_rails")
             label = f"rails node {node} (restore)"
-            platform.ansible.run(
+            omnibus.run_playbook(
                 label,
                 node,
                 playbook=group.playbook or None,
@@ -212,13 +189,7 @@ class GetStrategy:
                 extravars={"gitlab_version": str(ctx.from_version)},
                 on_task=journal_tasks(ctx, label),
             )
-            platform.runtime.wait_for(
-                config.backend, node, platform.node_ready, config.ready_timeout, "/-/readiness answering 200"
-            )
-            platform.runtime.set_state(config.backend, node, "ready")
-            platform.runtime.wait_for(
-                config.backend, node, lambda s: s.routed, config.ready_timeout, "HAProxy marking it UP"
-            )
+            omnibus.return_node(node)
 
     def finalize(self, ctx: UpgradeContext) -> None:
         """Nothing to remove: the nodes were upgraded in place."""
@@ -229,21 +200,20 @@ class GetStrategy:
         Consul, PostgreSQL, PgBouncer, Redis, Gitaly and Praefect stay on the new version (GitLab does
         not support downgrading them; they serve the old Rails version) and Terraform's changes stay.
         """
-        platform = _platform(ctx)
-        with ctx.step(f"set gitlab_version {ctx.from_version} in {platform.config.inventory_vars}"):
-            set_inventory_version(platform.config.inventory_vars, str(ctx.from_version))
+        omnibus = ctx.omnibus_nodes
+        with ctx.step(f"set gitlab_version {ctx.from_version} in {omnibus.inventory_file}"):
+            omnibus.set_inventory_version(ctx.from_version)
         changed = False
-        for node in reversed(self._rails_nodes(platform)):
+        for node in reversed(self._rails_nodes(omnibus)):
             try:
-                server = platform.server(node)
+                if omnibus.node_version(node) == ctx.from_version and omnibus.node_routed(node):
+                    continue
             except PlatformError:
                 continue
-            if platform.node_version(server) == ctx.from_version and server.routed:
-                continue
             changed = True
-            self._restore_node(ctx, platform, node)
+            self._restore_node(ctx, omnibus, node)
         if changed:
-            self._run_component(ctx, platform, "sidekiq", ctx.from_version)
+            self._run_component(ctx, omnibus, "sidekiq", ctx.from_version)
         ctx.event(
             "rollback-scope",
             "backend components (consul ... praefect) and Terraform's changes are left as they are",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -96,7 +96,7 @@ class TerraformRunner:
                 changes.append(PlannedChange(change["address"], actions))
         return changes
 
-    def refuse_destruction(self, changes: list[PlannedChange]) -> None:
+    def refuse_destruction(self, changes: Sequence[PlannedChange]) -> None:
         """Raise TerraformPlanRefused naming every resource the plan would destroy or replace."""
         destructive = [c for c in changes if c.destructive]
         if destructive:

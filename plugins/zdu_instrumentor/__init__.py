@@ -23,4 +23,5 @@ def zdu_strategies() -> Iterator[StrategyPlugin[Any]]:
         summary="bump the tenant model's version (JSON patch, schema-checked), run Instrumentor's stages",
         config=InstrumentorConfig,
         factory=InstrumentorStrategy,
+        requires=frozenset(),  # the base platform only: it runs Instrumentor's stages, not the fleet
     )

@@ -11,6 +11,14 @@ import importlib.util
 from collections.abc import Iterator
 from typing import Any
 
+from zdu.platform import (
+    AFFINITY,
+    ASSET_STORE,
+    COMMAND_HOST,
+    INSTANCE_GROUPS,
+    PREVIEW_ROUTE,
+    TRAFFIC_SPLIT,
+)
 from zdu.plugins import PlatformPlugin, hookimpl
 
 # Without the extra, loading the plugin fails here, naming the module: the registry reports it with
@@ -31,4 +39,12 @@ def zdu_platforms() -> Iterator[PlatformPlugin[Any]]:
         summary="webservice Deployments by version behind a Service and ingress-nginx (official client)",
         config=KubernetesPlatformConfig,
         factory=KubernetesPlatform,
+        provides={
+            INSTANCE_GROUPS,
+            PREVIEW_ROUTE,
+            AFFINITY,
+            TRAFFIC_SPLIT,
+            ASSET_STORE,
+            COMMAND_HOST,
+        },
     )

@@ -25,7 +25,7 @@ from typing import Any
 
 from zdu.errors import PlatformError, PreflightError, ReadinessTimeout
 from zdu.model import Version
-from zdu.platform import WEIGHTS_ON_OFF, CanaryRoute, Instance, InstanceGroup, PlatformEnv
+from zdu.platform import WEIGHTS_ON_OFF, CanaryRoute, Instance, InstanceGroup, PlatformEnv, routed_versions
 from zdu_kubernetes.api import Api, ClusterApi, Obj, OfflineApi, WaitTimeout, matches
 from zdu_kubernetes.config import KubernetesPlatformConfig
 from zdu_kubernetes.jobs import JobCommandExecutor
@@ -157,6 +157,15 @@ class KubernetesPlatform:
     def command_executor(self) -> JobCommandExecutor:
         """Migration commands run as Jobs of the release's toolbox image."""
         return self._executor
+
+    @property
+    def url(self) -> str:
+        """``platform.url``, else ``https://`` and the Ingress's first host."""
+        return self._router.url
+
+    def serving_versions(self) -> list[Version]:
+        """The versions of the groups the Service selects with a ready pod."""
+        return routed_versions(self)
 
     def recorded_changes(self) -> list[Obj]:
         """What an offline platform would have sent, in order (empty against a cluster)."""
@@ -415,8 +424,17 @@ class KubernetesRouter:
             raise PlatformError(f"Ingress {self.config.namespace}/{self.config.ingress} does not exist")
         return ingress
 
+    @property
+    def weight_semantics(self) -> str:
+        """``on-off``: the Service selects groups or not; those selected share by their pod counts.
+
+        ingress-nginx balances over the Service's endpoints, so a weight above 0 only means "selected":
+        a group's share is its ready pods over every selected group's ready pods.
+        """
+        return WEIGHTS_ON_OFF
+
     def weights(self) -> dict[str, int]:
-        """1 for every group the Service selects, 0 for the others."""
+        """1 for every group the Service selects, 0 for the others (weights are on-off here)."""
         selector = self.platform._selector()
         pinned = selector.get(GROUP_LABEL)
         names = [group_name(version) for _, version, _ in self.platform.group_deployments()]
@@ -555,11 +573,6 @@ class KubernetesRouter:
         self.set_canary(None)
 
     # -- the canary route (SplitsTraffic) ------------------------------------------------------------
-
-    @property
-    def weight_semantics(self) -> str:
-        """``on-off``: the Service selects groups or not; those selected share by their pod counts."""
-        return WEIGHTS_ON_OFF
 
     def _canary_name(self) -> str:
         return clone_name(self.config.service, "zdu-canary")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from zdu.platform import AFFINITY, ASSET_STORE, INSTANCE_GROUPS, PREVIEW_ROUTE, SCALE_TOGETHER, TRAFFIC_SPLIT
 from zdu.plugins import PlatformPlugin, hookimpl
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ def zdu_platforms() -> Iterator[PlatformPlugin[Any]]:
         summary="processes on this machine behind a real nginx, changed only by graceful reloads",
         config=LocalPlatformConfig,
         factory=LocalPlatform,
+        provides={INSTANCE_GROUPS, SCALE_TOGETHER, PREVIEW_ROUTE, AFFINITY, TRAFFIC_SPLIT, ASSET_STORE},
     )
 
 

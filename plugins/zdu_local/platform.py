@@ -29,7 +29,7 @@ import attrs
 from zdu.errors import PlatformError, ReadinessTimeout
 from zdu.locks import file_lock
 from zdu.model import Version
-from zdu.platform import Instance, InstanceGroup, PlatformEnv
+from zdu.platform import Instance, InstanceGroup, PlatformEnv, routed_versions
 from zdu_local.assets import DirectoryAssetStore
 from zdu_local.config import LocalPlatformConfig
 from zdu_local.network import established_connections, free_port, http_status, inflight_requests
@@ -108,9 +108,13 @@ class LocalPlatform:
         return file_lock(self.state_dir / "upgrade.lock", self.env.target.name, holder)
 
     @property
-    def command_executor(self) -> None:
-        """Migration commands run on this machine: the runners' own local executor."""
-        return None
+    def url(self) -> str:
+        """Where nginx listens: the URL users and probes reach."""
+        return self._router.url
+
+    def serving_versions(self) -> list[Version]:
+        """The versions of the groups nginx routes to with a ready instance."""
+        return routed_versions(self)
 
     @property
     def state(self) -> FleetState:

@@ -32,4 +32,5 @@ def zdu_migration_runners() -> Iterator[MigrationRunnerPlugin[Any]]:
         summary="gitlab-rake db:migrate, post-deployment migrations skipped in the pre stage",
         config=GitLabRakeConfig,
         factory=GitLabRakeRunner,
+        requires=frozenset(),  # the platform's command-host when it provides one, else this machine
     )

@@ -15,8 +15,8 @@ variable removed from the environment (GitLab tests its presence: even ``false``
 post-deployment migrations). ``pending(stage)`` reads ``status_command``'s ``down`` lines: run with
 the variable set, it lists the regular migrations only; without it, regular and post-deployment ones.
 
-The commands run through the platform's executor (``Platform.command_executor``: a deploy node, a
-toolbox pod, a Job) when it offers one, else on this machine (:class:`LocalCommandExecutor`).
+The commands run through the platform's executor (capability ``command-host``: a deploy node, a
+toolbox pod, a Job) when it provides one, else on this machine (:class:`LocalCommandExecutor`).
 ``background_migrations()`` runs ``background_status_command`` and reads its lines, ``STATUS |
 JobClass,table,column,[arguments]`` under ``Database: NAME`` headings (GitLab's
 ``gitlab:background_migrations:status``); the orchestrator uses it to refuse an upgrade while one is
@@ -44,6 +44,7 @@ from zdu.migrations import (
     MigrationError,
     Stage,
 )
+from zdu.platform import COMMAND_HOST
 from zdu_migrations.executor import LocalCommandExecutor
 
 if TYPE_CHECKING:
@@ -181,15 +182,15 @@ class GitLabRakeRunner:
     Built by the ``gitlab-rake`` plugin record from a :class:`GitLabRakeConfig` and a
     :class:`~zdu.migrations.MigrationEnv`.
 
-    :ivar executor: where the commands run: the platform's ``command_executor`` when it has one,
-        else this machine.
+    :ivar executor: where the commands run: the platform's when it provides ``command-host``, else this
+        machine.
     """
 
     def __init__(
         self, config: GitLabRakeConfig, env: MigrationEnv, executor: CommandExecutor | None = None
     ) -> None:
         self.config = config
-        self.executor: CommandExecutor = executor or platform_executor(env.platform) or LocalCommandExecutor()
+        self.executor: CommandExecutor = executor or platform_executor(env) or LocalCommandExecutor()
 
     def _env(self, stage: Stage) -> dict[str, str | None]:
         changes: dict[str, str | None] = dict(self.config.env)
@@ -290,9 +291,6 @@ class GitLabRakeRunner:
         return False
 
 
-def platform_executor(platform: object) -> CommandExecutor | None:
-    """The platform's ``command_executor`` when it offers one (a property or attribute), else ``None``."""
-    executor = getattr(platform, "command_executor", None)
-    if isinstance(executor, CommandExecutor):
-        return executor
-    return None
+def platform_executor(env: MigrationEnv) -> CommandExecutor | None:
+    """The platform's executor when it provides ``command-host``, else ``None``."""
+    return env.command_host.command_executor if env.provides(COMMAND_HOST) else None

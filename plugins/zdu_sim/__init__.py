@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from zdu.platform import AFFINITY, INSTANCE_GROUPS, PREVIEW_ROUTE
 from zdu.plugins import PlatformPlugin, hookimpl
 
 
@@ -25,4 +26,5 @@ def zdu_platforms() -> Iterator[PlatformPlugin[Any]]:
         summary="simulated instances (timers with start, drain and failure behaviour), for fleets",
         config=SimPlatformConfig,
         factory=SimPlatform,
+        provides={INSTANCE_GROUPS, PREVIEW_ROUTE, AFFINITY},
     )

@@ -31,7 +31,7 @@ import attrs
 from zdu.errors import PlatformError, ReadinessTimeout
 from zdu.locks import file_lock
 from zdu.model import Version
-from zdu.platform import Instance, InstanceGroup, PlatformEnv
+from zdu.platform import WEIGHTS_PER_INSTANCE, Instance, InstanceGroup, PlatformEnv, routed_versions
 
 __all__ = ["FAILURES", "SimPlatform", "SimPlatformConfig", "SimRouter"]
 
@@ -136,14 +136,13 @@ class SimPlatform:
         return self._router
 
     @property
-    def assets(self) -> None:
-        """No assets service."""
-        return None
+    def url(self) -> str:
+        """``sim://`` and the target's name."""
+        return self._router.url
 
-    @property
-    def command_executor(self) -> None:
-        """Migration commands run on this machine."""
-        return None
+    def serving_versions(self) -> list[Version]:
+        """The versions of the groups with a weight and a ready instance."""
+        return routed_versions(self)
 
     def group_name(self, version: Version) -> str:
         """``v`` and the version with dashes (``16.6.0`` is ``v16-6-0``)."""
@@ -288,6 +287,11 @@ class SimRouter:
         """``sim://`` and the target's name."""
         return f"sim://{self._platform.env.target.name}"
 
+    @property
+    def weight_semantics(self) -> str:
+        """``per-instance``: every ready simulated instance of a group gets the group's weight."""
+        return WEIGHTS_PER_INSTANCE
+
     def weights(self) -> dict[str, int]:
         """The weight of every group the router knows."""
         return dict(self._platform.state["weights"])
@@ -318,11 +322,6 @@ class SimRouter:
 
     def check_affinity(self) -> None:
         """Sticky sessions always work here."""
-
-    def route_assets(self, enabled: bool) -> None:
-        """Refused: the simulated cell has no assets store."""
-        if enabled:
-            raise PlatformError("the sim platform has no assets store: the assets-shim layer cannot run")
 
     def remove_managed_routes(self) -> None:
         """Forget the preview and affinity."""

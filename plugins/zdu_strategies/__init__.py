@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from zdu.platform import AFFINITY, ASSET_STORE, INSTANCE_GROUPS, PREVIEW_ROUTE, TRAFFIC_SPLIT
 from zdu.plugins import StrategyPlugin, TrafficLayerPlugin, hookimpl
 from zdu_strategies.assets_shim import AssetsShim, AssetsShimConfig
 from zdu_strategies.blue_green import BlueGreen, BlueGreenConfig
@@ -31,24 +32,28 @@ def zdu_strategies() -> Iterator[StrategyPlugin[Any]]:
         summary="stop every old instance, then start the new ones (the maintenance-window baseline)",
         config=RecreateConfig,
         factory=Recreate,
+        requires={INSTANCE_GROUPS},
     )
     yield StrategyPlugin(
         name="rolling",
         summary="replace instances in readiness-gated batches (max_surge, max_unavailable)",
         config=RollingConfig,
         factory=Rolling,
+        requires={INSTANCE_GROUPS},
     )
     yield StrategyPlugin(
         name="blue-green",
         summary="start a full new set, verify it through a preview route, switch, keep the old set a while",
         config=BlueGreenConfig,
         factory=BlueGreen,
+        requires={INSTANCE_GROUPS, PREVIEW_ROUTE},
     )
     yield StrategyPlugin(
         name="canary",
         summary="a growing share of requests to the new version (and a cookie), analysed at every step",
         config=CanaryConfig,
         factory=Canary,
+        requires={INSTANCE_GROUPS, PREVIEW_ROUTE, TRAFFIC_SPLIT},
     )
 
 
@@ -60,10 +65,12 @@ def zdu_traffic_layers() -> Iterator[TrafficLayerPlugin[Any]]:
         summary="keep each client on the version that first served it while versions are mixed (cookie)",
         config=StickyNginxConfig,
         factory=StickyNginx,
+        requires={INSTANCE_GROUPS, AFFINITY},
     )
     yield TrafficLayerPlugin(
         name="assets-shim",
         summary="serve /assets/ from a store holding both versions' assets while versions are mixed",
         config=AssetsShimConfig,
         factory=AssetsShim,
+        requires={ASSET_STORE},
     )

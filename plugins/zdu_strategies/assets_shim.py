@@ -37,7 +37,7 @@ class AssetsShimConfig:
 
 
 def _store(ctx: UpgradeContext) -> AssetStore:
-    store = ctx.platform.assets
+    store = ctx.asset_store.assets
     if store is None:
         raise PreflightError(
             f"strategy.layers: assets-shim needs an assets store, and the platform "
@@ -68,7 +68,7 @@ class AssetsShim:
             with ctx.step(f"publish the assets of {version}", version=str(version)):
                 store.publish(version)
         with ctx.step("route /assets/ to the assets store"):
-            ctx.platform.router.route_assets(True)
+            ctx.assets_route.route_assets(True)
 
     def finalize(self, ctx: UpgradeContext) -> None:
         """Prune the store to the current and the previous version; the route stays until cleanup."""
@@ -80,4 +80,4 @@ class AssetsShim:
     def rollback(self, ctx: UpgradeContext) -> None:
         """Serve ``/assets/`` from the instances again (only the old version serves); prune nothing."""
         with ctx.step("route /assets/ to the instances again"):
-            ctx.platform.router.route_assets(False)
+            ctx.assets_route.route_assets(False)

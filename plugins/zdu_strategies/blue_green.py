@@ -56,45 +56,45 @@ class BlueGreen:
 
     def rollout(self, ctx: UpgradeContext) -> None:
         """Start the new set out of traffic, verify it through the preview route, switch to it."""
-        router = ctx.platform.router
+        router = ctx.instance_groups.router
         if router.weights().get(ctx.new_group, 0) == 0:
             with ctx.step(f"start {ctx.new_group}", replicas=ctx.replicas):
                 # only the old group takes traffic; its weight is kept (no routing change, no reload)
                 router.set_weights({ctx.old_group: router.weights().get(ctx.old_group) or 1})
-                ctx.platform.scale(ctx.new_group, ctx.release.version, ctx.replicas)
+                ctx.instance_groups.scale(ctx.new_group, ctx.release.version, ctx.replicas)
             ctx.gate(f"{ctx.new_group} started")
             if self.config.preview_seconds > 0:
                 with ctx.step(f"verify {ctx.new_group} through the preview route"):
-                    url = router.set_preview(ctx.new_group)
+                    url = ctx.preview_route.set_preview(ctx.new_group)
                     try:
                         if url is not None:
                             ctx.analyse(url, self.config.preview_seconds, f"preview of {ctx.new_group}")
                     finally:
-                        router.set_preview(None)
+                        ctx.preview_route.set_preview(None)
         with ctx.step(f"switch traffic to {ctx.new_group}"):
             router.set_weights({ctx.new_group: 1})
         ctx.gate(f"switched to {ctx.new_group}")
 
     def finalize(self, ctx: UpgradeContext) -> None:
         """Keep the old set for ``scale_down_delay`` seconds (gating), then remove it."""
-        groups = {g.name for g in ctx.platform.groups()}
+        groups = {g.name for g in ctx.instance_groups.groups()}
         if ctx.old_group not in groups:
             return
         with ctx.step(f"keep {ctx.old_group} for {self.config.scale_down_delay:g}s"):
             ctx.wait(self.config.scale_down_delay, f"scale-down delay of {ctx.old_group}")
         with ctx.step(f"remove {ctx.old_group}"):
-            ctx.platform.remove_group(ctx.old_group)
+            ctx.instance_groups.remove_group(ctx.old_group)
 
     def rollback(self, ctx: UpgradeContext) -> None:
         """Switch back to the old set (starting it again if it is gone), then remove the new one."""
-        router = ctx.platform.router
-        router.set_preview(None)
-        old = next((g for g in ctx.platform.groups() if g.name == ctx.old_group), None)
+        router = ctx.instance_groups.router
+        ctx.preview_route.set_preview(None)
+        old = next((g for g in ctx.instance_groups.groups() if g.name == ctx.old_group), None)
         if old is None or old.ready < ctx.replicas:
             with ctx.step(f"start {ctx.old_group} again", replicas=ctx.replicas):
-                ctx.platform.scale(ctx.old_group, ctx.from_version, ctx.replicas)
+                ctx.instance_groups.scale(ctx.old_group, ctx.from_version, ctx.replicas)
         with ctx.step(f"switch traffic back to {ctx.old_group}"):
             router.set_weights({ctx.old_group: 1})
         ctx.restored(ctx.old_group)
         with ctx.step(f"remove {ctx.new_group}"):
-            ctx.platform.remove_group(ctx.new_group)
+            ctx.instance_groups.remove_group(ctx.new_group)

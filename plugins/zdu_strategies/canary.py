@@ -30,7 +30,7 @@ import attrs
 
 from zdu.context import UpgradeContext
 from zdu.errors import PreflightError
-from zdu.platform import SplitsTraffic
+from zdu.platform import TRAFFIC_SPLIT
 from zdu.strategy import Step
 
 __all__ = ["Canary", "CanaryConfig", "CanaryStep", "parse_pause"]
@@ -153,16 +153,6 @@ class CanaryConfig:
     preview_seconds: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
 
 
-def _splitter(ctx: UpgradeContext) -> SplitsTraffic:
-    router = ctx.platform.router
-    if not isinstance(router, SplitsTraffic):
-        raise PreflightError(
-            f"strategy canary: the router of platform {ctx.target.platform!r} cannot send a share of "
-            "requests to one group (it does not implement SplitsTraffic.set_canary)"
-        )
-    return router
-
-
 class Canary:
     """Steps of traffic share, analysed at each; rolled back on a failed gate."""
 
@@ -183,7 +173,11 @@ class Canary:
 
     def plan(self, ctx: UpgradeContext) -> list[Step]:
         """Start, analyse through the preview route, the steps, everything, remove the old group."""
-        _splitter(ctx)
+        if not ctx.provides(TRAFFIC_SPLIT):  # in preflight, before anything changes
+            raise PreflightError(
+                f"strategy canary: the router of platform {ctx.target.platform!r} cannot send a share of "
+                f"requests to one group (capability {TRAFFIC_SPLIT!r})"
+            )
         opt_in = " or ".join(x for x in (self.config.cookie, self.config.header) if x) or "nothing"
         steps = [
             Step(
@@ -210,9 +204,9 @@ class Canary:
 
     def rollout(self, ctx: UpgradeContext) -> None:
         """Start the canary out of traffic, analyse it, walk the steps, then send it everything."""
-        router = ctx.platform.router
-        split = _splitter(ctx)
-        platform = ctx.platform
+        router = ctx.instance_groups.router
+        split = ctx.traffic_split
+        platform = ctx.instance_groups
         if router.weights().get(ctx.old_group, 0) > 0:
             with ctx.step(f"start {ctx.new_group} (canary, no user traffic)"):
                 # only the old group takes traffic; its weight is kept (no routing change, no reload)
@@ -221,12 +215,12 @@ class Canary:
             ctx.gate(f"{ctx.new_group} started")
             if self.config.preview_seconds > 0:
                 with ctx.step(f"analyse {ctx.new_group} through the preview route before any user"):
-                    url = router.set_preview(ctx.new_group)
+                    url = ctx.preview_route.set_preview(ctx.new_group)
                     try:
                         if url is not None:
                             ctx.analyse(url, self.config.preview_seconds, f"preview of {ctx.new_group}")
                     finally:
-                        router.set_preview(None)
+                        ctx.preview_route.set_preview(None)
             promotions = ctx.promotions()
             instances = 1
             for index, step in enumerate(self.config.steps):
@@ -257,9 +251,9 @@ class Canary:
 
     def finalize(self, ctx: UpgradeContext) -> None:
         """Remove the old group (out of traffic since the promotion)."""
-        if ctx.old_group in {g.name for g in ctx.platform.groups()}:
+        if ctx.old_group in {g.name for g in ctx.instance_groups.groups()}:
             with ctx.step(f"remove {ctx.old_group}"):
-                ctx.platform.remove_group(ctx.old_group)
+                ctx.instance_groups.remove_group(ctx.old_group)
 
     def rollback(self, ctx: UpgradeContext) -> None:
         """Every request to the old group (full size first), then remove the canary route and group.
@@ -268,13 +262,13 @@ class Canary:
         local router drops the split, ingress-nginx's canary weight goes to 0), which is when users
         are back on the old version (journaled ``restored``); the route and the group go after.
         """
-        router = ctx.platform.router
-        router.set_preview(None)
-        old = next((g for g in ctx.platform.groups() if g.name == ctx.old_group), None)
+        router = ctx.instance_groups.router
+        ctx.preview_route.set_preview(None)
+        old = next((g for g in ctx.instance_groups.groups() if g.name == ctx.old_group), None)
         if old is None or old.ready < ctx.replicas:
             with ctx.step(f"start {ctx.old_group} again", replicas=ctx.replicas):
-                ctx.platform.scale(ctx.old_group, ctx.from_version, ctx.replicas)
-        split = router if isinstance(router, SplitsTraffic) else None
+                ctx.instance_groups.scale(ctx.old_group, ctx.from_version, ctx.replicas)
+        split = ctx.traffic_split if ctx.provides(TRAFFIC_SPLIT) else None
         route = split.canary() if split is not None else None
         if split is not None and route is not None:
             with ctx.step(f"no request to the canary {route.group}"):
@@ -288,4 +282,4 @@ class Canary:
             with ctx.step("remove the canary route"):
                 split.set_canary(None)
         with ctx.step(f"remove {ctx.new_group}"):
-            ctx.platform.remove_group(ctx.new_group)
+            ctx.instance_groups.remove_group(ctx.new_group)

@@ -38,12 +38,12 @@ class Recreate:
 
     def rollout(self, ctx: UpgradeContext) -> None:
         """Stop the old set, start the new one, route to it."""
-        router = ctx.platform.router
+        router = ctx.instance_groups.router
         with ctx.step(f"stop {ctx.old_group}"):
             router.set_weights({ctx.new_group: 1})
-            ctx.platform.remove_group(ctx.old_group)
+            ctx.instance_groups.remove_group(ctx.old_group)
         with ctx.step(f"start {ctx.new_group}", replicas=ctx.replicas):
-            ctx.platform.scale(ctx.new_group, ctx.release.version, ctx.replicas)
+            ctx.instance_groups.scale(ctx.new_group, ctx.release.version, ctx.replicas)
         ctx.gate(f"{ctx.new_group} started")
 
     def finalize(self, ctx: UpgradeContext) -> None:
@@ -51,10 +51,10 @@ class Recreate:
 
     def rollback(self, ctx: UpgradeContext) -> None:
         """Start the old set again, route to it, stop the new one."""
-        router = ctx.platform.router
+        router = ctx.instance_groups.router
         with ctx.step(f"start {ctx.old_group}", replicas=ctx.replicas):
             router.set_weights({ctx.old_group: 1, ctx.new_group: 1})
-            ctx.platform.scale(ctx.old_group, ctx.from_version, ctx.replicas)
+            ctx.instance_groups.scale(ctx.old_group, ctx.from_version, ctx.replicas)
         with ctx.step(f"stop {ctx.new_group}"):
             router.set_weights({ctx.old_group: 1})
-            ctx.platform.remove_group(ctx.new_group)
+            ctx.instance_groups.remove_group(ctx.new_group)

@@ -3,21 +3,17 @@
 Like a Kubernetes Deployment's RollingUpdate: at most ``max_surge`` instances above the desired count,
 at most ``max_unavailable`` below it. New instances take traffic only once ready; old ones leave the
 router, drain, and stop. The probes gate every batch. Where the platform can scale two groups at once
-(``scale_groups``), a batch that drains old instances and the batch that starts new ones in their
+(capability ``scale-together``), a batch that drains old instances and the batch that starts new ones in their
 place are one change: the new ones start while the old ones leave the router and drain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
-
 import attrs
 
 from zdu.context import UpgradeContext
 from zdu.errors import ZduError
-from zdu.model import Version
-from zdu.platform import InstanceGroup
+from zdu.platform import SCALE_TOGETHER, InstanceGroup
 from zdu.strategy import Step
 
 __all__ = ["Rolling", "RollingConfig"]
@@ -41,15 +37,6 @@ class RollingConfig:
     max_unavailable: int = attrs.field(default=0, validator=[attrs.validators.ge(0), _not_both_zero])
 
 
-@runtime_checkable
-class ScalesGroups(Protocol):
-    """A platform that scales several groups as one change (see ``LocalPlatform.scale_groups``)."""
-
-    def scale_groups(self, changes: Sequence[tuple[str, Version, int]]) -> list[InstanceGroup]:
-        """Scale each ``(group, version, replicas)``: starts and drains side by side."""
-        ...
-
-
 def _count(groups: list[InstanceGroup], name: str) -> int:
     return next((g.replicas for g in groups if g.name == name), 0)
 
@@ -62,9 +49,7 @@ def _scale_together(ctx: UpgradeContext, old_count: int, new_count: int) -> None
     routes more instances than ``max_surge`` allows. What overlaps is the old ones' drain and the new
     ones' start.
     """
-    platform = ctx.platform
-    assert isinstance(platform, ScalesGroups)
-    platform.scale_groups(
+    ctx.scale_together.scale_groups(
         [(ctx.new_group, ctx.release.version, new_count), (ctx.old_group, ctx.from_version, old_count)]
     )
 
@@ -94,7 +79,7 @@ class Rolling:
 
     def plan(self, ctx: UpgradeContext) -> list[Step]:
         """The batches, from the platform's current state."""
-        groups = list(ctx.platform.groups())
+        groups = list(ctx.instance_groups.groups())
         old, new = _count(groups, ctx.old_group), _count(groups, ctx.new_group)
         return [
             Step(
@@ -107,18 +92,18 @@ class Rolling:
 
     def rollout(self, ctx: UpgradeContext) -> None:
         """Scale the new group up and the old one down, a batch at a time, gating each batch."""
-        platform = ctx.platform
+        platform = ctx.instance_groups
         platform.router.set_weights({ctx.old_group: 1, ctx.new_group: 1})
         groups = list(platform.groups())
         old, new = _count(groups, ctx.old_group), _count(groups, ctx.new_group)
         batches = self._batches(ctx.replicas, old, new)
-        overlap = isinstance(platform, ScalesGroups)
+        overlap = ctx.provides(SCALE_TOGETHER)
         index = 0
         while index < len(batches):
             action, old_count, new_count = batches[index]
             following = batches[index + 1] if index + 1 < len(batches) else None
             if overlap and action == "down" and following is not None and following[0] == "up":
-                # The old instances leave the router first; the new ones start while they drain.
+                # One change: the new ones start while the old ones leave the router and drain.
                 _, old_count, new_count = following
                 with ctx.step(
                     f"scale {ctx.old_group} to {old_count} while {ctx.new_group} goes to {new_count}"
@@ -151,7 +136,7 @@ class Rolling:
         is what failed; a third less capacity for a second is the lesser harm); otherwise the old group
         is started first (readiness-gated) while both take traffic.
         """
-        platform = ctx.platform
+        platform = ctx.instance_groups
         old = next((g for g in platform.groups() if g.name == ctx.old_group), None)
         if old is not None and old.ready > 0:
             with ctx.step(f"every request to {ctx.old_group}"):

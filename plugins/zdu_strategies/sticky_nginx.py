@@ -73,7 +73,7 @@ class StickyNginx:
 
     def plan(self, ctx: UpgradeContext) -> list[Step]:
         """Affinity on in ``prepare``, off in ``finalize``; refuses a router that would ignore it."""
-        ctx.platform.router.check_affinity()  # in preflight: before any migration or instance changes
+        ctx.affinity.check_affinity()  # in preflight: before any migration or instance changes
         return [
             Step("prepare", f"affinity on ({self.config.affinity})", _WHAT[self.config.affinity]),
             Step("finalize", "affinity off", "every request routed by weight again"),
@@ -82,14 +82,14 @@ class StickyNginx:
     def prepare(self, ctx: UpgradeContext) -> None:
         """Switch affinity on (a graceful reload; nothing when it is on already)."""
         with ctx.step("switch affinity on"):
-            ctx.platform.router.set_affinity(True, self.config.affinity)
+            ctx.affinity.set_affinity(True, self.config.affinity)
 
     def finalize(self, ctx: UpgradeContext) -> None:
         """Switch affinity off: only the new version serves."""
         with ctx.step("switch affinity off"):
-            ctx.platform.router.set_affinity(False)
+            ctx.affinity.set_affinity(False)
 
     def rollback(self, ctx: UpgradeContext) -> None:
         """Switch affinity off: the strategy's rollback left only the old version serving."""
         with ctx.step("switch affinity off"):
-            ctx.platform.router.set_affinity(False)
+            ctx.affinity.set_affinity(False)

@@ -5,17 +5,21 @@ The helpers must be able to fail: a strategy that cannot resume from where a kil
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from zdu.context import UpgradeContext
 from zdu.errors import ReadinessTimeout, TargetBusy
 from zdu.model import Version
+from zdu.platform import INSTANCE_GROUPS
 from zdu.strategy import Step, Strategy
 from zdu.testing import (
     MemoryPlatform,
     check_every_interruption,
     interrupt_rollout,
     make_context,
+    restricted,
     rollout,
 )
 from zdu_strategies.blue_green import BlueGreen, BlueGreenConfig
@@ -35,10 +39,18 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def one_group_at_a_time() -> Any:
+    """A platform with instance groups that cannot scale two at once: rolling takes its other path."""
+    return restricted(MemoryPlatform(), {INSTANCE_GROUPS})
+
+
+@pytest.mark.parametrize("name", [*sorted(STRATEGIES), "rolling, one group at a time"])
 @pytest.mark.parametrize("how", ["resume", "rollback"])
 def test_first_party_strategies_resume_or_roll_back_from_every_interruption(name: str, how: str) -> None:
-    outcomes = check_every_interruption(STRATEGIES[name], MemoryPlatform, RELEASE, rollback=how == "rollback")
+    strategy, platform = STRATEGIES.get(name, STRATEGIES["rolling"]), MemoryPlatform
+    if name.endswith("one group at a time"):
+        platform = one_group_at_a_time
+    outcomes = check_every_interruption(strategy, platform, RELEASE, rollback=how == "rollback")
 
     assert outcomes and {o.after for o in outcomes} == {False, True}
     expected = Version.parse(RELEASE if how == "resume" else "16.5.0")
@@ -87,12 +99,12 @@ def test_interrupt_rollout_stops_at_the_step_and_journals_its_intent() -> None:
 
     action = interrupt_rollout(STRATEGIES["rolling"], ctx, 1)
 
-    assert action == "scale v16-5-0 to 1"
+    assert action == "scale v16-5-0 to 1 while v16-6-0 goes to 2"  # the platform scales together
     kinds = [(kind, message) for kind, message, _ in ctx.record_event.events]  # type: ignore[attr-defined]
     assert kinds[-1] == ("step-started", action)  # the intent is recorded, the step never ran
     assert {g.name: g.replicas for g in platform.groups()} == {"v16-5-0": 2, "v16-6-0": 1}
-    with pytest.raises(ValueError, match="only 6 steps"):
-        interrupt_rollout(STRATEGIES["rolling"], make_context(MemoryPlatform(replicas=2), RELEASE), 6)
+    with pytest.raises(ValueError, match="only 5 steps"):
+        interrupt_rollout(STRATEGIES["rolling"], make_context(MemoryPlatform(replicas=2), RELEASE), 5)
 
 
 def test_memory_platform_fails_like_a_platform() -> None:

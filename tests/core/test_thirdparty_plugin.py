@@ -73,7 +73,12 @@ def test_zdu_plugins_command_lists_it(example_plugin: Path) -> None:
     data = zdu_plugins_json()
 
     entry = next(e for e in data["strategies"] if e["name"] == "surge-all")
-    assert entry == {"name": "surge-all", "summary": SUMMARY, "distribution": "zdu-example-plugin"}
+    assert entry == {
+        "name": "surge-all",
+        "summary": SUMMARY,
+        "distribution": "zdu-example-plugin",
+        "requires": ["instance-groups"],
+    }
     assert data["failed"] == []
 
 

@@ -56,7 +56,7 @@ def test_components_in_order_and_rails_nodes_one_at_a_time_drained(make_fleet, t
     # each Rails node left HAProxy before its run and came back after it
     steps = [e.message for e in events if e.kind == "step-started"]
     for node in ("rails-1", "rails-2", "rails-3"):
-        drain = steps.index(f"drain gitlab_rails/{node}")
+        drain = steps.index(f"drain {node}")
         upgrade = steps.index(f"ansible gitlab_rails on {node} to {TO}")
         ready = steps.index(f"readiness of {node}")
         assert drain < upgrade < ready

@@ -5,7 +5,9 @@ only the new set and drains and removes the old one. It needs twice the capacity
 gets the upgrade done in one step.
 
 It is written against zdu's public plugin API only: :mod:`zdu.plugins` (the hook marker and the
-registration records), :class:`zdu.strategy.Step` and :class:`zdu.context.UpgradeContext`.
+registration records), :class:`zdu.strategy.Step`, :class:`zdu.context.UpgradeContext` and the
+capability names of :mod:`zdu.platform`. It requires the capability ``instance-groups`` (declared in
+its registration record) and reaches it through ``ctx.instance_groups``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import attrs
 
 from zdu.context import UpgradeContext
+from zdu.platform import INSTANCE_GROUPS
 from zdu.plugins import StrategyPlugin, hookimpl
 from zdu.strategy import Step
 
@@ -64,11 +67,12 @@ class SurgeAll:
 
     def rollout(self, ctx: UpgradeContext) -> None:
         """Phase ``rollout``: surge, gate, switch, gate, remove the old set."""
-        router = ctx.platform.router
+        platform = ctx.instance_groups
+        router = platform.router
         if router.weights().get(ctx.old_group, 0) > 0:  # not switched yet: (re)do the surge
             with ctx.step(f"start {ctx.new_group} beside {ctx.old_group}", replicas=ctx.replicas):
                 router.set_weights({ctx.old_group: 1, ctx.new_group: 1})
-                ctx.platform.scale(ctx.new_group, ctx.release.version, ctx.replicas)
+                platform.scale(ctx.new_group, ctx.release.version, ctx.replicas)
             ctx.gate(f"{ctx.new_group} started")
             if self.config.settle_seconds > 0:
                 ctx.wait(self.config.settle_seconds, f"{ctx.old_group} and {ctx.new_group} serving")
@@ -76,19 +80,20 @@ class SurgeAll:
                 router.set_weights({ctx.new_group: 1})
             ctx.gate(f"switched to {ctx.new_group}")
         with ctx.step(f"remove {ctx.old_group}"):
-            ctx.platform.remove_group(ctx.old_group)
+            platform.remove_group(ctx.old_group)
 
     def finalize(self, ctx: UpgradeContext) -> None:
         """Phase ``finalize``: nothing is left, the old set went at the end of the rollout."""
 
     def rollback(self, ctx: UpgradeContext) -> None:
         """Bring the old set back to full size, route only it, then remove the new set."""
+        platform = ctx.instance_groups
         with ctx.step(f"scale {ctx.old_group} back to {ctx.replicas}"):
-            ctx.platform.scale(ctx.old_group, ctx.from_version, ctx.replicas)
+            platform.scale(ctx.old_group, ctx.from_version, ctx.replicas)
         with ctx.step(f"route only {ctx.old_group}"):
-            ctx.platform.router.set_weights({ctx.old_group: 1})
+            platform.router.set_weights({ctx.old_group: 1})
         with ctx.step(f"remove {ctx.new_group}"):
-            ctx.platform.remove_group(ctx.new_group)
+            platform.remove_group(ctx.new_group)
 
 
 @hookimpl
@@ -99,6 +104,7 @@ def zdu_strategies() -> Iterator[StrategyPlugin[Any]]:
         summary="start a full new set beside the old one, then switch to it and remove the old one",
         config=SurgeAllConfig,
         factory=SurgeAll,
+        requires={INSTANCE_GROUPS},
     )
 
 
