@@ -19,10 +19,11 @@ A change writes the new configuration (refused, and the old one kept, unless ``n
 runs ``nginx -s reload``, then waits until the change is in force: the control server answers the new
 generation (so new workers run it) and the workers of the previous generation have closed their
 listening sockets (so no new connection can reach the old routing). Only then does the call return, so
-the caller may stop an instance that left the router. A change that only adds instances to a routing
-(an instance that turned ready joins) returns once its generation serves: the previous workers, which
-nginx's master keeps accepting for 100 ms after it starts the new ones, route only to instances that
-still run; the next change, or a question of what nginx routes, waits for them first.
+the caller may stop an instance that left the router. An instance that turned ready joining a
+routing (:meth:`NginxRouter.sync`, nothing else changing) returns once its generation serves: the
+previous workers, which nginx's master keeps accepting for 100 ms after it starts the new ones, route
+only to instances that still run; the next change, or a question of what nginx routes, waits for
+them first.
 """
 
 from __future__ import annotations
@@ -915,7 +916,7 @@ class NginxRouter:
                 if self._settle is not None:
                     self._settle([i for i in instances if i.id in leaving])
                 self._hold_grace(self._affinity_grace)
-            self._apply(attrs.evolve(self.record, asset_grace=(), joining=()))
+            self._apply(attrs.evolve(self.record, asset_grace=(), joining=()), joins_early=True)
 
     def upgrade(self, program: str | None = None, *, timeout: float = 30.0) -> BinaryUpgrade:
         """Replace nginx itself (a new binary or version) under traffic, without dropping a connection.
@@ -943,12 +944,16 @@ class NginxRouter:
             )
             return result
 
-    def _apply(self, record: RouterRecord) -> None:
-        """Put ``record``'s routing in force by a confirmed graceful reload (nothing when it already is)."""
-        with self._store.locked():
-            self._reload(record)
+    def _apply(self, record: RouterRecord, *, joins_early: bool = False) -> None:
+        """Put ``record``'s routing in force by a confirmed graceful reload (nothing when it already is).
 
-    def _reload(self, record: RouterRecord) -> None:
+        With ``joins_early`` (instances that turned ready joining, from :meth:`sync`), a change that
+        only adds instances returns once its generation serves (see :func:`_only_adds`).
+        """
+        with self._store.locked():
+            self._reload(record, joins_early=joins_early)
+
+    def _reload(self, record: RouterRecord, *, joins_early: bool = False) -> None:
         self._retire()
         instances = self._store.state.instances
         if self._render(record, instances) == self._nginx.current() and self._serves(record):
@@ -959,7 +964,11 @@ class NginxRouter:
         if master is None:
             raise PlatformError(f"nginx does not run (prefix {self._nginx.prefix}): run 'zdu local up'")
         record = attrs.evolve(record, generation=self.record.generation + 1)
-        only_adds = self._rendered == self.record.generation and _only_adds(self.record, record, instances)
+        only_adds = (
+            joins_early
+            and self._rendered == self.record.generation
+            and _only_adds(self.record, record, instances)
+        )
         previous = self._nginx.install(self._render(record, instances))
         old_workers = self._nginx.workers()
         try:
