@@ -54,8 +54,8 @@ from cattrs.v import transform_error
 from zdu.errors import ConfigError, UsageError
 from zdu.journal import default_state_dir
 from zdu.model import Release, Target, Version
-from zdu.plugins import PluginRecord
 from zdu.probe import GateSettings
+from zdu.records import PluginRecord
 from zdu.registry import ZduPluginManager
 from zdu.secret import Secret
 

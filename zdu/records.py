@@ -1,6 +1,8 @@
-"""Everything a plugin author imports: the hook marker and the registration records.
+"""The hook marker and the registration records (the core's home of them).
 
-This import path is stable: write ``from zdu.plugins import hookimpl, StrategyPlugin``.
+Plugins import them from :mod:`zdu.plugins`, the public plugin API, which re-exports them: write
+``from zdu.plugins import hookimpl, StrategyPlugin``. The core imports them from here (a core module
+importing :mod:`zdu.plugins` would be an import cycle).
 
 A plugin is a module (or object) with functions marked ``@hookimpl`` whose names match the hook
 specifications in :mod:`zdu.hookspecs`. It is found through an entry point in group ``zdu``::
