@@ -1,41 +1,17 @@
-"""``zdu demo``: local fleets upgraded by each strategy in turn, under traffic a skeptic accepts.
+"""The demo's framework, shared by the platforms' demos: scenarios, traffic, rows, the table.
 
-Every scenario is measured twice, by two instruments that share no code:
-
-* zdu's ``http`` probe, open loop (request starts follow a schedule, never waiting for answers) and
-  with nothing retrying on its behalf, sending GitLab-shaped traffic: page views with their assets,
-  API reads, writes that are read back (lost writes), long downloads (cut streams) and websockets
-  held across the rollout (dropped sockets);
-* wrk, an independent load generator (Debian's ``wrk``), sending page views and writes through the
-  same router at the same time (:mod:`zdu_local.crosscheck`).
-
-The router (nginx for the local platform, HAProxy for the GET-like fleet) never retries a request:
-every zero is the fleet's own. Beside the zeros stand the negative controls, measured by the same
-instruments in the same run: ``recreate`` (the maintenance window), ``rolling`` with ``no drain``
-(instances stopped while still routed), ``get`` without drain (GET's own way), and post-deployment
-migrations run first (unsafe). Each scenario's role says which it is.
-
-Fleets: the scenarios without migrations share one fleet that starts at 16.6.0 (its database as 16.6
-left it) and goes one minor version further per scenario; each scenario with migrations gets a fresh
-fleet at 16.5.0 whose database has 16.5's schema, upgraded to 16.6.0 (a column rename split in a
-regular and a post-deployment migration); the GET-like fleet runs behind HAProxy. Every fleet's
-instances share one SQLite database, so that a write acknowledged by one is read back through any,
-and a background worker runs the batched background migrations 16.6 queues (the migrations scenario
-waits for them before it calls the upgrade finished).
-The probe runs in dry-run mode (it records, never gates), so every scenario runs to its end and the
-table shows what users would have seen. Every process the demo starts is stopped at the end, also on
-Ctrl-C.
+A scenario names a strategy (and its layers, options, migrations and role); :class:`DemoTraffic`
+is what the probe sends; :class:`DemoSettings` runs one upgrade under the probe and wrk (the
+independent cross-check, :mod:`zdu_demo.crosscheck`) and turns its report into a :class:`DemoRow`;
+:func:`render_table` prints the rows. The local plugin's ``zdu demo`` runs the scenarios on local
+fleets (:mod:`zdu_local.demo`); the ``get`` plugin runs its own on a GET-like fleet.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import sys
-import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -44,26 +20,35 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
-from zdu.cli import ProgressObserver, WarningSummary, interruptible, stderr_console
-from zdu.config import load_config
-from zdu.context import RESTORED_EVENT
-from zdu.errors import ZduError
-from zdu.journal import Journal
-from zdu.migrations import MigrationEnv, Stage
-from zdu.model import Event, Report, Target, UpgradeStatus, Version
-from zdu.platform import Platform, PlatformEnv
-from zdu.policy import next_minor
-from zdu.registry import ZduPluginManager
-from zdu.secret import Secret
-from zdu.upgrade import Upgrade
-from zdu_local.config import demo_app_command
-from zdu_local.crosscheck import IndependentCount, IndependentLoad, WrkMissing, find_wrk
-from zdu_local.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
-from zdu_local.platform import LocalPlatform
-from zdu_local.processes import ProcessIdentity, spawn, stop_processes
+from zdu.plugins import (
+    RESTORED_EVENT,
+    Event,
+    Journal,
+    MigrationEnv,
+    Platform,
+    Report,
+    Stage,
+    Target,
+    Upgrade,
+    UpgradeStatus,
+    Version,
+    ZduError,
+    ZduPluginManager,
+    get_plugin_manager,
+    next_minor,
+    structure,
+)
+from zdu_demo.crosscheck import IndependentCount, IndependentLoad, WrkMissing, find_wrk
+from zdu_demo.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
 
 __all__ = [
+    "BAD_RELEASE_FAULT",
+    "CHAIN_START_VERSION",
     "DEFAULT_SCENARIOS",
+    "MIGRATIONS",
+    "ROLES",
+    "STARTUP_DELAY_S",
+    "START_VERSION",
     "DemoRow",
     "DemoSettings",
     "DemoTraffic",
@@ -71,9 +56,9 @@ __all__ = [
     "blast_radius",
     "create_database",
     "create_mixed_database",
+    "label",
     "next_release",
     "render_table",
-    "run_demo",
 ]
 
 #: The version the fleets with migrations start at (16.5's schema); they go to 16.6.0.
@@ -369,99 +354,10 @@ def blast_radius(report: Report, events: Sequence[Event]) -> dict[str, Any]:
     }
 
 
-def _config(
-    scenario: Scenario,
-    state_dir: Path,
-    from_version: Version,
-    to_version: Version,
-    traffic: DemoTraffic,
-    replicas: int,
-    database: Path,
-) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "target": {"name": "demo", "platform": "local", "version": str(from_version)},
-        "platform": {
-            "replicas": replicas,
-            "command": demo_app_command(STARTUP_DELAY_S, "--database", str(database)),
-            # a drain waits for requests and long downloads in flight (not websockets)
-            "drain_timeout": traffic.stream_seconds + 5.0,
-            "stop_grace": traffic.stream_seconds + 10.0,
-            # evidence is taken with one attempt per request: nginx retries nothing
-            "retry": False,
-            **scenario.platform,
-        },
-        "release": {"version": str(to_version)},
-        "strategy": {"name": scenario.strategy, "layers": list(scenario.layers), **scenario.options},
-        "probes": [traffic.probe()],
-        "upgrade": {"state_dir": str(state_dir)},
-    }
-    if scenario.fault:
-        platform = config["platform"]
-        platform["command"] = [
-            *platform["command"],
-            "--fault",
-            scenario.fault,
-            "--fault-version",
-            str(to_version),
-        ]
-        config["probes"] = [traffic.bad_release().probe(gating=True)]
-    if scenario.migrations != "none":
-        config["migrations"] = {
-            "name": "sql",
-            "database": f"sqlite://{database}",
-            "path": str(DEMO_MIGRATIONS),
-            # 16.6's post-deployment migrations queue a batched background migration; the fleet's
-            # worker runs it in a few seconds, and the upgrade ends only once it has finished
-            "wait_for_background_migrations": True,
-            "background_migrations_timeout": 120.0,
-        }
-    return config
-
-
 def next_release(version: Version) -> Version:
     """The first release of the minor series after ``version``'s (16.11 is followed by 17.0)."""
     major, minor = next_minor(version)
     return Version.parse(f"{major}.{minor}.0")
-
-
-def run_demo(
-    scenarios: Iterable[Scenario],
-    *,
-    manager: ZduPluginManager,
-    traffic: DemoTraffic | None = None,
-    replicas: int = 3,
-    console: Console | None = None,
-    journal: Journal | None = None,
-) -> list[DemoRow]:
-    """Run the scenarios under traffic and return their rows, in the order given.
-
-    The scenarios without migrations share one fleet, each going one minor version further; every
-    scenario with migrations gets a fresh fleet and database. Every fleet is stopped at the end.
-    """
-    console = console or stderr_console()
-    scenarios = list(scenarios)
-    settings = DemoSettings(
-        manager=manager, traffic=traffic or DemoTraffic(), replicas=replicas, console=console, journal=journal
-    )
-    rows: dict[str, DemoRow] = {}
-    observer = ProgressObserver(console)
-    manager.register(observer, name="zdu-demo-progress")
-    try:
-        with interruptible(settings.cancel, console), WarningSummary().holding(console):
-            chain = [s for s in scenarios if s.migrations == "none" and s.strategy != "get"]
-            if chain:
-                rows.update(_run_fleet(chain, settings, CHAIN_START_VERSION))
-            for scenario in scenarios:
-                if scenario.migrations != "none" and not settings.cancel.is_set():
-                    rows.update(_run_fleet([scenario], settings, START_VERSION))
-            on_get = [s for s in scenarios if s.strategy == "get"]
-            if on_get and not settings.cancel.is_set():
-                from zdu_get.demo import run_get_scenarios  # noqa: PLC0415 - zdu[get] only when asked
-
-                rows.update(run_get_scenarios(on_get, settings, CHAIN_START_VERSION, STARTUP_DELAY_S))
-    finally:
-        manager.unregister(observer)
-    return [rows[s.key] for s in scenarios if s.key in rows]
 
 
 @attrs.define
@@ -528,75 +424,14 @@ class DemoSettings:
         return row
 
 
-def _run_fleet(scenarios: list[Scenario], settings: DemoSettings, start: Version) -> dict[str, DemoRow]:
-    """Start a fleet at ``start`` with its database, upgrade it by each scenario in turn, stop it."""
-    console = settings.console
-    state_dir = Path(tempfile.mkdtemp(prefix="zdu-demo-"))
-    database = state_dir / "gitlab.sqlite"
-    version = start
-
-    def config_of(scenario: Scenario, from_version: Version) -> Any:
-        raw = _config(
-            scenario,
-            state_dir,
-            from_version,
-            next_release(from_version),
-            settings.traffic,
-            settings.replicas,
-            database,
-        )
-        return load_config(raw, settings.manager)
-
-    first = config_of(scenarios[0], version)
-    platform = LocalPlatform(first.platform.options, PlatformEnv(first.target, first.target_state_dir))
-    rows: dict[str, DemoRow] = {}
-    worker: ProcessIdentity | None = None
-    try:
-        create_database(database, version)
-        # the fleet's background worker (GitLab's Sidekiq runs batched background migrations)
-        worker = spawn(
-            [sys.executable, "-m", "zdu_local.demo_worker", "--database", str(database)],
-            dict(os.environ),
-            state_dir / "logs" / "worker.log",
-        )
-        console.print(f"starting {settings.replicas} demo-app instances of {version} behind nginx …")
-        url = platform.up(version)
-        console.print(f"the fleet serves at {url}")
-        for scenario in scenarios:
-            if settings.cancel.is_set():
-                break
-            config = config_of(scenario, version)
-            traffic = settings.traffic
-            console.print(
-                f"[bold]{_label(scenario)}[/bold]: {version} -> {config.release.version} with "
-                f"{traffic.rps:g} probe requests/s, {traffic.streams} long downloads and "
-                f"{traffic.sockets} websockets"
-            )
-            rows[scenario.key] = settings.run_upgrade(
-                scenario,
-                config,
-                url,
-                bool(config.platform.options.retry),
-                unsafe_run_post_migrations_before_rollout=scenario.migrations == "post-first",
-            )
-            if not scenario.fault:  # a bad release rolled back: the fleet stays where it was
-                version = config.release.version
-    finally:
-        console.print("stopping the fleet …")
-        if worker is not None:
-            stop_processes([worker], 5.0)
-        platform.down()
-        shutil.rmtree(state_dir, ignore_errors=True)
-    return rows
-
-
-def create_database(database: Path, version: Version) -> None:
+def create_database(database: Path, version: Version, manager: ZduPluginManager | None = None) -> None:
     """Create the demo's SQLite database as ``version`` left it.
 
     16.5.0: the demo migrations up to 16.5's schema; a later version: every demo migration, regular
-    and post-deployment.
+    and post-deployment. The ``sql`` migration runner of ``manager`` (default: the installed
+    plugins) applies them.
     """
-    runner = _demo_runner(database, version)
+    runner = _demo_runner(database, version, manager)
     if version <= START_VERSION:
         runner.apply(Stage.PRE, through=DEMO_BASE_SCHEMA)
     else:
@@ -604,28 +439,33 @@ def create_database(database: Path, version: Version) -> None:
         runner.apply(Stage.POST)
 
 
-def create_mixed_database(database: Path) -> None:
+def create_mixed_database(database: Path, manager: ZduPluginManager | None = None) -> None:
     """Create the demo's database as an upgrade to 16.6 leaves it between its two stages.
 
     16.6's regular migrations are applied, its post-deployment ones are not: both 16.5 and 16.6 read
     it, so a fleet of either (or both) shares it without migrations of its own.
     """
-    _demo_runner(database, START_VERSION).apply(Stage.PRE)
+    _demo_runner(database, START_VERSION, manager).apply(Stage.PRE)
 
 
-def _demo_runner(database: Path, version: Version) -> Any:
-    from zdu_migrations.sql import SqlRunner, SqlRunnerConfig  # noqa: PLC0415 - zdu_migrations on demand
-
+def _demo_runner(database: Path, version: Version, manager: ZduPluginManager | None) -> Any:
+    """The ``sql`` migration runner over the demo's migrations and ``database``, from the plugin manager."""
+    manager = manager or get_plugin_manager()
+    record = manager.migration_runner("sql")
+    options = structure(
+        {"database": f"sqlite://{database}", "path": str(DEMO_MIGRATIONS)}, record.config, "migrations"
+    )
     env = MigrationEnv(
         target=Target(name="demo", platform="local", version=version),
         # the sql runner reads its files and the database only: it never asks the platform
         platform=cast(Platform, None),
         state_dir=database.parent,
     )
-    return SqlRunner(SqlRunnerConfig(database=Secret(f"sqlite://{database}"), path=DEMO_MIGRATIONS), env)
+    return record.factory(options, env)
 
 
-def _label(scenario: Scenario | DemoRow) -> str:
+def label(scenario: Scenario | DemoRow) -> str:
+    """The scenario's name in the table and the progress: strategy, layers, variant, migrations."""
     parts = [scenario.strategy, *scenario.layers, *([scenario.variant] if scenario.variant else [])]
     if scenario.migrations == "ordered":
         parts.append("sql migrations")
@@ -644,7 +484,7 @@ def _independent(row: DemoRow) -> str:
 
 #: The table's columns: a header and the cell of a row.
 _COLUMNS: tuple[tuple[str, Callable[[DemoRow], str]], ...] = (
-    ("scenario", _label),
+    ("scenario", label),
     ("role", lambda row: row.role),
     ("versions", lambda row: f"{row.from_version} -> {row.to_version}"),
     ("requests", lambda row: str(row.requests)),

@@ -12,15 +12,21 @@ import json
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 
-from zdu.errors import PlatformError, PreflightError
-from zdu.locks import file_lock
-from zdu.model import Version
-from zdu.platform import AssetStore, Instance, InstanceGroup, PlatformEnv
+from zdu.plugins import (
+    AssetStore,
+    Instance,
+    InstanceGroup,
+    PlatformEnv,
+    PlatformError,
+    PreflightError,
+    Version,
+    file_lock,
+    inflight_requests,
+)
 from zdu_get.ansible import AnsibleEnvironment
 from zdu_get.config import GetPlatformConfig
 from zdu_get.haproxy import HAProxyRuntime, ServerState
 from zdu_get.terraform import TerraformRunner
-from zdu_local.network import inflight_requests
 
 __all__ = ["GetPlatform", "HAProxyRouter"]
 

@@ -28,10 +28,15 @@ from typing import Any
 
 import attrs
 
-from zdu.errors import PlatformError, ReadinessTimeout
-from zdu.locks import file_lock
-from zdu.model import Version
-from zdu.platform import Instance, InstanceGroup, PlatformEnv
+from zdu.plugins import (
+    Instance,
+    InstanceGroup,
+    PlatformEnv,
+    PlatformError,
+    ReadinessTimeout,
+    Version,
+    file_lock,
+)
 
 __all__ = ["FAILURES", "SimPlatform", "SimPlatformConfig", "SimRouter"]
 

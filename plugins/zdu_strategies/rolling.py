@@ -14,11 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from zdu.context import UpgradeContext
-from zdu.errors import ZduError
-from zdu.model import Version
-from zdu.platform import InstanceGroup
-from zdu.strategy import Step
+from zdu.plugins import InstanceGroup, Step, UpgradeContext, Version, ZduError
 
 __all__ = ["Rolling", "RollingConfig"]
 

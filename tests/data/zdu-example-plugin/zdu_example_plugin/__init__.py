@@ -4,8 +4,8 @@
 only the new set and drains and removes the old one. It needs twice the capacity for a while, and
 gets the upgrade done in one step.
 
-It is written against zdu's public plugin API only: :mod:`zdu.plugins` (the hook marker and the
-registration records), :class:`zdu.strategy.Step` and :class:`zdu.context.UpgradeContext`.
+It is written against zdu's public plugin API only: :mod:`zdu.plugins` (the hook marker, the
+registration records, :class:`~zdu.plugins.Step` and :class:`~zdu.plugins.UpgradeContext`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from typing import Any
 
 import attrs
 
-from zdu.context import UpgradeContext
-from zdu.plugins import StrategyPlugin, hookimpl
-from zdu.strategy import Step
+from zdu.plugins import Step, StrategyPlugin, UpgradeContext, hookimpl
 
 __all__ = ["PHASE_LOG_ENV", "SurgeAll", "SurgeAllConfig"]
 
