@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LINT_IMPORTS = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+BIN = str(Path(sys.executable).parent)
+LINT_IMPORTS = shutil.which("lint-imports", path=BIN) or shutil.which("lint-imports")
 
 
 def contracts() -> list[dict[str, object]]:
