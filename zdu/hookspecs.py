@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 import click
 import pluggy
 
-from zdu.plugins import PROJECT_NAME
+from zdu.records import PROJECT_NAME
 
 if TYPE_CHECKING:
     from zdu.context import UpgradeInfo
     from zdu.model import Event, Report
     from zdu.notify import Notification
-    from zdu.plugins import (
+    from zdu.records import (
         MigrationRunnerPlugin,
         PlatformPlugin,
         ProbePlugin,

@@ -21,7 +21,7 @@ import pluggy
 
 from zdu import hookspecs
 from zdu.errors import PluginNotFound, ZduError
-from zdu.plugins import (
+from zdu.records import (
     PROJECT_NAME,
     MigrationRunnerPlugin,
     PlatformPlugin,
