@@ -2,8 +2,11 @@
 
 Build one with :func:`get_plugin_manager`. It registers the core's own observers, then loads every
 entry point of group ``zdu`` (first-party plugins included, exactly as a third-party one), skipping
-those named in ``ZDU_DISABLE_PLUGINS``. A plugin that fails to load is reported once, naming the
-plugin, its distribution, the error and the extra to install, and the rest keeps working.
+those named in ``ZDU_DISABLE_PLUGINS``. A plugin that fails to load is left out and the rest keeps
+working. Loading stays quiet about it (a debug line in the log): the failure is shown where it matters,
+by ``zdu plugins`` (an *unavailable* plugin with the extra to install, when a missing optional
+dependency is the cause; a *failed* one otherwise) and in the error for a name that only the missing
+plugin could have registered.
 """
 
 from __future__ import annotations
@@ -64,10 +67,29 @@ class PluginFailure:
     error: str
     extra: str | None = None
 
+    @property
+    def unavailable(self) -> bool:
+        """Whether the cause is an optional dependency not installed (an extra), not a bug."""
+        return self.extra is not None
+
+    @property
+    def install(self) -> str | None:
+        """The command that installs the missing extra (``pip install 'zdu[kubernetes]'``), if one does."""
+        return f"pip install '{self.distribution}[{self.extra}]'" if self.extra else None
+
     def describe(self) -> str:
         """One line: the plugin, its distribution, the error, and the extra that cures it."""
         cure = f" (install {self.distribution}[{self.extra}])" if self.extra else ""
         return f"plugin {self.name!r} from {self.distribution} failed to load: {self.error}{cure}"
+
+    def explain(self, kind: str, name: str) -> str:
+        """Why the ``kind`` called ``name``, which this plugin would have registered, is not there."""
+        if self.unavailable:
+            return (
+                f"{kind} {name!r} is not available: plugin {self.name!r} from {self.distribution} needs "
+                f"its extra {self.extra!r}: {self.install}"
+            )
+        return f"{kind} {name!r} is not available: {self.describe()}"
 
 
 class ZduPluginManager(pluggy.PluginManager):
@@ -135,7 +157,8 @@ class ZduPluginManager(pluggy.PluginManager):
                     error=f"{type(error).__name__}: {' '.join(str(error).split())}",
                     extra=_extra_for(error, entry_point.dist),
                 )
-                log.warning("%s", failure.describe())
+                # quiet: every command builds a manager; `zdu plugins` and the lookups tell the failure
+                log.debug("%s", failure.describe())
                 self.failures.append(failure)
 
     def _check_hooks_known(self, plugin: object) -> None:
@@ -200,6 +223,10 @@ class ZduPluginManager(pluggy.PluginManager):
     def _lookup(self, kind: str, name: str, records: Mapping[str, RecordT]) -> RecordT:
         if name in records:
             return records[name]
+        # a plugin's entry point is named after what it registers (`kubernetes`, `get`): say what is missing
+        for failure in self.failures:
+            if failure.name == name:
+                raise PluginNotFound(failure.explain(kind, name))
         installed = ", ".join(sorted(records)) or "none"
         message = f"unknown {kind} {name!r}; installed: {installed}"
         if self.failures:
