@@ -385,7 +385,11 @@ def report(
 @json_option
 @click.pass_context
 def plugins(ctx: click.Context, as_json: bool) -> None:
-    """List installed strategies, traffic layers, probes, platforms and migration runners."""
+    """List installed strategies, traffic layers, probes, platforms and migration runners.
+
+    Then the plugins that are not loaded: unavailable ones (an optional dependency is not installed;
+    with the command that installs it), and failed ones (any other error, with the error).
+    """
     manager = manager_from(ctx)
     kinds = {
         "strategies": manager.strategies(),
@@ -406,8 +410,18 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
         ]
         for kind, records in kinds.items()
     }
+    unavailable = [f for f in manager.failures if f.unavailable]
+    failed = [f for f in manager.failures if not f.unavailable]
+    # every plugin not loaded, unavailable ones included ("unavailable": true, with "install")
     data["failed"] = [
-        {"plugin": f.name, "distribution": f.distribution, "error": f.error, "extra": f.extra}
+        {
+            "plugin": f.name,
+            "distribution": f.distribution,
+            "error": f.error,
+            "extra": f.extra,
+            "unavailable": f.unavailable,
+            "install": f.install,
+        }
         for f in manager.failures
     ]
 
@@ -421,7 +435,13 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
                     f"  {'':<14} {key}: {', '.join(names) or 'nothing beyond the base platform'}"
                     for key, names in _capabilities_of(record).items()
                 ]
-        lines += [f"not loaded: {f.describe()}" for f in manager.failures]
+        if unavailable:
+            lines.append("unavailable (an optional dependency is not installed):")
+            lines += [
+                f"  {f.name:<14} {f.install}  [{f.distribution}] ({f.error.partition(': ')[2]})"
+                for f in unavailable
+            ]
+        lines += [f"not loaded: {f.describe()}" for f in failed]
         return "\n".join(lines)
 
     emit(data, as_json, text)
