@@ -32,14 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zdu.config import load_config
-from zdu.model import Version
-from zdu.platform import PlatformEnv
-from zdu.registry import get_plugin_manager
-from zdu.upgrade import Upgrade
-from zdu_local.config import demo_app_command
-from zdu_local.demo import create_database, next_release
-from zdu_local.network import free_port, http_status
+from zdu.plugins import PlatformEnv, Upgrade, Version, free_port, get_plugin_manager, http_status, load_config
+from zdu_demo import demo_app_command
+from zdu_demo.scenarios import create_database, next_release
 from zdu_local.platform import LocalPlatform
 
 START = Version.parse("16.6.0")

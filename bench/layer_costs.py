@@ -36,13 +36,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from zdu.config import load_config
-from zdu.model import Version
-from zdu.platform import PlatformEnv
-from zdu.probe import ProbeContext
-from zdu.registry import get_plugin_manager
-from zdu.upgrade import Upgrade
-from zdu_local.demo import DemoTraffic, Scenario, _config, create_database, next_release
+from zdu.plugins import PlatformEnv, ProbeContext, Upgrade, Version, get_plugin_manager, load_config
+from zdu_demo.scenarios import DemoTraffic, Scenario, create_database, next_release
+from zdu_local.demo import demo_config
 from zdu_local.platform import LocalPlatform
 from zdu_probes.http import HttpProbe, HttpProbeConfig
 
@@ -86,7 +82,9 @@ def measure(
     scenario = Scenario("bench", "rolling", layers, options={"max_surge": 1, "max_unavailable": 0})
     database = state_dir / "gitlab.sqlite"
     create_database(database, START)
-    raw = _config(scenario, state_dir, START, to_version, DemoTraffic(rps=rps, clients=clients), 3, database)
+    raw = demo_config(
+        scenario, state_dir, START, to_version, DemoTraffic(rps=rps, clients=clients), 3, database
+    )
     raw["probes"] = []
     if options:
         raw["layers"] = options

@@ -23,14 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zdu.config import load_config
-from zdu.model import Version
-from zdu.platform import PlatformEnv
-from zdu.probe import ProbeContext
-from zdu.registry import get_plugin_manager
-from zdu_local.config import demo_app_command
-from zdu_local.crosscheck import find_wrk
-from zdu_local.demo import create_database
+from zdu.plugins import PlatformEnv, ProbeContext, Version, get_plugin_manager, load_config
+from zdu_demo import demo_app_command
+from zdu_demo.crosscheck import find_wrk
+from zdu_demo.scenarios import create_database
 from zdu_local.platform import LocalPlatform
 from zdu_probes.http import HttpProbe, HttpProbeConfig
 

@@ -25,8 +25,9 @@ import floor
 import probe_capacity  # bench/ is on sys.path when this file runs as a script
 from layer_costs import SETTINGS, measure
 
-from zdu.registry import get_plugin_manager
-from zdu_local.demo import DEFAULT_SCENARIOS, DemoRow, DemoTraffic, render_table, run_demo
+from zdu.plugins import get_plugin_manager
+from zdu_demo.scenarios import DEFAULT_SCENARIOS, DemoRow, DemoTraffic, render_table
+from zdu_local.demo import run_demo
 
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 

@@ -54,14 +54,14 @@ from cattrs.v import transform_error
 from zdu.errors import ConfigError, UsageError
 from zdu.journal import default_state_dir
 from zdu.model import Release, Target, Version
-from zdu.plugins import (
+from zdu.probe import GateSettings
+from zdu.records import (
     MigrationRunnerPlugin,
     PlatformPlugin,
     PluginRecord,
     StrategyPlugin,
     TrafficLayerPlugin,
 )
-from zdu.probe import GateSettings
 from zdu.registry import ZduPluginManager
 from zdu.secret import Secret
 

@@ -16,7 +16,7 @@ from typing import Any
 import click
 import tomli_w
 
-from zdu.cli import EXIT_FAILED, EXIT_PAUSED, emit, interruptible, manager_from, stderr_console
+from zdu.console import EXIT_FAILED, EXIT_PAUSED, emit, interruptible, manager_from, stderr_console
 from zdu.errors import UsageError
 from zdu.fleet import Fleet, is_required_stop, load_fleet
 from zdu.fleet_journal import FleetJournal, RunStatus

@@ -6,8 +6,10 @@ Two kinds of hooks:
   traffic layer, a probe, a platform, a migration runner. zdu collects every record and picks one by
   the name the configuration gives.
 * **lifecycle** hooks (``zdu_upgrade_*``, ``zdu_phase_*``, ``zdu_event``) tell observers (metrics
-  exporters, notifications, release tooling) what an upgrade is doing. Observers cannot change the
-  upgrade's course; an exception they raise is logged and otherwise ignored.
+  exporters, notifications, release tooling) what an upgrade is doing. They are called through pluggy,
+  so ``tryfirst``, ``trylast`` and wrappers (``wrapper=True``) work as pluggy documents. Observers
+  cannot change the upgrade's course; an exception one raises is logged with its plugin's name and the
+  others still run.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from typing import TYPE_CHECKING
 import click
 import pluggy
 
-from zdu.plugins import PROJECT_NAME
+from zdu.records import PROJECT_NAME
 
 if TYPE_CHECKING:
     from zdu.context import UpgradeInfo
     from zdu.model import Event, Report
     from zdu.notify import Notification
-    from zdu.plugins import (
+    from zdu.records import (
         MigrationRunnerPlugin,
         PlatformPlugin,
         ProbePlugin,

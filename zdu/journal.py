@@ -12,7 +12,6 @@ journal redacts again what it is given.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sqlite3
 import time
@@ -26,6 +25,7 @@ import attrs
 import psutil
 
 from zdu.errors import TargetBusy
+from zdu.journals import default_journal_path, default_state_dir, remember
 from zdu.model import Event, UpgradeStatus
 from zdu.secret import redact
 
@@ -64,20 +64,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_upgrade ON events (upgrade_id, seq);
 """
-
-
-def default_state_dir() -> Path:
-    """Where zdu keeps its journal and platform state: ``$ZDU_STATE_DIR`` or ``$XDG_STATE_HOME/zdu``."""
-    explicit = os.environ.get("ZDU_STATE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "zdu"
-
-
-def default_journal_path() -> Path:
-    """The journal file in :func:`default_state_dir`."""
-    return default_state_dir() / "journal.sqlite"
 
 
 @attrs.frozen
@@ -192,8 +178,6 @@ class Journal:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        from zdu.journals import remember  # noqa: PLC0415 - it imports this module
-
         remember(self.path)  # so that 'zdu status' and 'zdu report' find this journal
         return upgrade_id
 

@@ -16,15 +16,34 @@ import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 
-from zdu.journal import default_journal_path, default_state_dir
-
-__all__ = ["INDEX_NAME", "candidate_journals", "journal_of_config", "remember"]
+__all__ = [
+    "INDEX_NAME",
+    "candidate_journals",
+    "default_journal_path",
+    "default_state_dir",
+    "journal_of_config",
+    "remember",
+]
 
 #: The index of journals upgrades began in, in the default state directory.
 INDEX_NAME = "journals.txt"
 
 #: How many journals the index keeps (the most recent).
 INDEX_SIZE = 50
+
+
+def default_state_dir() -> Path:
+    """Where zdu keeps its journal and platform state: ``$ZDU_STATE_DIR`` or ``$XDG_STATE_HOME/zdu``."""
+    explicit = os.environ.get("ZDU_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "zdu"
+
+
+def default_journal_path() -> Path:
+    """The journal file in :func:`default_state_dir`."""
+    return default_state_dir() / "journal.sqlite"
 
 
 def _index() -> Path:

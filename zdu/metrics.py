@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push
 
 from zdu.context import UpgradeInfo
 from zdu.model import Event, Report, UpgradeStatus
-from zdu.plugins import hookimpl
+from zdu.records import hookimpl
 
 __all__ = ["METRIC_NAMES", "UpgradeMetrics", "grafana_dashboard", "parse_address"]
 

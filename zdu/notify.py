@@ -22,7 +22,7 @@ import tenacity
 
 from zdu.context import UpgradeInfo
 from zdu.model import Report, UpgradeStatus
-from zdu.plugins import hookimpl
+from zdu.records import hookimpl
 from zdu.secret import Secret
 
 __all__ = ["Notification", "WebhookNotifier", "notification_of"]

@@ -6,7 +6,7 @@ import logging
 
 from zdu.context import UpgradeInfo
 from zdu.model import Event, Report
-from zdu.plugins import hookimpl
+from zdu.records import hookimpl
 
 log = logging.getLogger("zdu.upgrade")
 

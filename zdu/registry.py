@@ -2,8 +2,11 @@
 
 Build one with :func:`get_plugin_manager`. It registers the core's own observers, then loads every
 entry point of group ``zdu`` (first-party plugins included, exactly as a third-party one), skipping
-those named in ``ZDU_DISABLE_PLUGINS``. A plugin that fails to load is reported once, naming the
-plugin, its distribution, the error and the extra to install, and the rest keeps working.
+those named in ``ZDU_DISABLE_PLUGINS``. A plugin that fails to load is left out and the rest keeps
+working. Loading stays quiet about it (a debug line in the log): the failure is shown where it matters,
+by ``zdu plugins`` (an *unavailable* plugin with the extra to install, when a missing optional
+dependency is the cause; a *failed* one otherwise) and in the error for a name that only the missing
+plugin could have registered.
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ import importlib.metadata
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Generator, Iterable, Mapping
+from typing import Any, TypeVar, cast
 
 import attrs
 import pluggy
 
 from zdu import hookspecs
 from zdu.errors import PluginNotFound, ZduError
-from zdu.plugins import (
+from zdu.records import (
     PROJECT_NAME,
     MigrationRunnerPlugin,
     PlatformPlugin,
@@ -41,6 +44,13 @@ DISABLE_ENV = "ZDU_DISABLE_PLUGINS"
 #: Plugins inside the core, registered from this explicit list (never by scanning).
 BUILTIN_PLUGINS: tuple[str, ...] = ("zdu.observers",)
 
+#: The registration hooks: collected by :meth:`ZduPluginManager._records`. Every other hook is an
+#: observer hook (lifecycle, notification, commands), called through pluggy with each implementation
+#: isolated: one that raises is logged, naming its plugin, and the others still run.
+REGISTRATION_HOOKS = frozenset(
+    {"zdu_strategies", "zdu_traffic_layers", "zdu_probes", "zdu_platforms", "zdu_migration_runners"}
+)
+
 RecordT = TypeVar("RecordT", bound=PluginRecord[Any])
 
 
@@ -57,10 +67,29 @@ class PluginFailure:
     error: str
     extra: str | None = None
 
+    @property
+    def unavailable(self) -> bool:
+        """Whether the cause is an optional dependency not installed (an extra), not a bug."""
+        return self.extra is not None
+
+    @property
+    def install(self) -> str | None:
+        """The command that installs the missing extra (``pip install 'zdu[kubernetes]'``), if one does."""
+        return f"pip install '{self.distribution}[{self.extra}]'" if self.extra else None
+
     def describe(self) -> str:
         """One line: the plugin, its distribution, the error, and the extra that cures it."""
         cure = f" (install {self.distribution}[{self.extra}])" if self.extra else ""
         return f"plugin {self.name!r} from {self.distribution} failed to load: {self.error}{cure}"
+
+    def explain(self, kind: str, name: str) -> str:
+        """Why the ``kind`` called ``name``, which this plugin would have registered, is not there."""
+        if self.unavailable:
+            return (
+                f"{kind} {name!r} is not available: plugin {self.name!r} from {self.distribution} needs "
+                f"its extra {self.extra!r}: {self.install}"
+            )
+        return f"{kind} {name!r} is not available: {self.describe()}"
 
 
 class ZduPluginManager(pluggy.PluginManager):
@@ -75,6 +104,25 @@ class ZduPluginManager(pluggy.PluginManager):
         self._owners: dict[tuple[str, str], str] = {}
 
     # -- loading -----------------------------------------------------------------------------------
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """Register ``plugin`` as :meth:`pluggy.PluginManager.register` does, isolating its observers.
+
+        Each implementation of an observer hook (every hook but the registration ones) is guarded:
+        pluggy still calls it in its order (``tryfirst``, ``trylast``, wrappers around the rest), but
+        an exception it raises is logged with its plugin's name instead of ending the hook call, so
+        one broken observer never stops the others, nor the upgrade.
+        """
+        plugin_name = super().register(plugin, name)
+        for caller in self.get_hookcallers(plugin) or ():
+            if caller.name in REGISTRATION_HOOKS:
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin:
+                    # pluggy keeps the implementation's options and argument names on the HookImpl and
+                    # calls ``impl.function(*args)``: swapping in the guarded function is all it takes
+                    impl.function = _isolated(impl, caller.name)  # type: ignore[misc]
+        return plugin_name
 
     def register_plugin(self, plugin: object, name: str, distribution: str = "") -> None:
         """Register ``plugin`` (a module or object with ``@hookimpl`` functions) under ``name``."""
@@ -109,7 +157,8 @@ class ZduPluginManager(pluggy.PluginManager):
                     error=f"{type(error).__name__}: {' '.join(str(error).split())}",
                     extra=_extra_for(error, entry_point.dist),
                 )
-                log.warning("%s", failure.describe())
+                # quiet: every command builds a manager; `zdu plugins` and the lookups tell the failure
+                log.debug("%s", failure.describe())
                 self.failures.append(failure)
 
     def _check_hooks_known(self, plugin: object) -> None:
@@ -174,6 +223,10 @@ class ZduPluginManager(pluggy.PluginManager):
     def _lookup(self, kind: str, name: str, records: Mapping[str, RecordT]) -> RecordT:
         if name in records:
             return records[name]
+        # a plugin's entry point is named after what it registers (`kubernetes`, `get`): say what is missing
+        for failure in self.failures:
+            if failure.name == name:
+                raise PluginNotFound(failure.explain(kind, name))
         installed = ", ".join(sorted(records)) or "none"
         message = f"unknown {kind} {name!r}; installed: {installed}"
         if self.failures:
@@ -222,13 +275,69 @@ class ZduPluginManager(pluggy.PluginManager):
     # -- lifecycle hooks ---------------------------------------------------------------------------
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
-        """Call lifecycle hook ``hook_name`` on every observer; one that raises is logged and skipped."""
-        hook = getattr(self.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):
+        """Call observer hook ``hook_name`` through pluggy: every implementation, in pluggy's order.
+
+        Wrappers (``wrapper=True``, ``hookwrapper=True``) wrap the others, ``tryfirst`` ones come first
+        and ``trylast`` ones last, as pluggy documents; an implementation that raises is logged, naming
+        its plugin, and the others still run (see :meth:`register`).
+        """
+        getattr(self.hook, hook_name)(**kwargs)
+
+
+def _report_observer_failure(impl: pluggy.HookImpl, hook_name: str, what: str = "failed") -> None:
+    log.error(
+        "observer %r %s in %s; the upgrade goes on",
+        impl.plugin_name,
+        what,
+        hook_name,
+        exc_info=what == "failed",
+    )
+
+
+def _isolated(impl: pluggy.HookImpl, hook_name: str) -> Callable[..., Any]:
+    """``impl``'s function, guarded so that an exception it raises is reported and goes no further."""
+    function = impl.function
+    if getattr(function, "__zdu_isolated__", False):
+        return function
+    if impl.wrapper or impl.hookwrapper:
+
+        def isolated_wrapper(*args: Any) -> Generator[None, Any, Any]:
             try:
-                impl.function(*[kwargs[arg] for arg in impl.argnames])
+                inner = cast(Generator[Any, Any, Any], function(*args))
+                next(inner)
+            except Exception:  # broken before its yield: the hook goes on as if it were not there
+                _report_observer_failure(impl, hook_name)
+                return (yield)
+            try:
+                result = yield
+            except BaseException:  # only an interruption gets here: the others are isolated too
+                inner.close()
+                raise
+            try:
+                inner.send(result)
+            except StopIteration as stop:
+                return stop.value if impl.wrapper else None
             except Exception:
-                log.exception("observer %r failed in %s; the upgrade goes on", impl.plugin_name, hook_name)
+                _report_observer_failure(impl, hook_name)
+                return result if impl.wrapper else None
+            inner.close()
+            _report_observer_failure(impl, hook_name, "yielded more than once")
+            return result if impl.wrapper else None
+
+        guarded: Callable[..., Any] = isolated_wrapper
+    else:
+
+        def isolated(*args: Any) -> Any:
+            try:
+                return function(*args)
+            except Exception:
+                _report_observer_failure(impl, hook_name)
+                return None
+
+        guarded = isolated
+    guarded.__zdu_isolated__ = True  # type: ignore[attr-defined]
+    guarded.__wrapped__ = function  # type: ignore[attr-defined]
+    return guarded
 
 
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*).*;.*extra\s*==\s*['\"]([^'\"]+)['\"]")

@@ -1,21 +1,23 @@
 """The orchestrator: runs an upgrade's phases in order, gates each, and rolls back while it can.
 
-The control flow is a plain loop over :data:`zdu.model.Phase.ORDER`::
+The control flow is one loop over the phase table, :data:`zdu.phases.PHASES`::
 
     preflight → migrate(pre) → prepare → rollout → verify → finalize → migrate(post) → cleanup
 
-Probes start in ``preflight`` and run until the upgrade ends; every phase ends with a gate, and
-strategies gate after each of their steps. A failure before ``migrate(post)`` rolls back (the strategy
-puts the old version back, then the layers switch off); from ``migrate(post)`` on there is no way back
-and the upgrade is left failed, for a person to roll forward. The journal records every phase and step
-before and after it happens, so an interrupted upgrade can be resumed (``Upgrade.run(resume=ID)``)
+Each row of the table says what runs the phase, the gate at its end, what ``zdu plan`` shows of it and
+what a rollback undoes; :meth:`Upgrade.run` walks it (:meth:`Upgrade._run_phases`), and so do
+:meth:`Upgrade.plan`, the offline dry run, the rollback and :meth:`Upgrade.migrate_post`. Probes start
+in ``preflight`` and run until the upgrade ends; strategies gate after each of their steps too. A
+failure before ``migrate(post)`` rolls back (the strategy puts the old version back, then the layers
+switch off); from ``migrate(post)`` on there is no way back and the upgrade is left failed, for a
+person to roll forward. The journal records every phase and step before and after it happens
+(:class:`zdu.recorder.Recorder`), so an interrupted upgrade can be resumed (``Upgrade.run(resume=ID)``)
 from the phase it was in: each phase is idempotent.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import threading
@@ -35,33 +37,24 @@ from zdu.errors import (
     UsageError,
     ZduError,
 )
+from zdu.gates import stop_probes
 from zdu.journal import Journal
-from zdu.metrics import UpgradeMetrics
 from zdu.migrations import (
     MigrationEnv,
     MigrationRunner,
-    Stage,
     check_background_migrations,
-    wait_for_background_migrations,
 )
-from zdu.model import Phase, Report, UpgradeStatus, Verdict, Version
-from zdu.notify import WebhookNotifier, notification_of
-from zdu.platform import (
-    Platform,
-    PlatformEnv,
-    RecordsChanges,
-    RoutedGroups,
-    remove_managed_routes,
-    running_versions,
-)
+from zdu.model import Phase, Report, UpgradeStatus, Version
+from zdu.outputs import serving_outputs
+from zdu.phases import PHASES, PhaseSettings, PhaseWork
+from zdu.platform import Platform, PlatformEnv, RecordsChanges, RoutedGroups, running_versions
 from zdu.policy import check_upgrade_path
-from zdu.probe import GateSettings, Probe, ProbeContext
+from zdu.probe import GateSettings, Probe
+from zdu.recorder import Recorder
 from zdu.registry import ZduPluginManager, get_plugin_manager
 from zdu.strategy import Step, Strategy, TrafficLayer
 
 __all__ = ["Plan", "Upgrade", "current_version"]
-
-log = logging.getLogger("zdu.upgrade")
 
 
 @attrs.frozen
@@ -133,7 +126,6 @@ class Upgrade:
         self.cancel = threading.Event()
         self._platform: Platform | None = None
         self._offline_snapshot: Path | None = None
-        self._trigger = "upgrade"
         #: where the metrics are served while :meth:`run` runs (``upgrade.metrics_address``)
         self.metrics_url: str | None = None
 
@@ -203,11 +195,12 @@ class Upgrade:
         return max((g.replicas for g in platform.groups() if g.name == name), default=1)
 
     def _context(
-        self, info: UpgradeInfo, from_version: Version, gates: list[ProbeGate], replicas: int = 1
+        self, recorder: Recorder, from_version: Version, gates: list[ProbeGate], replicas: int = 1
     ) -> UpgradeContext:
+        info = recorder.info
+
         def record(kind: str, message: str, data: dict[str, Any]) -> None:
-            event = self.journal.record(info.id, context.phase, kind, message, data)
-            self.manager.notify("zdu_event", upgrade=info, event=event)
+            recorder.record(context.phase, kind, message, data)
 
         context = UpgradeContext(
             info=info,
@@ -261,50 +254,59 @@ class Upgrade:
         from_version = self._from_version()
         runner = self._runner()
         self._check_versions(from_version, runner)
-        info = self._info("plan", from_version)
-        context = self._context(info, from_version, [], self._replicas(from_version))
+        recorder = Recorder(self.journal, self.manager, self._info("plan", from_version), "plan", time.time())
+        context = self._context(recorder, from_version, [], self._replicas(from_version))
         context.dry_run = True
-        steps: list[Step] = [Step("preflight", "check", "versions, platform health, probes start")]
-        if runner is not None:
-            steps.extend(Step("migrate(pre)", "migrate", name) for name in runner.pending(Stage.PRE))
-        layers = self._layers()
-        for layer in layers:
-            steps.extend(step for step in layer.plan(context) if step.phase == "prepare")
-        steps.extend(self._strategy().plan(context))
-        for layer in layers:
-            steps.extend(step for step in layer.plan(context) if step.phase != "prepare")
-        steps.append(Step("verify", "verify", f"only {self.config.release.version} serves; probes gate"))
-        if runner is not None:
-            action = "deferred" if self.config.defer_post else "migrate"
-            steps.extend(Step("migrate(post)", action, name) for name in runner.pending(Stage.POST))
-        steps.append(Step("cleanup", "cleanup", "remove managed routes, stop probes"))
+        work = self._work(context, self._strategy(), self._layers(), runner, [])
+        steps = PHASES.plan(work)
         changes: list[dict[str, Any]] = []
         if offline is not None:
-            changes = self._dry_run(context, layers)
+            changes = self._dry_run(work)
         return Plan(
             target=self.config.target.name,
             from_version=str(from_version),
             to_version=str(self.config.release.version),
             strategy=self.config.strategy.name,
             layers=tuple(layer.name for layer in self.config.layers),
-            steps=tuple(sorted(steps, key=lambda s: _phase_rank(s.phase))),
+            steps=tuple(steps),
             changes=tuple(changes),
         )
 
-    def _dry_run(self, context: UpgradeContext, layers: list[TrafficLayer]) -> list[dict[str, Any]]:
-        """Run prepare, rollout, finalize and cleanup on the offline platform; return what it recorded."""
+    def _dry_run(self, work: PhaseWork) -> list[dict[str, Any]]:
+        """Run the table's offline phases on the offline platform; return what it recorded."""
         platform = self.platform
         assert isinstance(platform, RecordsChanges)
-        ctx = attrs.evolve(context, record_event=lambda *_: None, probe_factories=(), gates=())
-        strategy = self._strategy()
-        for layer in layers:
-            layer.prepare(ctx)
-        strategy.rollout(ctx)
-        strategy.finalize(ctx)
-        for layer in reversed(layers):
-            layer.finalize(ctx)
-        remove_managed_routes(self.platform)
+        ctx = attrs.evolve(work.ctx, record_event=lambda *_: None, probe_factories=(), gates=())
+        PHASES.dry_run(attrs.evolve(work, ctx=ctx, strategy=self._strategy()))
         return platform.recorded_changes()
+
+    def _work(
+        self,
+        ctx: UpgradeContext,
+        strategy: Strategy,
+        layers: list[TrafficLayer],
+        runner: MigrationRunner | None,
+        gates: list[ProbeGate],
+    ) -> PhaseWork:
+        """What the phases of the table work on, for this upgrade."""
+        config = self.config
+        return PhaseWork(
+            ctx=ctx,
+            platform=self.platform,
+            strategy=strategy,
+            layers=layers,
+            runner=runner,
+            gates=gates,
+            verify=self._verify,
+            check_no_older_instance=self._check_no_older_instance,
+            settings=PhaseSettings(
+                defer_post=config.defer_post,
+                unsafe_early_post=self.unsafe_early_post,
+                wait_for_background_migrations=config.wait_for_background_migrations,
+                background_migrations_timeout=config.background_migrations_timeout,
+                background_migrations_interval=config.background_migrations_interval,
+            ),
+        )
 
     def _info(self, upgrade_id: str, from_version: Version) -> UpgradeInfo:
         return UpgradeInfo(
@@ -352,175 +354,72 @@ class Upgrade:
             )
             done: set[str] = set()
         else:
-            record = self.journal.get(resume)
-            if record is None or record.target != self.config.target.name:
-                raise UsageError(
-                    f"no upgrade {resume!r} of target {self.config.target.name!r} in the journal"
-                )
-            if not record.status.in_progress:
-                raise UsageError(
-                    f"upgrade {resume} is {record.status.value}; only a paused or interrupted one resumes"
-                )
-            self.journal.claim(resume)
-            upgrade_id, from_version = resume, Version.parse(record.from_version)
+            upgrade_id, from_version = resume, self._claim(resume)
             done = {
                 e.data.get("phase", "") for e in self.journal.events(resume) if e.kind == "phase-finished"
             }
-        info = self._info(upgrade_id, from_version)
-        self.manager.notify("zdu_upgrade_started", upgrade=info)
+        recorder = Recorder(
+            self.journal, self.manager, self._info(upgrade_id, from_version), "upgrade", started
+        )
+        recorder.started_upgrade()
         gates: list[ProbeGate] = []
         replicas = self._replicas(from_version, resume)
-        ctx = self._context(info, from_version, gates, replicas)
+        ctx = self._context(recorder, from_version, gates, replicas)
         if resume is None:
             ctx.event("replicas", f"the fleet has {replicas} instances", replicas=replicas)
-        phases: list[tuple[str, float]] = []
         status, error = UpgradeStatus.SUCCEEDED, None
         try:
-            status, error = self._run_phases(ctx, gates, phases, done, *parts)
+            status, error = self._run_phases(recorder, self._work(ctx, *parts, gates), done)
         finally:
-            verdicts = self._stop_probes(gates)
-            report = self._finish(info, status, started, phases, error, verdicts)
+            report = recorder.finish(status, error, stop_probes(gates))
         return report
 
+    def _claim(self, upgrade_id: str) -> Version:
+        """Take over a paused or interrupted upgrade of this target; the version it started from."""
+        record = self.journal.get(upgrade_id)
+        if record is None or record.target != self.config.target.name:
+            raise UsageError(
+                f"no upgrade {upgrade_id!r} of target {self.config.target.name!r} in the journal"
+            )
+        if not record.status.in_progress:
+            raise UsageError(
+                f"upgrade {upgrade_id} is {record.status.value}; only a paused or interrupted one resumes"
+            )
+        self.journal.claim(upgrade_id)
+        return Version.parse(record.from_version)
+
     def _run_phases(
-        self,
-        ctx: UpgradeContext,
-        gates: list[ProbeGate],
-        phases: list[tuple[str, float]],
-        done: set[str],
-        strategy: Strategy,
-        layers: list[TrafficLayer],
-        runner: MigrationRunner | None,
+        self, recorder: Recorder, work: PhaseWork, done: set[str]
     ) -> tuple[UpgradeStatus, str | None]:
-        actions: dict[Phase, Callable[[], None]] = {
-            Phase.PREFLIGHT: lambda: self._preflight(ctx, gates, strategy, layers),
-            Phase.MIGRATE_PRE: lambda: self._migrate_pre(ctx, runner),
-            Phase.PREPARE: lambda: self._prepare(ctx, layers),
-            Phase.ROLLOUT: lambda: strategy.rollout(ctx),
-            Phase.VERIFY: lambda: self._verify(ctx),
-            Phase.FINALIZE: lambda: self._finalize(ctx, strategy, layers),
-            Phase.MIGRATE_POST: lambda: self._migrate_post(ctx, runner),
-            Phase.CLEANUP: lambda: remove_managed_routes(self.platform),
-        }
-        phase = Phase.PREFLIGHT
+        """The loop: every phase of the table in order, each gated at its end; a failure rolls back."""
+        spec = PHASES[0]
         try:
-            for phase in Phase.ORDER:
-                if str(phase) in done and phase is not Phase.PREFLIGHT:
+            for spec in PHASES:
+                if str(spec.phase) in done and not spec.reruns_on_resume:
                     continue
-                with self._phase(ctx, phase, phases):
-                    actions[phase]()
-                    if phase is not Phase.CLEANUP:
-                        ctx.gate(f"end of {phase}", force=phase is Phase.FINALIZE)
+                with recorder.phase(work.ctx, spec.phase):
+                    spec.run(work)
+                    spec.gate_at_end(work.ctx)
         except UpgradePaused as paused:
             return UpgradeStatus.PAUSED, str(paused)
         except (ZduError, KeyboardInterrupt, OSError) as failure:
             message = "interrupted" if isinstance(failure, KeyboardInterrupt) else str(failure)
-            if isinstance(failure, UsageError) and phase is Phase.PREFLIGHT:
+            if isinstance(failure, UsageError) and spec.changes_nothing:
                 return UpgradeStatus.FAILED, message
-            if not phase.rollback_possible:
-                ctx.event("error", f"{phase} failed after the point of no return: {message}")
+            if not PHASES.rollback_possible(spec.phase):
+                work.ctx.event("error", f"{spec.phase} failed after the point of no return: {message}")
                 return UpgradeStatus.FAILED, (
-                    f"{phase} failed: {message}; post-deployment migrations have started, so there is no "
-                    "rollback: fix forward (a patch release) or restore a backup"
+                    f"{spec.phase} failed: {message}; post-deployment migrations have started, so there is "
+                    "no rollback: fix forward (a patch release) or restore a backup"
                 )
-            return self._rollback(ctx, strategy, layers, phases, f"{phase} failed: {message}")
+            return self._rollback(recorder, work, f"{spec.phase} failed: {message}")
         return UpgradeStatus.SUCCEEDED, None
-
-    @contextlib.contextmanager
-    def _phase(self, ctx: UpgradeContext, phase: Phase, phases: list[tuple[str, float]]) -> Iterator[None]:
-        name = str(phase)
-        ctx.phase = name
-        self.journal.set_phase(ctx.info.id, name)
-        ctx.event("phase-started", f"{name} started", phase=name)
-        self.manager.notify("zdu_phase_started", upgrade=ctx.info, phase=name)
-        begun = time.monotonic()
-        outcome = "failed"
-        try:
-            yield
-            outcome = "succeeded"
-        finally:
-            duration = time.monotonic() - begun
-            phases.append((name, duration))
-            ctx.event(
-                f"phase-{'finished' if outcome == 'succeeded' else 'failed'}", f"{name} {outcome}", phase=name
-            )
-            self.manager.notify(
-                "zdu_phase_finished", upgrade=ctx.info, phase=name, outcome=outcome, duration_s=duration
-            )
-
-    def _preflight(
-        self, ctx: UpgradeContext, gates: list[ProbeGate], strategy: Strategy, layers: list[TrafficLayer]
-    ) -> None:
-        problems = self.platform.check_health()
-        if problems:
-            raise PreflightError(f"the platform is unhealthy before the upgrade: {'; '.join(problems)}")
-        for step in strategy.plan(ctx):
-            ctx.event("plan", f"{step.phase}: {step.action} {step.detail}".strip())
-        for layer in layers:
-            for step in layer.plan(ctx):
-                ctx.event("plan", f"{step.phase}: {step.action} {step.detail}".strip())
-        probe_context = ProbeContext(
-            url=self.platform.url,
-            target=ctx.target,
-            release=ctx.release,
-            from_version=ctx.from_version,
-        )
-        for factory, settings in ctx.probe_factories:
-            probe = factory()
-            probe.start(probe_context)
-            gates.append(ProbeGate(probe=probe, settings=settings))
-            ctx.event("probe-started", f"probe {probe.name} started against {probe_context.url}")
-
-    def _migrate(self, ctx: UpgradeContext, runner: MigrationRunner | None, stage: Stage) -> None:
-        if runner is None:
-            ctx.event("migrations", f"no migration runner configured; {stage} stage skipped")
-            return
-        pending = runner.pending(stage)
-        ctx.event("migrations-pending", f"{len(pending)} {stage} migrations pending", pending=pending)
-        applied = runner.run(stage, ctx)
-        ctx.event("migrations-applied", f"{len(applied)} {stage} migrations applied", applied=applied)
-
-    def _migrate_pre(self, ctx: UpgradeContext, runner: MigrationRunner | None) -> None:
-        self._migrate(ctx, runner, Stage.PRE)
-        if self.unsafe_early_post:
-            ctx.event("unsafe", "UNSAFE: running post-deployment migrations before the rollout, as asked")
-            self._migrate(ctx, runner, Stage.POST)
-
-    def _prepare(self, ctx: UpgradeContext, layers: list[TrafficLayer]) -> None:
-        for layer in layers:
-            layer.prepare(ctx)
 
     def _verify(self, ctx: UpgradeContext) -> None:
         stale = [str(v) for v in self.platform.serving_versions() if v != ctx.release.version]
         if stale:
             raise GateFailed(f"after the rollout, other versions still take traffic: {', '.join(stale)}")
         ctx.wait(self.verify_seconds, "verify")
-
-    def _finalize(self, ctx: UpgradeContext, strategy: Strategy, layers: list[TrafficLayer]) -> None:
-        strategy.finalize(ctx)
-        for layer in reversed(layers):
-            layer.finalize(ctx)
-
-    def _migrate_post(self, ctx: UpgradeContext, runner: MigrationRunner | None) -> None:
-        if runner is not None and self.config.defer_post:
-            ctx.event(
-                "migrations",
-                f"post-deployment migrations deferred ({len(runner.pending(Stage.POST))} pending): "
-                "run 'zdu migrate post CONFIG' once you are ready",
-            )
-        else:
-            self._check_no_older_instance(ctx)
-            self._migrate(ctx, runner, Stage.POST)
-        self._wait_for_background_migrations(ctx, runner)
-
-    def _wait_for_background_migrations(self, ctx: UpgradeContext, runner: MigrationRunner | None) -> None:
-        if runner is not None and self.config.wait_for_background_migrations:
-            wait_for_background_migrations(
-                runner,
-                ctx,
-                timeout=self.config.background_migrations_timeout,
-                interval=self.config.background_migrations_interval,
-            )
 
     def _check_no_older_instance(self, ctx: UpgradeContext) -> None:
         older = [str(v) for v in running_versions(self.platform) if v < ctx.release.version]
@@ -530,109 +429,37 @@ class Upgrade:
                 f"{', '.join(older)}"
             )
 
-    def _rollback(
-        self,
-        ctx: UpgradeContext,
-        strategy: Strategy,
-        layers: list[TrafficLayer],
-        phases: list[tuple[str, float]],
-        reason: str,
-    ) -> tuple[UpgradeStatus, str]:
-        ctx.event("rollback", f"rolling back: {reason}")
+    def _rollback(self, recorder: Recorder, work: PhaseWork, reason: str) -> tuple[UpgradeStatus, str]:
+        """Undo what the phases before the point of no return did (:meth:`PhaseTable.roll_back`)."""
+        work.ctx.event("rollback", f"rolling back: {reason}")
         try:
-            with self._phase(ctx, Phase.ROLLBACK, phases):
-                strategy.rollback(ctx)
-                for layer in reversed(layers):
-                    layer.rollback(ctx)
-                remove_managed_routes(self.platform)
+            with recorder.phase(work.ctx, Phase.ROLLBACK):
+                PHASES.roll_back(work)
         except (ZduError, KeyboardInterrupt, OSError) as failure:
             return UpgradeStatus.INTERRUPTED, (
                 f"{reason}; rollback failed too: {failure}; the upgrade is left resumable "
-                f"('zdu rollback {ctx.info.id}' tries again)"
+                f"('zdu rollback {work.ctx.info.id}' tries again)"
             )
         return UpgradeStatus.ROLLED_BACK, reason
 
-    def _finish(
-        self,
-        info: UpgradeInfo,
-        status: UpgradeStatus,
-        started: float,
-        phases: list[tuple[str, float]],
-        error: str | None,
-        verdicts: list[Verdict] | None = None,
-    ) -> Report:
-        """Build the report, record the end in the journal, and tell the observers."""
-        report = Report(
-            upgrade_id=info.id,
-            target=info.target,
-            from_version=info.from_version,
-            to_version=info.to_version,
-            strategy=info.strategy,
-            layers=info.layers,
-            status=status,
-            started_at=started,
-            finished_at=time.time(),
-            phases=tuple(phases),
-            verdicts=tuple(verdicts or ()),
-            error=error,
-        )
-        self.journal.finish(info.id, status, report=report.to_dict(), error=error)
-        self.manager.notify("zdu_upgrade_finished", upgrade=info, report=report)
-        self.manager.notify("zdu_notify", notification=notification_of(info, report, self._trigger))
-        return report
-
-    # -- metrics and notifications -----------------------------------------------------------------
-
     @contextlib.contextmanager
-    def _outputs(self, trigger: str = "upgrade") -> Iterator[None]:
+    def _outputs(self) -> Iterator[None]:
         """Serve metrics, push them at the end, and notify webhooks, as the configuration asks."""
-        self._trigger = trigger
-        config = self.config
-        metrics = UpgradeMetrics() if config.metrics_address or config.pushgateway else None
-        notifier = WebhookNotifier(config.webhooks) if config.webhooks else None
-        for observer, name in ((metrics, "zdu-metrics"), (notifier, "zdu-webhooks")):
-            if observer is not None and not self.manager.has_plugin(name):
-                self.manager.register(observer, name=name)
-        try:
-            if metrics is not None and config.metrics_address:
-                try:
-                    url = metrics.serve(config.metrics_address)
-                except OSError as error:
-                    raise UsageError(
-                        f"upgrade.metrics_address: cannot serve on {config.metrics_address!r}: {error}"
-                    ) from None
-                log.info("metrics of upgrade of %s at %s", config.target.name, url)
-                self.metrics_url = url
-            yield
-        finally:
-            for observer in (metrics, notifier):
-                if observer is not None and self.manager.is_registered(observer):
-                    self.manager.unregister(observer)
-            if metrics is not None:
-                metrics.close()
-                if config.pushgateway:
-                    try:
-                        metrics.push(config.pushgateway, config.target.name)
-                    except OSError as error:
-                        log.warning("could not push the metrics to the Pushgateway: %s", error)
 
-    def _stop_probes(self, gates: list[ProbeGate]) -> list[Verdict]:
-        verdicts = []
-        for gate in gates:
-            try:
-                verdict = gate.probe.stop()
-            except Exception as error:
-                log.exception("probe %s failed to stop", gate.probe.name)
-                raise ZduError(f"probe {gate.probe.name} failed to stop: {error}") from error
-            verdicts.append(attrs.evolve(verdict, dry_run=gate.settings.dry_run))
-        return verdicts
+        def served_at(url: str) -> None:
+            self.metrics_url = url
+
+        with serving_outputs(self.config, self.manager, served_at):
+            yield
+
+    # -- rollback and post-deployment migrations on their own ---------------------------------------
 
     def rollback(self, upgrade_id: str) -> Report:
         """Roll back a paused or interrupted upgrade (``zdu rollback ID``).
 
         :raises RollbackRefused: once ``migrate(post)`` has started for it.
         """
-        with self._outputs(trigger="manual rollback"):
+        with self._outputs():
             return self._rollback_requested(upgrade_id)
 
     def _rollback_requested(self, upgrade_id: str) -> Report:
@@ -642,7 +469,8 @@ class Upgrade:
                 f"no upgrade {upgrade_id!r} of target {self.config.target.name!r} in the journal"
             )
         events = self.journal.events(upgrade_id)
-        if any(e.kind == "phase-started" and e.data.get("phase") == str(Phase.MIGRATE_POST) for e in events):
+        started = [e.data.get("phase", "") for e in events if e.kind == "phase-started"]
+        if PHASES.past_the_point_of_no_return(started) is not None:
             raise RollbackRefused(
                 f"upgrade {upgrade_id} has started post-deployment migrations, the point of no return: "
                 "roll forward with a fix, or restore a backup"
@@ -653,22 +481,19 @@ class Upgrade:
             self.journal.claim(upgrade_id)
             from_version = Version.parse(record.from_version)
             info = self._info(upgrade_id, from_version)
-            ctx = self._context(info, from_version, [], self._replicas(from_version, upgrade_id))
-            phases: list[tuple[str, float]] = []
-            started = time.time()
-            status, outcome = self._rollback(
-                ctx, self._strategy(), self._layers(), phases, "rollback requested"
-            )
+            recorder = Recorder(self.journal, self.manager, info, "manual rollback", time.time())
+            ctx = self._context(recorder, from_version, [], self._replicas(from_version, upgrade_id))
+            work = self._work(ctx, self._strategy(), self._layers(), None, [])
+            status, outcome = self._rollback(recorder, work, "rollback requested")
         error = None if status is UpgradeStatus.ROLLED_BACK else outcome
-        report = self._finish(info, status, started, phases, error)
-        return report
+        return recorder.finish(status, error)
 
     def migrate_post(self) -> Report:
         """Run the post-deployment migrations on their own (``zdu migrate post CONFIG``).
 
-        For upgrades run with ``migrations.defer_post``. Checks the same precondition as the upgrade's
-        ``migrate(post)`` phase: the platform serves the release and runs no instance of an older
-        version. Holds the target's lock (the platform's and the journal's) while it runs.
+        For upgrades run with ``migrations.defer_post``. Runs the table's ``migrate(post)`` phase, with
+        its precondition: the platform serves the release and runs no instance of an older version.
+        Holds the target's lock (the platform's and the journal's) while it runs.
         """
         runner = self._runner()
         if runner is None:
@@ -693,18 +518,20 @@ class Upgrade:
             config={**self.config.redacted(), "source": str(self.config.source or "")},
         )
         info = UpgradeInfo(upgrade_id, self.config.target.name, str(release), str(release), "migrate-post")
-        self.manager.notify("zdu_upgrade_started", upgrade=info)
-        ctx = self._context(info, release, [], self._replicas(release))
-        phases: list[tuple[str, float]] = []
+        recorder = Recorder(self.journal, self.manager, info, "upgrade", started)
+        recorder.started_upgrade()
+        ctx = self._context(recorder, release, [], self._replicas(release))
+        work = self._work(ctx, self._strategy(), [], runner, [])
+        # the deferred migrations are the point of this command: run them now
+        work = attrs.evolve(work, settings=attrs.evolve(work.settings, defer_post=False))
+        spec = PHASES.spec(Phase.MIGRATE_POST)
         status, error = UpgradeStatus.SUCCEEDED, None
         try:
-            with self._phase(ctx, Phase.MIGRATE_POST, phases):
-                self._check_no_older_instance(ctx)
-                self._migrate(ctx, runner, Stage.POST)
-                self._wait_for_background_migrations(ctx, runner)
+            with recorder.phase(ctx, spec.phase):
+                spec.run(work)
         except (ZduError, OSError) as failure:
-            status, error = UpgradeStatus.FAILED, f"{Phase.MIGRATE_POST} failed: {failure}"
-        return self._finish(info, status, started, phases, error)
+            status, error = UpgradeStatus.FAILED, f"{spec.phase} failed: {failure}"
+        return recorder.finish(status, error)
 
     def close(self) -> None:
         """Release the platform's client resources (the fleet keeps running)."""
@@ -715,8 +542,3 @@ class Upgrade:
 def _holder() -> str:
     """Who holds a target's lock: this process, on this machine."""
     return f"zdu pid {os.getpid()} on {socket.gethostname()}"
-
-
-def _phase_rank(phase: str) -> int:
-    names = [str(p) for p in Phase.ORDER]
-    return names.index(phase) if phase in names else len(names)

@@ -8,15 +8,24 @@ node, probes gating every node. Needs ``zdu[get]``. Registered through the entry
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from zdu.platform import OMNIBUS_NODES
-from zdu.plugins import MigrationRunnerPlugin, PlatformPlugin, StrategyPlugin, hookimpl
+from zdu.plugins import (
+    OMNIBUS_NODES,
+    MigrationRunnerPlugin,
+    PlatformPlugin,
+    StrategyPlugin,
+    Version,
+    hookimpl,
+)
 from zdu_get.config import GetPlatformConfig, GetPostDeploymentConfig, GetStrategyConfig
 from zdu_get.migrations import GetPostDeploymentRunner
 from zdu_get.platform import GetPlatform
 from zdu_get.strategy import GetStrategy
+
+if TYPE_CHECKING:
+    from zdu_demo.scenarios import DemoRow, DemoSettings, Scenario
 
 __all__ = ["GetPlatform", "GetPostDeploymentRunner", "GetStrategy"]
 
@@ -55,3 +64,16 @@ def zdu_migration_runners() -> Iterator[MigrationRunnerPlugin[Any]]:
         factory=GetPostDeploymentRunner,
         requires={OMNIBUS_NODES},
     )
+
+
+@hookimpl(optionalhook=True)
+def zdu_demo_run_scenarios(
+    scenarios: Sequence[Scenario], settings: DemoSettings, start: Version, startup_delay: float
+) -> Mapping[str, DemoRow] | None:
+    """Run ``zdu demo``'s ``get`` scenarios on a GET-like fleet behind HAProxy (:mod:`zdu_get.demo`)."""
+    ours = [s for s in scenarios if s.strategy == "get"]
+    if not ours:
+        return None
+    from zdu_get.demo import run_get_scenarios  # noqa: PLC0415 - the demo's fleet only when asked
+
+    return run_get_scenarios(ours, settings, start, startup_delay)

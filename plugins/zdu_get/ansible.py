@@ -22,8 +22,7 @@ from typing import Any
 import ansible_runner
 import attrs
 
-from zdu.context import UpgradeContext
-from zdu.errors import UsageError, ZduError
+from zdu.plugins import UpgradeContext, UsageError, ZduError
 
 __all__ = ["AnsibleEnvironment", "AnsibleError", "AnsibleResult", "TaskResult"]
 

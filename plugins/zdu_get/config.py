@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from zdu.secret import Secret
+from zdu.plugins import Secret
 
 __all__ = [
     "COMPONENT_ORDER",

@@ -12,10 +12,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from zdu.config import load_config
-from zdu.model import Version
+from zdu.plugins import Version, load_config
+from zdu_demo.scenarios import DemoRow, DemoSettings, Scenario, create_database, next_release
 from zdu_get.fleet import LocalGetFleet
-from zdu_local.demo import DemoRow, DemoSettings, Scenario, create_database, next_release
 
 __all__ = ["run_get_scenarios"]
 
@@ -32,7 +31,7 @@ def run_get_scenarios(
     console = settings.console
     directory = Path(tempfile.mkdtemp(prefix="zdu-demo-get-"))
     database = directory / "gitlab.sqlite"
-    create_database(database, start)
+    create_database(database, start, settings.manager)
     fleet = LocalGetFleet(directory / "fleet", startup_delay=startup_delay, database=database)
     version = start
     rows: dict[str, DemoRow] = {}

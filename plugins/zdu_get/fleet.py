@@ -30,11 +30,9 @@ from typing import Any
 
 import attrs
 
-from zdu.errors import PlatformError
+from zdu.plugins import PlatformError, ProcessIdentity, free_port, spawn, stop_processes
 from zdu_get.haproxy import HAProxyRuntime
 from zdu_get.node import start_node, stop_node
-from zdu_local.network import free_port
-from zdu_local.processes import ProcessIdentity, spawn, stop_processes
 
 __all__ = ["DEMO_PLAYBOOKS", "HAProxyReload", "LocalGetFleet", "haproxy_config"]
 

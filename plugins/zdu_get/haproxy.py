@@ -15,7 +15,7 @@ from pathlib import Path
 
 import attrs
 
-from zdu.errors import PlatformError
+from zdu.plugins import PlatformError
 
 __all__ = ["HAProxyRuntime", "ServerState"]
 

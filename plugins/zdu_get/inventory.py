@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from zdu.errors import UsageError
+from zdu.plugins import UsageError
 
 __all__ = ["hosts_matching", "read_inventory_version", "set_inventory_version"]
 

@@ -8,9 +8,7 @@ GitLab's regular migrations run on the deploy node while the ``get`` strategy up
 
 from __future__ import annotations
 
-from zdu.context import UpgradeContext
-from zdu.errors import UsageError
-from zdu.migrations import MigrationEnv, Stage
+from zdu.plugins import MigrationEnv, Stage, UpgradeContext, UsageError
 from zdu_get.ansible import journal_tasks
 from zdu_get.config import GetPostDeploymentConfig
 

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import attrs
 
-from zdu_local.config import demo_app_command
-from zdu_local.network import http_status
-from zdu_local.processes import ProcessIdentity, spawn, stop_processes
+from zdu.plugins import ProcessIdentity, http_status, spawn, stop_processes
+from zdu_demo import demo_app_command
 
 __all__ = ["NodeState", "main", "start_node", "stop_node"]
 

@@ -15,15 +15,21 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from zdu.locks import file_lock
-from zdu.model import Version
-from zdu.platform import WEIGHTS_ON_OFF, Instance, InstanceGroup, PlatformEnv, routed_versions
+from zdu.plugins import (
+    WEIGHTS_ON_OFF,
+    Instance,
+    InstanceGroup,
+    PlatformEnv,
+    Version,
+    file_lock,
+    inflight_requests,
+    routed_versions,
+)
 from zdu_get.ansible import AnsibleEnvironment
 from zdu_get.config import GetPlatformConfig
 from zdu_get.haproxy import HAProxyRuntime, ServerState
 from zdu_get.inventory import hosts_matching, set_inventory_version
 from zdu_get.terraform import TerraformRunner
-from zdu_local.network import inflight_requests
 
 __all__ = ["GetPlatform", "HAProxyRouter"]
 

@@ -17,11 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zdu.context import UpgradeContext
-from zdu.errors import PlatformError, UsageError, ZduError
-from zdu.model import Version
-from zdu.platform import OmnibusNodes
-from zdu.strategy import Step
+from zdu.plugins import OmnibusNodes, PlatformError, Step, UpgradeContext, UsageError, Version, ZduError
 from zdu_get.ansible import journal_tasks
 from zdu_get.config import COMPONENT_ORDER, GetStrategyConfig
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import attrs
 from python_terraform import IsFlagged, Terraform
 
-from zdu.errors import ZduError
+from zdu.plugins import ZduError
 
 __all__ = ["PlannedChange", "TerraformError", "TerraformPlanRefused", "TerraformRunner"]
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from zdu.errors import ZduError
-from zdu.migrations import CommandError, CommandTimeout
-from zdu_migrations.executor import LocalCommandExecutor
+from zdu.plugins import CommandError, CommandTimeout, LocalCommandExecutor, ZduError
 
 __all__ = ["StageFailed", "run_stage"]
 

@@ -16,10 +16,7 @@ from pathlib import Path
 
 import attrs
 
-from zdu.context import UpgradeContext
-from zdu.errors import UsageError
-from zdu.model import Version
-from zdu.strategy import Step
+from zdu.plugins import Step, UpgradeContext, UsageError, Version
 from zdu_instrumentor.stages import run_stage
 from zdu_instrumentor.tenant_model import (
     DEFAULT_SCHEMA,

@@ -20,9 +20,7 @@ import attrs
 import jsonpatch
 import jsonschema
 
-from zdu.errors import UsageError, ZduError
-from zdu.files import replace_atomically
-from zdu.model import Version
+from zdu.plugins import UsageError, Version, ZduError, replace_atomically
 
 __all__ = [
     "DEFAULT_SCHEMA",

@@ -11,15 +11,16 @@ import importlib.util
 from collections.abc import Iterator
 from typing import Any
 
-from zdu.platform import (
+from zdu.plugins import (
     AFFINITY,
     ASSET_STORE,
     COMMAND_HOST,
     INSTANCE_GROUPS,
     PREVIEW_ROUTE,
     TRAFFIC_SPLIT,
+    PlatformPlugin,
+    hookimpl,
 )
-from zdu.plugins import PlatformPlugin, hookimpl
 
 # Without the extra, loading the plugin fails here, naming the module: the registry reports it with
 # the extra that cures it ("install zdu[kubernetes]"). The client itself is imported only when used:

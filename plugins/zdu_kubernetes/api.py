@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import tenacity
 
-from zdu.errors import PlatformError, UsageError
+from zdu.plugins import PlatformError, UsageError
 
 __all__ = [
     "KINDS",

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from zdu.migrations import CommandError, CommandResult, CommandTimeout
+from zdu.plugins import CommandError, CommandResult, CommandTimeout
 from zdu_kubernetes.api import Obj, WaitTimeout
 from zdu_kubernetes.objects import MANAGED_BY, retag
 

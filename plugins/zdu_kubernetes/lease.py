@@ -8,7 +8,7 @@ import logging
 import threading
 from collections.abc import Iterator
 
-from zdu.errors import PlatformError, TargetBusy
+from zdu.plugins import PlatformError, TargetBusy
 from zdu_kubernetes.api import Api, Obj
 from zdu_kubernetes.objects import MANAGED_BY
 

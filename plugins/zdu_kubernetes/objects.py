@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from zdu.model import Version
+from zdu.plugins import Version
 from zdu_kubernetes.api import Obj
 from zdu_kubernetes.config import KubernetesPlatformConfig
 

@@ -23,9 +23,18 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from zdu.errors import PlatformError, PreflightError, ReadinessTimeout
-from zdu.model import Version
-from zdu.platform import WEIGHTS_ON_OFF, CanaryRoute, Instance, InstanceGroup, PlatformEnv, routed_versions
+from zdu.plugins import (
+    WEIGHTS_ON_OFF,
+    CanaryRoute,
+    Instance,
+    InstanceGroup,
+    PlatformEnv,
+    PlatformError,
+    PreflightError,
+    ReadinessTimeout,
+    Version,
+    routed_versions,
+)
 from zdu_kubernetes.api import Api, ClusterApi, Obj, OfflineApi, WaitTimeout, matches
 from zdu_kubernetes.config import KubernetesPlatformConfig
 from zdu_kubernetes.jobs import JobCommandExecutor

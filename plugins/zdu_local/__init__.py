@@ -1,6 +1,6 @@
 """The local platform, the embedded default: processes on this machine behind a real nginx.
 
-Also ships the GitLab-like demo app (``python -m zdu_local.demo_app``), the ``zdu local up|down``
+Also ships the GitLab-like demo app (``python -m zdu_demo.demo_app``), the ``zdu local up|down``
 commands and ``zdu demo``. Registered through the entry point ``local`` in group ``zdu``, exactly as a
 third-party plugin.
 """
@@ -10,14 +10,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from zdu.platform import AFFINITY, ASSET_STORE, INSTANCE_GROUPS, PREVIEW_ROUTE, SCALE_TOGETHER, TRAFFIC_SPLIT
-from zdu.plugins import PlatformPlugin, hookimpl
+from zdu.plugins import (
+    AFFINITY,
+    ASSET_STORE,
+    INSTANCE_GROUPS,
+    PREVIEW_ROUTE,
+    SCALE_TOGETHER,
+    TRAFFIC_SPLIT,
+    PlatformPlugin,
+    hookimpl,
+)
 
 if TYPE_CHECKING:
     import click
 
 # The platform and the commands are imported inside the hooks: every demo-app instance imports this
-# package first (python -m zdu_local.demo_app), and should start in milliseconds, not load click.
+# package first (python -m zdu_demo.demo_app), and should start in milliseconds, not load click.
 
 
 @hookimpl

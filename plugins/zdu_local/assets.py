@@ -31,10 +31,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from zdu.errors import PlatformError
-from zdu.files import replace_atomically
-from zdu.model import Version
-from zdu_local.processes import tail
+from zdu.plugins import PlatformError, Version, replace_atomically, tail
 
 __all__ = ["DirectoryAssetStore"]
 

@@ -8,12 +8,17 @@ from pathlib import Path
 
 import click
 
-from zdu.cli import manager_from, stderr_console
-from zdu.config import load_config
-from zdu.errors import UsageError
-from zdu.journal import Journal, UpgradeRecord
-from zdu.platform import PlatformEnv
-from zdu_local.demo import DEFAULT_SCENARIOS, DemoTraffic, render_table, run_demo
+from zdu.plugins import (
+    Journal,
+    PlatformEnv,
+    UpgradeRecord,
+    UsageError,
+    load_config,
+    manager_from,
+    stderr_console,
+)
+from zdu_demo.scenarios import DEFAULT_SCENARIOS, DemoTraffic, render_table
+from zdu_local.demo import run_demo
 from zdu_local.demo_reports import demo_journal, write_html_reports
 from zdu_local.platform import LocalPlatform
 
@@ -42,7 +47,7 @@ def local() -> None:
 def up(ctx: click.Context, config: Path) -> None:
     """Start the target's fleet at its current version; print the router's URL once it serves."""
     platform, version = _platform(ctx, config)
-    from zdu.model import Version  # noqa: PLC0415
+    from zdu.plugins import Version  # noqa: PLC0415
 
     click.echo(platform.up(Version.parse(version)))
 

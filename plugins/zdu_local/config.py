@@ -7,30 +7,23 @@ from typing import Any
 
 import attrs
 
+from zdu_demo import DEMO_APP_COMMAND
+
 __all__ = [
     "DEFAULT_ASSETS_COMMAND",
     "DEFAULT_COMMAND",
     "LocalPlatformConfig",
-    "demo_app_command",
     "split_address",
 ]
 
-DEFAULT_COMMAND = (sys.executable, "-m", "zdu_local.demo_app", "--version", "{version}", "--port", "{port}")
-
-
-def demo_app_command(startup_delay: float, *options: str) -> list[str]:
-    """The bundled demo app as a ``command`` template, listening on ``{host}``, with its start-up delay.
-
-    ``options`` are more demo-app arguments (``--database PATH``, ``--fault 5xx``, ...).
-    """
-    return [*DEFAULT_COMMAND, "--host", "{host}", "--startup-delay", str(startup_delay), *options]
+DEFAULT_COMMAND = DEMO_APP_COMMAND
 
 
 PLACEHOLDERS = {"version": "16.6.0", "port": "8080", "host": "127.0.0.1"}
 DEFAULT_ASSETS_COMMAND = (
     sys.executable,
     "-m",
-    "zdu_local.demo_app",
+    "zdu_demo.demo_app",
     "--export-assets",
     "{dir}",
     "--version",

@@ -7,7 +7,7 @@ Every scenario is measured twice, by two instruments that share no code:
   API reads, writes that are read back (lost writes), long downloads (cut streams) and websockets
   held across the rollout (dropped sockets);
 * wrk, an independent load generator (Debian's ``wrk``), sending page views and writes through the
-  same router at the same time (:mod:`zdu_local.crosscheck`).
+  same router at the same time (:mod:`zdu_demo.crosscheck`).
 
 The router (nginx for the local platform, HAProxy for the GET-like fleet) never retries a request:
 every zero is the fleet's own. Beside the zeros stand the negative controls, measured by the same
@@ -29,347 +29,50 @@ Ctrl-C.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import sys
 import tempfile
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import attrs
 from rich.console import Console
-from rich.table import Table
 
-from zdu.cli import ProgressObserver, WarningSummary, interruptible, stderr_console
-from zdu.config import load_config
-from zdu.context import RESTORED_EVENT
-from zdu.errors import ZduError
-from zdu.journal import Journal
-from zdu.migrations import MigrationEnv, Stage
-from zdu.model import Event, Report, Target, UpgradeStatus, Version
-from zdu.platform import Platform, PlatformEnv
-from zdu.policy import next_minor
-from zdu.registry import ZduPluginManager
-from zdu.secret import Secret
-from zdu.upgrade import Upgrade
-from zdu_local.config import demo_app_command
-from zdu_local.crosscheck import IndependentCount, IndependentLoad, WrkMissing, find_wrk
-from zdu_local.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
-from zdu_local.platform import LocalPlatform
-from zdu_local.processes import ProcessIdentity, spawn, stop_processes
-
-__all__ = [
-    "DEFAULT_SCENARIOS",
-    "DemoRow",
-    "DemoSettings",
-    "DemoTraffic",
-    "Scenario",
-    "blast_radius",
-    "create_database",
-    "create_mixed_database",
-    "next_release",
-    "render_table",
-    "run_demo",
-]
-
-#: The version the fleets with migrations start at (16.5's schema); they go to 16.6.0.
-START_VERSION = Version.parse("16.5.0")
-#: The version the fleet of the scenarios without migrations starts at (its database as 16.6 left it).
-CHAIN_START_VERSION = Version.parse("16.6.0")
-
-#: Seconds a demo-app instance takes to start (GitLab's Puma takes far longer; this keeps the demo short).
-STARTUP_DELAY_S = 1.0
-
-
-#: How a scenario runs migrations: none, in zdu's order, or post-deployment ones first (unsafe, to
-#: show the damage the order prevents).
-MIGRATIONS = ("none", "ordered", "post-first")
-#: What a scenario is for: a ``safe`` upgrade whose zeros are claimed; a negative ``control`` (the
-#: same instruments must see failures there); an ``unsafe`` order shown for its damage; a
-#: ``blast-radius`` measure: a bad release (``fault``) that the gating probe must catch and roll back,
-#: with the failures users saw before the rollback completed.
-ROLES = ("safe", "control", "unsafe", "blast-radius")
-#: The fault of the demo's bad releases: the new version answers 500 to 30% of requests.
-BAD_RELEASE_FAULT = "5xx-share:0.3"
-
-
-@attrs.frozen
-class Scenario:
-    """One row of the demo: a strategy, its layers and options, how migrations run, and its role."""
-
-    key: str
-    strategy: str
-    layers: tuple[str, ...] = ()
-    options: dict[str, Any] = attrs.field(factory=dict)
-    migrations: str = attrs.field(default="none", validator=attrs.validators.in_(MIGRATIONS))
-    #: what tells two scenarios of one strategy apart (``rolling``: ``no drain``)
-    variant: str = ""
-    #: options of the ``[platform]`` table beyond the demo's own (``drain = false`` for ``no drain``)
-    platform: dict[str, Any] = attrs.field(factory=dict)
-    role: str = attrs.field(default="safe", validator=attrs.validators.in_(ROLES))
-    #: a demo-app fault the release (only) has (``--fault``), such as :data:`BAD_RELEASE_FAULT`: the
-    #: probe then gates (no dry run) and the scenario must end rolled back
-    fault: str = ""
-
-
-_ROLLING = {"max_surge": 1, "max_unavailable": 0}
-_BLUE_GREEN = {"scale_down_delay": 3.0, "preview_seconds": 2.0}
-_CANARY = {
-    "steps": [{"weight": 10, "pause": "1s"}, {"weight": 50, "pause": "1s"}, {"weight": 100}],
-    "preview_seconds": 2.0,
-}
-
-
-def _bad_release(strategy: str, options: dict[str, Any]) -> Scenario:
-    """``strategy`` rolling out a release that answers 500 to a share of requests, under a gating probe."""
-    return Scenario(
-        f"{strategy}-bad-release",
-        strategy,
-        options=options,
-        variant="bad release",
-        role="blast-radius",
-        fault=BAD_RELEASE_FAULT,
-    )
-
-
-#: The negative controls first, then the plain strategies, then each with a traffic layer that
-#: cures the asset hazard, then migrations, then a GET-like fleet behind HAProxy.
-DEFAULT_SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("recreate", "recreate", role="control"),
-    Scenario(
-        "rolling-no-drain",
-        "rolling",
-        options=_ROLLING,
-        variant="no drain",
-        platform={"drain": False},
-        role="control",
-    ),
-    Scenario("rolling", "rolling", options=_ROLLING),
-    Scenario("blue-green", "blue-green", options=_BLUE_GREEN),
-    Scenario("canary", "canary", options=_CANARY),
-    Scenario("rolling+sticky-nginx", "rolling", ("sticky-nginx",), options=_ROLLING),
-    Scenario("rolling+assets-shim", "rolling", ("assets-shim",), options=_ROLLING),
-    Scenario("blue-green+sticky-nginx", "blue-green", ("sticky-nginx",), options=_BLUE_GREEN),
-    # blast radius: a bad release per strategy, caught by the gating probe and rolled back
-    _bad_release("rolling", _ROLLING),
-    _bad_release("blue-green", _BLUE_GREEN),
-    _bad_release("canary", _CANARY),
-    Scenario(
-        "rolling+sticky-nginx+sql", "rolling", ("sticky-nginx",), options=_ROLLING, migrations="ordered"
-    ),
-    Scenario(
-        "rolling+sticky-nginx+sql-post-first",
-        "rolling",
-        ("sticky-nginx",),
-        options=_ROLLING,
-        migrations="post-first",
-        role="unsafe",
-    ),
-    # a GET-like fleet behind HAProxy (zdu[get], haproxy): GET's own way, then with zdu's drain
-    Scenario("get-no-drain", "get", options={"drain": False}, variant="no drain", role="control"),
-    Scenario("get-drain", "get", options={"drain": True}, variant="drain"),
+from zdu.plugins import (
+    Journal,
+    PlatformEnv,
+    ProcessIdentity,
+    ProgressObserver,
+    Version,
+    WarningSummary,
+    ZduPluginManager,
+    interruptible,
+    load_config,
+    spawn,
+    stderr_console,
+    stop_processes,
 )
+from zdu_demo import demo_app_command, hookspecs
+from zdu_demo.demo_app import DEMO_MIGRATIONS
+from zdu_demo.scenarios import (
+    CHAIN_START_VERSION,
+    START_VERSION,
+    STARTUP_DELAY_S,
+    DemoRow,
+    DemoSettings,
+    DemoTraffic,
+    Scenario,
+    create_database,
+    label,
+    next_release,
+)
+from zdu_local.platform import LocalPlatform
+
+__all__ = ["demo_config", "run_demo"]
 
 
-@attrs.frozen
-class DemoTraffic:
-    """What the probe sends in every scenario (and whether wrk cross-checks it).
-
-    :ivar rps: the probe's offered rate of scheduled requests (page views, API reads, writes).
-    :ivar clients: browser-like visitors, each with its own cookies.
-    :ivar mix: the share of ``rps`` of each kind.
-    :ivar streams: long downloads in flight at any time, each ``stream_seconds`` long.
-    :ivar sockets: websockets held across each upgrade.
-    :ivar independent: whether wrk sends its own traffic through the same router.
-    """
-
-    rps: float = 200.0
-    clients: int = 20
-    mix: dict[str, float] = attrs.field(factory=lambda: {"page": 0.5, "api": 0.3, "write": 0.2})
-    streams: int = 5
-    stream_seconds: float = 3.0
-    sockets: int = 5
-    independent: bool = True
-
-    def bad_release(self) -> DemoTraffic:
-        """The traffic of a bad-release scenario: requests only (no streams, no websockets), at most 100/s.
-
-        Its figure is how many requests users saw fail; its probe gates, and the strategy's analysis
-        runs a second one against the preview route at the same time, so the load is kept modest.
-        """
-        return attrs.evolve(self, rps=min(self.rps, 100.0), streams=0, sockets=0)
-
-    def probe(self, *, gating: bool = False) -> dict[str, Any]:
-        """The ``[[probes]]`` table of the demo's http probe (dry run: it records, never gates).
-
-        ``gating``: the probe gates instead (a bad-release scenario): one failed measurement of the
-        default thresholds (no failed request, no lost write, ...) fails the gate and rolls back.
-        Asset errors do not gate there: they are the mixed-version hazard the traffic layers cure, not
-        the bad release, and the time to the decision is measured from the first failed request.
-        """
-        return {
-            "name": "http",
-            "rps": self.rps,
-            "clients": self.clients,
-            "mix": dict(self.mix),
-            "streams": self.streams,
-            "stream_seconds": self.stream_seconds,
-            "sockets": self.sockets,
-            "dry_run": not gating,
-            **({"max_asset_errors": None} if gating else {}),
-        }
-
-
-@attrs.frozen
-class DemoRow:
-    """What the instruments measured during one scenario."""
-
-    strategy: str
-    layers: tuple[str, ...]
-    migrations: str
-    from_version: str
-    to_version: str
-    status: str
-    requests: int
-    failed: int
-    asset_errors: int
-    longest_outage_s: float
-    p99_ms: float
-    achieved_rps: float
-    duration_s: float
-    variant: str = ""
-    role: str = "safe"
-    router_retries: bool = False
-    offered_rps: float = 0.0
-    writes: int = 0
-    failed_writes: int = 0
-    lost_writes: int = 0
-    streams: int = 0
-    cut_streams: int = 0
-    sockets: int = 0
-    dropped_sockets: int = 0
-    slow_requests: int = 0
-    failure_rate_upper_95: float = 1.0
-    independent: IndependentCount | None = None
-    #: bad-release scenarios: failed requests the probe's users saw before the rollback completed
-    user_failed: int | None = None
-    #: seconds from the first failure users saw to the decision to roll back
-    detect_s: float | None = None
-    #: seconds from the decision to roll back to only the old version serving users
-    restore_s: float | None = None
-    #: the upgrade's id in the demo's journal (``zdu report ID``)
-    upgrade_id: str = ""
-
-    @classmethod
-    def from_report(
-        cls,
-        scenario: Scenario,
-        report: Report,
-        *,
-        router_retries: bool,
-        independent: IndependentCount | None,
-        events: Sequence[Event] = (),
-    ) -> DemoRow:
-        """The row of a scenario's report, with what the router did and what wrk counted.
-
-        ``events``: the upgrade's journal, read for a bad-release scenario's blast radius.
-        """
-
-        def count(name: str) -> int:
-            return int(report.value(name))
-
-        return cls(
-            strategy=scenario.strategy,
-            layers=scenario.layers,
-            migrations=scenario.migrations,
-            from_version=report.from_version,
-            to_version=report.to_version,
-            status=report.status.value,
-            requests=count("requests"),
-            failed=count("failed_requests"),
-            asset_errors=count("asset_errors"),
-            longest_outage_s=round(report.value("longest_outage_s"), 3),
-            p99_ms=round(report.value("p99_ms"), 1),
-            achieved_rps=round(report.value("achieved_rps"), 1),
-            duration_s=round(report.duration_seconds, 2),
-            variant=scenario.variant,
-            role=scenario.role,
-            router_retries=router_retries,
-            offered_rps=round(report.value("offered_rps"), 1),
-            writes=count("writes"),
-            failed_writes=count("failed_writes"),
-            lost_writes=count("lost_writes"),
-            streams=count("streams"),
-            cut_streams=count("cut_streams"),
-            sockets=count("sockets"),
-            dropped_sockets=count("dropped_sockets"),
-            slow_requests=count("slow_requests"),
-            failure_rate_upper_95=report.value("failure_rate_upper_95", 1.0),
-            independent=independent,
-            **(blast_radius(report, events) if scenario.fault else {}),
-            upgrade_id=report.upgrade_id,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form ``zdu demo --json`` prints."""
-        return {
-            "strategy": self.strategy,
-            "layers": list(self.layers),
-            "migrations": self.migrations,
-            "variant": self.variant,
-            "role": self.role,
-            "from_version": self.from_version,
-            "to_version": self.to_version,
-            "status": self.status,
-            "router_retries": self.router_retries,
-            "offered_rps": self.offered_rps,
-            "achieved_rps": self.achieved_rps,
-            "requests": self.requests,
-            "failed": self.failed,
-            "asset_errors": self.asset_errors,
-            "writes": self.writes,
-            "failed_writes": self.failed_writes,
-            "lost_writes": self.lost_writes,
-            "streams": self.streams,
-            "cut_streams": self.cut_streams,
-            "sockets": self.sockets,
-            "dropped_sockets": self.dropped_sockets,
-            "slow_requests": self.slow_requests,
-            "longest_outage_s": self.longest_outage_s,
-            "p99_ms": self.p99_ms,
-            "failure_rate_upper_95": self.failure_rate_upper_95,
-            "duration_s": self.duration_s,
-            "independent": None if self.independent is None else self.independent.to_dict(),
-            "user_failed": self.user_failed,
-            "detect_s": self.detect_s,
-            "restore_s": self.restore_s,
-            "upgrade_id": self.upgrade_id,
-        }
-
-
-def blast_radius(report: Report, events: Sequence[Event]) -> dict[str, Any]:
-    """``user_failed``, ``detect_s`` and ``restore_s`` of a rolled-back upgrade, from its report and journal.
-
-    ``user_failed``: the requests the upgrade's own probe (users, through the router; not the preview
-    analysis) saw fail; the probe stops once the rollback is done. ``detect_s``: from the end of the
-    first of them to the decision to roll back (journal ``rollback``); None when users saw none.
-    ``restore_s``: from that decision to only the old version serving users (journal ``restored``).
-    """
-    decided = next((e.at for e in events if e.kind == "rollback"), None)
-    restored = next((e.at for e in events if e.kind == RESTORED_EVENT), None)
-    first = report.value("first_failure_at", 0.0)
-    return {
-        "user_failed": int(report.value("failed_requests")),
-        "detect_s": round(decided - first, 3) if decided is not None and first > 0 else None,
-        "restore_s": round(restored - decided, 3) if decided is not None and restored is not None else None,
-    }
-
-
-def _config(
+def demo_config(
     scenario: Scenario,
     state_dir: Path,
     from_version: Version,
@@ -378,6 +81,7 @@ def _config(
     replicas: int,
     database: Path,
 ) -> dict[str, Any]:
+    """The configuration of ``scenario``'s upgrade of a local demo fleet (for :func:`load_config`)."""
     config: dict[str, Any] = {
         "target": {"name": "demo", "platform": "local", "version": str(from_version)},
         "platform": {
@@ -418,12 +122,6 @@ def _config(
     return config
 
 
-def next_release(version: Version) -> Version:
-    """The first release of the minor series after ``version``'s (16.11 is followed by 17.0)."""
-    major, minor = next_minor(version)
-    return Version.parse(f"{major}.{minor}.0")
-
-
 def run_demo(
     scenarios: Iterable[Scenario],
     *,
@@ -454,78 +152,12 @@ def run_demo(
             for scenario in scenarios:
                 if scenario.migrations != "none" and not settings.cancel.is_set():
                     rows.update(_run_fleet([scenario], settings, START_VERSION))
-            on_get = [s for s in scenarios if s.strategy == "get"]
-            if on_get and not settings.cancel.is_set():
-                from zdu_get.demo import run_get_scenarios  # noqa: PLC0415 - zdu[get] only when asked
-
-                rows.update(run_get_scenarios(on_get, settings, CHAIN_START_VERSION, STARTUP_DELAY_S))
+            elsewhere = [s for s in scenarios if s.strategy == "get"]
+            if elsewhere and not settings.cancel.is_set():
+                rows.update(_run_elsewhere(elsewhere, settings))
     finally:
         manager.unregister(observer)
     return [rows[s.key] for s in scenarios if s.key in rows]
-
-
-@attrs.define
-class DemoSettings:
-    """What every fleet of one demo run shares: plugins, traffic, size, output, the cancel flag."""
-
-    manager: ZduPluginManager
-    traffic: DemoTraffic
-    replicas: int
-    console: Console
-    cancel: threading.Event = attrs.field(factory=threading.Event)
-    _warned_wrk: bool = False
-    #: where the upgrades are recorded (default: each fleet's own, removed with it)
-    journal: Journal | None = None
-
-    @contextmanager
-    def independent(self, url: str) -> Iterator[Callable[[], IndependentCount | None]]:
-        """Run wrk through ``url`` for the duration of the block; the callable gives its count after.
-
-        Without wrk installed (or with ``traffic.independent`` off) the count is None, said once.
-        """
-        load: IndependentLoad | None = None
-        if self.traffic.independent:
-            try:
-                find_wrk()
-                # about 160 requests/s: enough that a control's seconds of failures reach wrk too
-                load = IndependentLoad(url, connections=8, delay_ms=50)
-            except WrkMissing as error:
-                if not self._warned_wrk:
-                    self.console.print(f"[yellow]no independent cross-check[/yellow]: {error}")
-                    self._warned_wrk = True
-        if load is None:
-            yield lambda: None
-            return
-        load.start()
-        try:
-            yield lambda: load.result
-        finally:
-            load.stop()
-
-    def run_upgrade(
-        self,
-        scenario: Scenario,
-        config: Any,
-        url: str,
-        router_retries: bool,
-        **options: Any,
-    ) -> DemoRow:
-        """Upgrade as ``config`` says under the probe and wrk; raise unless it succeeded."""
-        upgrade = Upgrade(config, self.manager, journal=self.journal, verify_seconds=1.0, **options)
-        upgrade.cancel = self.cancel
-        with self.independent(url) as independent:
-            report = upgrade.run()
-        events = upgrade.journal.events(report.upgrade_id) if scenario.fault else ()
-        row = DemoRow.from_report(
-            scenario, report, router_retries=router_retries, independent=independent(), events=events
-        )
-        expected = UpgradeStatus.ROLLED_BACK if scenario.fault else UpgradeStatus.SUCCEEDED
-        if report.status is not expected:
-            raise ZduError(
-                f"demo scenario {scenario.key} ended {report.status.value}, not {expected.value}: "
-                f"{report.error}"
-            )
-        return row
 
 
 def _run_fleet(scenarios: list[Scenario], settings: DemoSettings, start: Version) -> dict[str, DemoRow]:
@@ -536,7 +168,7 @@ def _run_fleet(scenarios: list[Scenario], settings: DemoSettings, start: Version
     version = start
 
     def config_of(scenario: Scenario, from_version: Version) -> Any:
-        raw = _config(
+        raw = demo_config(
             scenario,
             state_dir,
             from_version,
@@ -552,10 +184,10 @@ def _run_fleet(scenarios: list[Scenario], settings: DemoSettings, start: Version
     rows: dict[str, DemoRow] = {}
     worker: ProcessIdentity | None = None
     try:
-        create_database(database, version)
+        create_database(database, version, settings.manager)
         # the fleet's background worker (GitLab's Sidekiq runs batched background migrations)
         worker = spawn(
-            [sys.executable, "-m", "zdu_local.demo_worker", "--database", str(database)],
+            [sys.executable, "-m", "zdu_demo.demo_worker", "--database", str(database)],
             dict(os.environ),
             state_dir / "logs" / "worker.log",
         )
@@ -568,7 +200,7 @@ def _run_fleet(scenarios: list[Scenario], settings: DemoSettings, start: Version
             config = config_of(scenario, version)
             traffic = settings.traffic
             console.print(
-                f"[bold]{_label(scenario)}[/bold]: {version} -> {config.release.version} with "
+                f"[bold]{label(scenario)}[/bold]: {version} -> {config.release.version} with "
                 f"{traffic.rps:g} probe requests/s, {traffic.streams} long downloads and "
                 f"{traffic.sockets} websockets"
             )
@@ -590,91 +222,15 @@ def _run_fleet(scenarios: list[Scenario], settings: DemoSettings, start: Version
     return rows
 
 
-def create_database(database: Path, version: Version) -> None:
-    """Create the demo's SQLite database as ``version`` left it.
-
-    16.5.0: the demo migrations up to 16.5's schema; a later version: every demo migration, regular
-    and post-deployment.
-    """
-    runner = _demo_runner(database, version)
-    if version <= START_VERSION:
-        runner.apply(Stage.PRE, through=DEMO_BASE_SCHEMA)
-    else:
-        runner.apply(Stage.PRE)
-        runner.apply(Stage.POST)
-
-
-def create_mixed_database(database: Path) -> None:
-    """Create the demo's database as an upgrade to 16.6 leaves it between its two stages.
-
-    16.6's regular migrations are applied, its post-deployment ones are not: both 16.5 and 16.6 read
-    it, so a fleet of either (or both) shares it without migrations of its own.
-    """
-    _demo_runner(database, START_VERSION).apply(Stage.PRE)
-
-
-def _demo_runner(database: Path, version: Version) -> Any:
-    from zdu_migrations.sql import SqlRunner, SqlRunnerConfig  # noqa: PLC0415 - zdu_migrations on demand
-
-    env = MigrationEnv(
-        target=Target(name="demo", platform="local", version=version),
-        # the sql runner reads its files and the database only: it never asks the platform
-        platform=cast(Platform, None),
-        state_dir=database.parent,
-    )
-    return SqlRunner(SqlRunnerConfig(database=Secret(f"sqlite://{database}"), path=DEMO_MIGRATIONS), env)
-
-
-def _label(scenario: Scenario | DemoRow) -> str:
-    parts = [scenario.strategy, *scenario.layers, *([scenario.variant] if scenario.variant else [])]
-    if scenario.migrations == "ordered":
-        parts.append("sql migrations")
-    elif scenario.migrations == "post-first":
-        parts.append("sql migrations, post first (unsafe)")
-    return " + ".join(parts)
-
-
-def _seconds(value: float | None) -> str:
-    return "none" if value is None else f"{value:.2f}s"
-
-
-def _independent(row: DemoRow) -> str:
-    return "-" if row.independent is None else f"{row.independent.failed}/{row.independent.requests}"
-
-
-#: The table's columns: a header and the cell of a row.
-_COLUMNS: tuple[tuple[str, Callable[[DemoRow], str]], ...] = (
-    ("scenario", _label),
-    ("role", lambda row: row.role),
-    ("versions", lambda row: f"{row.from_version} -> {row.to_version}"),
-    ("requests", lambda row: str(row.requests)),
-    ("failed", lambda row: str(row.failed)),
-    ("asset errors", lambda row: str(row.asset_errors)),
-    ("writes lost/failed", lambda row: f"{row.lost_writes}/{row.failed_writes} of {row.writes}"),
-    ("streams cut", lambda row: f"{row.cut_streams} of {row.streams}"),
-    ("sockets dropped", lambda row: f"{row.dropped_sockets} of {row.sockets}"),
-    ("outage", lambda row: f"{row.longest_outage_s:.2f}s"),
-    ("p99", lambda row: f"{row.p99_ms:.0f}ms"),
-    ("offered/achieved", lambda row: f"{row.offered_rps:.0f}/{row.achieved_rps:.0f}"),
-    ("fail rate ≤ (95%)", lambda row: f"{row.failure_rate_upper_95:.2%}"),
-    ("wrk failed", _independent),
-    ("users failed", lambda row: "-" if row.user_failed is None else str(row.user_failed)),
-    ("detect", lambda row: _seconds(row.detect_s) if row.user_failed is not None else "-"),
-    ("restore", lambda row: _seconds(row.restore_s) if row.user_failed is not None else "-"),
-    ("duration", lambda row: f"{row.duration_s:.1f}s"),
-)
-
-
-def render_table(rows: Sequence[DemoRow]) -> str:
-    """The demo's table, as text."""
-    table = Table(title="zdu demo: what users saw during each upgrade (router retries off)")
-    for header, _cell in _COLUMNS:
-        table.add_column(
-            header, justify="left" if header in ("scenario", "role", "versions") else "right", no_wrap=True
-        )
-    for row in rows:
-        table.add_row(*(cell(row) for _header, cell in _COLUMNS))
-    console = Console(width=360, file=io.StringIO())
-    console.print(table)
-    text = console.file.getvalue()  # type: ignore[attr-defined]
-    return str(text)
+def _run_elsewhere(scenarios: list[Scenario], settings: DemoSettings) -> dict[str, DemoRow]:
+    """Have other platforms' plugins run ``scenarios`` (``get``: a GET-like fleet), by the demo's hook."""
+    manager = settings.manager
+    caller = getattr(manager.hook, "zdu_demo_run_scenarios", None)
+    if caller is None or caller.spec is None:  # like pytest_addhooks: the demo's hook, added when used
+        manager.add_hookspecs(hookspecs)
+    rows: dict[str, DemoRow] = {}
+    for result in manager.hook.zdu_demo_run_scenarios(
+        scenarios=scenarios, settings=settings, start=CHAIN_START_VERSION, startup_delay=STARTUP_DELAY_S
+    ):
+        rows.update(result or {})
+    return rows

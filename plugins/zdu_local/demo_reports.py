@@ -14,8 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from zdu.journal import Journal, default_state_dir
-from zdu.report import load_view, render_html, render_index
+from zdu.plugins import Journal, default_state_dir, load_view, render_html, render_index
 
 __all__ = ["KEEP_RUNS", "demo_journal", "write_html_reports"]
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from zdu.cli import manager_from
+from zdu.plugins import manager_from
 from zdu_local.fleet_demo import render_fleet_table, run_fleet_demo
 
 __all__ = ["fleet_demo"]

@@ -23,15 +23,19 @@ import tomli_w
 from rich.console import Console
 from rich.table import Table
 
-from zdu.fleet import Fleet, load_fleet
-from zdu.fleet_run import FleetReport, FleetRunner
-from zdu.journal import Journal
-from zdu.platform import PlatformEnv
-from zdu.registry import ZduPluginManager
-from zdu.upgrade import current_version
-from zdu_local.config import demo_app_command
-from zdu_local.demo import create_mixed_database
-from zdu_local.network import free_port
+from zdu.plugins import (
+    Fleet,
+    FleetReport,
+    FleetRunner,
+    Journal,
+    PlatformEnv,
+    ZduPluginManager,
+    current_version,
+    free_port,
+    load_fleet,
+)
+from zdu_demo import demo_app_command
+from zdu_demo.scenarios import create_mixed_database
 from zdu_local.platform import LocalPlatform
 
 __all__ = [

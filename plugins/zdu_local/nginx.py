@@ -28,8 +28,7 @@ from pathlib import Path
 import attrs
 import psutil
 
-from zdu.errors import PlatformError
-from zdu_local.processes import ProcessIdentity, tail
+from zdu.plugins import PlatformError, ProcessIdentity, tail
 
 __all__ = ["BinaryUpgrade", "Nginx", "find_nginx"]
 

@@ -26,15 +26,27 @@ from pathlib import Path
 
 import attrs
 
-from zdu.errors import PlatformError, ReadinessTimeout
-from zdu.locks import file_lock
-from zdu.model import Version
-from zdu.platform import Instance, InstanceGroup, PlatformEnv, routed_versions
+from zdu.plugins import (
+    Instance,
+    InstanceGroup,
+    PlatformEnv,
+    PlatformError,
+    ProcessIdentity,
+    ReadinessTimeout,
+    Version,
+    established_connections,
+    file_lock,
+    free_port,
+    http_status,
+    inflight_requests,
+    routed_versions,
+    spawn,
+    stop_processes,
+    tail,
+)
 from zdu_local.assets import DirectoryAssetStore
 from zdu_local.config import LocalPlatformConfig
-from zdu_local.network import established_connections, free_port, http_status, inflight_requests
 from zdu_local.nginx import Nginx
-from zdu_local.processes import ProcessIdentity, spawn, stop_processes, tail
 from zdu_local.router import NginxRouter
 from zdu_local.state import FleetState, InstanceRecord, StateStore
 

@@ -44,12 +44,17 @@ from pathlib import Path
 import attrs
 import psutil
 
-from zdu.errors import PlatformError
-from zdu.platform import WEIGHTS_PER_INSTANCE, CanaryRoute
+from zdu.plugins import (
+    WEIGHTS_PER_INSTANCE,
+    CanaryRoute,
+    PlatformError,
+    ProcessIdentity,
+    format_address,
+    free_port,
+    tail,
+)
 from zdu_local.config import split_address
-from zdu_local.network import format_address, free_port
 from zdu_local.nginx import BinaryUpgrade, Nginx
-from zdu_local.processes import ProcessIdentity, tail
 from zdu_local.state import InstanceRecord, RouterRecord, StateStore
 
 __all__ = [

@@ -19,9 +19,7 @@ from typing import Any
 import attrs
 import cattrs
 
-from zdu.errors import PlatformError
-from zdu.files import replace_atomically
-from zdu_local.network import format_address
+from zdu.plugins import PlatformError, format_address, replace_atomically
 
 __all__ = ["FleetState", "InstanceRecord", "RouterRecord", "StateStore"]
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from zdu.plugins import MigrationRunnerPlugin, hookimpl
-from zdu_migrations.executor import LocalCommandExecutor
+from zdu.plugins import LocalCommandExecutor, MigrationRunnerPlugin, hookimpl
 from zdu_migrations.gitlab_rake import GitLabRakeConfig, GitLabRakeRunner
 from zdu_migrations.sql import SqlRunner, SqlRunnerConfig
 

@@ -39,9 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from zdu.errors import ConfigError
-from zdu.migrations import BackgroundMigration, MigrationError
-from zdu.secret import REDACTED, Secret
+from zdu.plugins import REDACTED, BackgroundMigration, ConfigError, MigrationError, Secret
 from zdu_migrations.files import MigrationFile
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import attrs
 
-from zdu.migrations import MigrationError, Stage
+from zdu.plugins import MigrationError, Stage
 
 __all__ = ["STAGE_DIRECTORIES", "Directives", "MigrationFile", "migration_files", "parse_directives"]
 

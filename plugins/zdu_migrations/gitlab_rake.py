@@ -35,20 +35,20 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from zdu.migrations import (
+from zdu.plugins import (
+    COMMAND_HOST,
     BackgroundMigration,
     CommandError,
     CommandExecutor,
     CommandResult,
+    LocalCommandExecutor,
     MigrationEnv,
     MigrationError,
     Stage,
 )
-from zdu.platform import COMMAND_HOST
-from zdu_migrations.executor import LocalCommandExecutor
 
 if TYPE_CHECKING:
-    from zdu.context import UpgradeContext
+    from zdu.plugins import UpgradeContext
 
 __all__ = [
     "SKIP_POST_DEPLOYMENT_MIGRATIONS",

@@ -55,14 +55,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import tenacity
 
-from zdu.errors import ConfigError, UpgradeInterrupted
-from zdu.migrations import BackgroundMigration, MigrationEnv, MigrationError, Stage
-from zdu.secret import Secret
+from zdu.plugins import (
+    BackgroundMigration,
+    ConfigError,
+    MigrationEnv,
+    MigrationError,
+    Secret,
+    Stage,
+    UpgradeInterrupted,
+)
 from zdu_migrations.databases import Database, DatabaseSession, LockTimeout, open_database
 from zdu_migrations.files import Directives, MigrationFile, migration_files, parse_directives
 
 if TYPE_CHECKING:
-    from zdu.context import UpgradeContext
+    from zdu.plugins import UpgradeContext
 
 __all__ = ["LOCK_RETRIES", "LockRetries", "SqlRunner", "SqlRunnerConfig"]
 

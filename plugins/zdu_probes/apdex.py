@@ -26,9 +26,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from zdu.model import Measurement, Verdict
-from zdu.probe import ProbeContext
-from zdu.secret import Secret
+from zdu.plugins import Measurement, ProbeContext, Secret, Verdict
 from zdu_probes.prometheus import (
     NO_DATA_POLICIES,
     Evaluation,

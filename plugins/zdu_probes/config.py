@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from zdu.secret import Secret
+from zdu.plugins import Secret
 
 __all__ = ["KINDS_IN_MIX", "SCHEDULES", "HttpProbeConfig"]
 

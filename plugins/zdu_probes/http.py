@@ -22,8 +22,7 @@ from typing import NamedTuple
 import attrs
 import yarl
 
-from zdu.model import Measurement, MeasurementStatus, Release, Target, Verdict, VerdictStatus
-from zdu.probe import ProbeContext
+from zdu.plugins import Measurement, MeasurementStatus, ProbeContext, Release, Target, Verdict, VerdictStatus
 from zdu_probes.config import HttpProbeConfig
 from zdu_probes.figures import (
     ErrorKind,

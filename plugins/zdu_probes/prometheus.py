@@ -30,9 +30,7 @@ from typing import Any
 
 import attrs
 
-from zdu.model import Measurement, MeasurementStatus, Verdict, VerdictStatus
-from zdu.probe import ProbeContext
-from zdu.secret import Secret
+from zdu.plugins import Measurement, MeasurementStatus, ProbeContext, Secret, Verdict, VerdictStatus
 
 __all__ = [
     "NO_DATA_POLICIES",

@@ -27,9 +27,7 @@ from typing import Any
 
 import attrs
 
-from zdu.model import Measurement, MeasurementStatus, Verdict, VerdictStatus
-from zdu.probe import ProbeContext
-from zdu.secret import REDACTED, Secret
+from zdu.plugins import REDACTED, Measurement, MeasurementStatus, ProbeContext, Secret, Verdict, VerdictStatus
 
 __all__ = ["GATES", "QaProbe", "QaProbeConfig"]
 

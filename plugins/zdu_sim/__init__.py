@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from zdu.platform import AFFINITY, INSTANCE_GROUPS, PREVIEW_ROUTE
-from zdu.plugins import PlatformPlugin, hookimpl
+from zdu.plugins import AFFINITY, INSTANCE_GROUPS, PREVIEW_ROUTE, PlatformPlugin, hookimpl
 
 
 @hookimpl

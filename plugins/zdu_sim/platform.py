@@ -28,10 +28,17 @@ from typing import Any
 
 import attrs
 
-from zdu.errors import PlatformError, ReadinessTimeout
-from zdu.locks import file_lock
-from zdu.model import Version
-from zdu.platform import WEIGHTS_PER_INSTANCE, Instance, InstanceGroup, PlatformEnv, routed_versions
+from zdu.plugins import (
+    WEIGHTS_PER_INSTANCE,
+    Instance,
+    InstanceGroup,
+    PlatformEnv,
+    PlatformError,
+    ReadinessTimeout,
+    Version,
+    file_lock,
+    routed_versions,
+)
 
 __all__ = ["FAILURES", "SimPlatform", "SimPlatformConfig", "SimRouter"]
 

@@ -12,8 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from zdu.platform import AFFINITY, ASSET_STORE, INSTANCE_GROUPS, PREVIEW_ROUTE, TRAFFIC_SPLIT
-from zdu.plugins import StrategyPlugin, TrafficLayerPlugin, hookimpl
+from zdu.plugins import (
+    AFFINITY,
+    ASSET_STORE,
+    INSTANCE_GROUPS,
+    PREVIEW_ROUTE,
+    TRAFFIC_SPLIT,
+    StrategyPlugin,
+    TrafficLayerPlugin,
+    hookimpl,
+)
 from zdu_strategies.assets_shim import AssetsShim, AssetsShimConfig
 from zdu_strategies.blue_green import BlueGreen, BlueGreenConfig
 from zdu_strategies.canary import Canary, CanaryConfig

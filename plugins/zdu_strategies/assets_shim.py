@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import attrs
 
-from zdu.context import UpgradeContext
-from zdu.errors import PreflightError
-from zdu.platform import AssetStore
-from zdu.strategy import Step
+from zdu.plugins import AssetStore, PreflightError, Step, UpgradeContext
 
 __all__ = ["AssetsShim", "AssetsShimConfig"]
 

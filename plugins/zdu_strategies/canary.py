@@ -28,10 +28,7 @@ from typing import Any
 
 import attrs
 
-from zdu.context import UpgradeContext
-from zdu.errors import PreflightError
-from zdu.platform import TRAFFIC_SPLIT
-from zdu.strategy import Step
+from zdu.plugins import TRAFFIC_SPLIT, PreflightError, Step, UpgradeContext
 
 __all__ = ["Canary", "CanaryConfig", "CanaryStep", "parse_pause"]
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import attrs
 
-from zdu.context import UpgradeContext
-from zdu.errors import ZduError
-from zdu.platform import SCALE_TOGETHER, InstanceGroup
-from zdu.strategy import Step
+from zdu.plugins import SCALE_TOGETHER, InstanceGroup, Step, UpgradeContext, ZduError
 
 __all__ = ["Rolling", "RollingConfig"]
 

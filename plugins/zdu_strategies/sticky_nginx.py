@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import attrs
 
-from zdu.context import UpgradeContext
-from zdu.strategy import Step
+from zdu.plugins import Step, UpgradeContext
 
 __all__ = ["AFFINITY_SETTINGS", "StickyNginx", "StickyNginxConfig"]
 

@@ -198,10 +198,10 @@ def failure_named(manager: ZduPluginManager, name: str) -> PluginFailure:
     return failure
 
 
-def test_a_plugin_missing_an_extra_is_reported_once_and_the_rest_loads(
+def test_a_plugin_missing_an_extra_is_recorded_quietly_and_the_rest_loads(
     broken_plugin: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="zdu.registry"):
+    with caplog.at_level(logging.DEBUG, logger="zdu.registry"):
         manager = get_plugin_manager()
         manager.strategies()
         manager.probes()
@@ -214,7 +214,13 @@ def test_a_plugin_missing_an_extra_is_reported_once_and_the_rest_loads(
         "plugin 'broken' from zdu-broken-plugin failed to load: "
         "ModuleNotFoundError: No module named 'zdu_no_such_module_xyz' (install zdu-broken-plugin[fancy])"
     )
-    assert [r.getMessage() for r in caplog.records if "'broken'" in r.getMessage()] == [failure.describe()]
+    assert failure.unavailable
+    assert failure.install == "pip install 'zdu-broken-plugin[fancy]'"
+    # quiet: one debug line, nothing a command would show at its default log level
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if "'broken'" in r.getMessage()] == [
+        (logging.DEBUG, failure.describe())
+    ]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert {"recreate", "rolling", "blue-green"} <= set(manager.strategies())
     assert "http" in manager.probes()
 
@@ -252,10 +258,59 @@ def test_the_zdu_command_still_works_beside_broken_plugins(broken_plugin: Path) 
     )
 
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
     assert "  rolling " in result.stdout
-    assert "not loaded: plugin 'broken' from zdu-broken-plugin failed to load: " in result.stdout
-    assert "(install zdu-broken-plugin[fancy])" in result.stdout
+    unavailable = result.stdout.split("unavailable (an optional dependency is not installed):\n")[1]
+    assert unavailable.splitlines()[0] == (
+        "  broken         pip install 'zdu-broken-plugin[fancy]'  [zdu-broken-plugin] "
+        "(No module named 'zdu_no_such_module_xyz')"
+    )
+    assert "not loaded: plugin 'broken'" not in result.stdout  # unavailable, not broken
     assert "not loaded: plugin 'misspelt-hook' from zdu-broken-plugin" in result.stdout
+    assert "not loaded: plugin 'bad-argument' from zdu-broken-plugin" in result.stdout
+
+
+def test_other_commands_say_nothing_of_plugins_not_loaded(broken_plugin: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(broken_plugin), os.environ.get("PYTHONPATH")])),
+    }
+
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "zdu"), "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("zdu, version ")
+    assert result.stderr == ""
+
+
+def test_asking_for_a_name_of_an_unavailable_plugin_names_the_extra(broken_plugin: Path) -> None:
+    manager = get_plugin_manager()
+
+    with pytest.raises(PluginNotFound) as caught:
+        manager.strategy("broken")
+
+    assert str(caught.value) == (
+        "strategy 'broken' is not available: plugin 'broken' from zdu-broken-plugin needs its extra "
+        "'fancy': pip install 'zdu-broken-plugin[fancy]'"
+    )
+
+
+def test_asking_for_a_name_of_a_broken_plugin_tells_its_error(broken_plugin: Path) -> None:
+    manager = get_plugin_manager()
+
+    with pytest.raises(PluginNotFound) as caught:
+        manager.platform("misspelt-hook")
+
+    assert str(caught.value) == (
+        "platform 'misspelt-hook' is not available: plugin 'misspelt-hook' from zdu-broken-plugin failed "
+        "to load: PluginValidationError: no hook is called 'zdu_strategys'"
+    )
 
 
 def test_an_unknown_name_mentions_the_broken_plugin(broken_plugin: Path) -> None:

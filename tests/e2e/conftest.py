@@ -16,8 +16,8 @@ import pytest
 from zdu.config import load_config
 from zdu.platform import PlatformEnv
 from zdu.registry import get_plugin_manager
-from zdu_local.config import demo_app_command
-from zdu_local.demo import create_mixed_database
+from zdu_demo import demo_app_command
+from zdu_demo.scenarios import create_mixed_database
 from zdu_local.platform import LocalPlatform
 
 FROM, TO = "16.5.0", "16.6.0"

@@ -22,8 +22,8 @@ from zdu.model import UpgradeStatus
 from zdu.registry import get_plugin_manager
 from zdu.secret import Secret
 from zdu.upgrade import Upgrade
-from zdu_local.config import demo_app_command
-from zdu_local.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
+from zdu_demo import demo_app_command
+from zdu_demo.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
 from zdu_migrations.sql import SqlRunner, SqlRunnerConfig
 
 from .conftest import FROM, write_config
@@ -94,7 +94,7 @@ def test_with_the_wait_the_upgrade_ends_only_when_they_are_done(tmp_path, fleet)
     config, runner = background_config(tmp_path, wait=True)
     fleet(config)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "zdu_local.demo_worker", "--database", str(tmp_path / "gitlab.sqlite")],
+        [sys.executable, "-m", "zdu_demo.demo_worker", "--database", str(tmp_path / "gitlab.sqlite")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -86,7 +86,7 @@ def test_up_upgrade_down_from_a_shell_with_curl_seeing_no_failure(tmp_path, stra
     ]
     assert leftover == []
     assert not any(
-        "zdu_local.demo_app" in " ".join(p.info["cmdline"] or [])
+        "zdu_demo.demo_app" in " ".join(p.info["cmdline"] or [])
         and str(tmp_path) in " ".join(p.info["cmdline"] or [])
         for p in psutil.process_iter(["cmdline"])
     )

@@ -17,8 +17,8 @@ from zdu.model import UpgradeStatus
 from zdu.registry import get_plugin_manager
 from zdu.secret import Secret
 from zdu.upgrade import Upgrade
-from zdu_local.config import demo_app_command
-from zdu_local.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
+from zdu_demo import demo_app_command
+from zdu_demo.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
 from zdu_migrations.sql import SqlRunner, SqlRunnerConfig
 
 from .conftest import FROM, TO, Traffic, write_config

@@ -13,8 +13,8 @@ from zdu.journal import Journal
 from zdu.model import Version
 from zdu.registry import get_plugin_manager
 from zdu.upgrade import Upgrade
+from zdu_demo.scenarios import create_database
 from zdu_get.fleet import LocalGetFleet
-from zdu_local.demo import create_database
 
 # 16.6 on: the nodes share a database as 16.6 left it (writes read back through any node)
 FROM, TO = "16.6.0", "16.7.0"

@@ -20,12 +20,12 @@ from tests.get.conftest import requires_haproxy
 from tests.local import ws_app
 from zdu.errors import PlatformError
 from zdu.model import Target
+from zdu.network import free_port, http_status
 from zdu.platform import PlatformEnv
+from zdu.processes import ProcessIdentity, spawn, stop_processes
 from zdu_get.config import GetPlatformConfig
 from zdu_get.fleet import LocalGetFleet, haproxy_config
 from zdu_get.platform import GetPlatform
-from zdu_local.network import free_port, http_status
-from zdu_local.processes import ProcessIdentity, spawn, stop_processes
 
 pytestmark = requires_haproxy
 

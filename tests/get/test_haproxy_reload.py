@@ -19,8 +19,8 @@ import psutil
 from tests.get.conftest import FROM, requires_haproxy
 from zdu.model import Release, Target, Version
 from zdu.probe import ProbeContext
+from zdu_demo.crosscheck import IndependentLoad, find_wrk
 from zdu_get.haproxy import HAProxyRuntime
-from zdu_local.crosscheck import IndependentLoad, find_wrk
 from zdu_probes.http import HttpProbe, HttpProbeConfig
 
 pytestmark = requires_haproxy

@@ -19,7 +19,7 @@ from zdu.model import UpgradeStatus, Version
 from zdu.probe import ProbeContext
 from zdu.registry import get_plugin_manager
 from zdu.upgrade import Upgrade
-from zdu_local.demo_app import asset_hash
+from zdu_demo.demo_app import asset_hash
 from zdu_local.platform import LocalPlatform
 from zdu_probes.http import HttpProbe, HttpProbeConfig, RequestKind, RequestRecord
 

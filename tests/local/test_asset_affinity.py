@@ -12,7 +12,7 @@ import pytest
 from tests.nginx_check import nginx_t
 from zdu.errors import PlatformError
 from zdu.model import Version
-from zdu_local.demo_app import asset_hash
+from zdu_demo.demo_app import asset_hash
 from zdu_local.nginx import Nginx
 from zdu_local.platform import LocalPlatform
 from zdu_local.router import render_config

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from aiohttp import web
 
-from zdu_local.crosscheck import IndependentLoad, find_wrk, parse_output
-from zdu_local.network import free_port
+from zdu.network import free_port
+from zdu_demo.crosscheck import IndependentLoad, find_wrk, parse_output
 
 
 class Server:

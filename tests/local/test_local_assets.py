@@ -13,9 +13,9 @@ import pytest
 from zdu.errors import PlatformError
 from zdu.model import Version
 from zdu.platform import AssetStore
+from zdu_demo.demo_app import asset_hash
 from zdu_local.assets import DirectoryAssetStore
 from zdu_local.config import LocalPlatformConfig
-from zdu_local.demo_app import asset_hash
 from zdu_local.platform import LocalPlatform
 
 V1, V2, V3 = (Version.parse(v) for v in ("16.5.0", "16.6.0", "16.7.0"))

@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 
 from tests.migrations import conftest as migration_fixtures
-from zdu_local.demo_app import asset_hash
-from zdu_local.network import free_port
+from zdu.network import free_port
+from zdu_demo.demo_app import asset_hash
 
 from .conftest import get
 
@@ -49,7 +49,7 @@ def start_demo(tmp_path: Path, http_get: Get) -> Iterator[Callable[..., Demo]]:
             [
                 sys.executable,
                 "-m",
-                "zdu_local.demo_app",
+                "zdu_demo.demo_app",
                 "--version",
                 version,
                 "--port",
@@ -160,7 +160,7 @@ def test_fault_5xx_share_answers_exactly_its_share(start_demo: Callable[..., Dem
     assert http_get(demo.url + "/-/readiness")[0] == 200
     for bad in ("5xx-share:0", "5xx-share:1.5", "5xx-share:x"):
         result = subprocess.run(
-            [sys.executable, "-m", "zdu_local.demo_app", "--version", "1.0.0", "--port", "1", "--fault", bad],
+            [sys.executable, "-m", "zdu_demo.demo_app", "--version", "1.0.0", "--port", "1", "--fault", bad],
             capture_output=True,
             text=True,
             check=False,
@@ -182,7 +182,7 @@ def test_fault_applies_only_to_its_version(start_demo: Callable[..., Demo], http
 
 def test_unknown_fault_is_refused() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "zdu_local.demo_app", "--version", "1.0.0", "--port", "1", "--fault", "bad"],
+        [sys.executable, "-m", "zdu_demo.demo_app", "--version", "1.0.0", "--port", "1", "--fault", "bad"],
         capture_output=True,
         text=True,
         check=False,
@@ -198,7 +198,7 @@ def test_export_assets_writes_what_the_app_serves(
         [
             sys.executable,
             "-m",
-            "zdu_local.demo_app",
+            "zdu_demo.demo_app",
             "--export-assets",
             str(directory),
             "--version",
@@ -222,7 +222,7 @@ def test_export_assets_writes_what_the_app_serves(
 
 def test_serving_needs_a_port() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "zdu_local.demo_app", "--version", "1.0.0"],
+        [sys.executable, "-m", "zdu_demo.demo_app", "--version", "1.0.0"],
         capture_output=True,
         text=True,
         check=False,
@@ -660,7 +660,7 @@ def test_a_postgresql_database_without_psycopg_is_a_clear_error(tmp_path: Path) 
         [
             sys.executable,
             "-m",
-            "zdu_local.demo_app",
+            "zdu_demo.demo_app",
             "--version",
             "16.6.0",
             "--port",

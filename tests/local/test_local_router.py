@@ -19,7 +19,7 @@ from tests.nginx_check import nginx_t
 from zdu.errors import PlatformError
 from zdu.model import Version
 from zdu.platform import PlatformEnv, Router
-from zdu_local.demo_app import asset_hash
+from zdu_demo.demo_app import asset_hash
 from zdu_local.platform import LocalPlatform
 from zdu_local.state import InstanceRecord, RouterRecord
 

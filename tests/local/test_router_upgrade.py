@@ -20,7 +20,7 @@ import pytest
 from zdu.errors import PlatformError
 from zdu.model import Release, Target, Version
 from zdu.probe import ProbeContext
-from zdu_local.crosscheck import IndependentLoad, find_wrk
+from zdu_demo.crosscheck import IndependentLoad, find_wrk
 from zdu_local.nginx import find_nginx
 from zdu_local.platform import LocalPlatform
 from zdu_probes.http import HttpProbe, HttpProbeConfig

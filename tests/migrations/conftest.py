@@ -28,8 +28,8 @@ import pytest
 from zdu.context import UpgradeContext, UpgradeInfo
 from zdu.migrations import MigrationEnv
 from zdu.model import Event, Release, Target, Version
+from zdu.network import free_port
 from zdu.secret import Secret
-from zdu_local.network import free_port
 from zdu_migrations.sql import SqlRunner, SqlRunnerConfig
 
 SERVER_USER = "nobody"

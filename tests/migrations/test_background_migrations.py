@@ -25,7 +25,7 @@ from zdu.migrations import (
     check_background_migrations,
     wait_for_background_migrations,
 )
-from zdu_local.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
+from zdu_demo.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
 from zdu_migrations.sql import SqlRunner
 
 from .conftest import DatabaseUnderTest, RecordedContext, postgres_connection
@@ -53,12 +53,12 @@ def demo_database(tmp_path: Path, make_runner: MakeRunner) -> tuple[SqlRunner, D
 
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Start demo workers (``python -m zdu_local.demo_worker``); each is stopped at the end."""
+    """Start demo workers (``python -m zdu_demo.demo_worker``); each is stopped at the end."""
     started: list[subprocess.Popen[str]] = []
 
     def start(database: Path, *options: str) -> subprocess.Popen[str]:
         process = subprocess.Popen(
-            [sys.executable, "-m", "zdu_local.demo_worker", "--database", str(database), *options],
+            [sys.executable, "-m", "zdu_demo.demo_worker", "--database", str(database), *options],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -1,7 +1,7 @@
 """The demo app's database and the demo migrations: which order breaks which version.
 
 Real demo-app processes on loopback ports share one SQLite file, migrated by the ``sql`` runner with
-the migrations the local platform ships (``zdu_local/demo_db``).
+the migrations the local platform ships (``zdu_demo/demo_db``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from zdu.migrations import Stage
-from zdu_local.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
-from zdu_local.network import free_port
+from zdu.network import free_port
+from zdu_demo.demo_app import DEMO_BASE_SCHEMA, DEMO_MIGRATIONS
 from zdu_migrations.sql import SqlRunner
 
 from .conftest import DatabaseUnderTest
@@ -50,7 +50,7 @@ def start_app(tmp_path: Path) -> Iterator[Callable[..., int]]:
                 [
                     sys.executable,
                     "-m",
-                    "zdu_local.demo_app",
+                    "zdu_demo.demo_app",
                     "--version",
                     version,
                     "--port",

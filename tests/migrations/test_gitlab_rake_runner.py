@@ -16,6 +16,7 @@ import pytest
 
 from zdu.config import load_config
 from zdu.errors import ConfigError, PreflightError
+from zdu.executor import LocalCommandExecutor
 from zdu.migrations import (
     BackgroundMigrationSource,
     CommandError,
@@ -31,7 +32,6 @@ from zdu.migrations import (
 )
 from zdu.model import Target
 from zdu.registry import get_plugin_manager
-from zdu_migrations.executor import LocalCommandExecutor
 from zdu_migrations.gitlab_rake import (
     GitLabRakeConfig,
     GitLabRakeRunner,

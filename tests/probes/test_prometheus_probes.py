@@ -26,7 +26,7 @@ from zdu.model import MeasurementStatus, Release, Target, VerdictStatus, Version
 from zdu.probe import ProbeContext
 from zdu.registry import get_plugin_manager
 from zdu.report import failure_rate_upper_95
-from zdu_local.app_metrics import RequestMetrics
+from zdu_demo.app_metrics import RequestMetrics
 from zdu_probes.apdex import ApdexProbe, ApdexProbeConfig, apdex_score, traffic_figures
 from zdu_probes.prometheus import PrometheusProbe, PrometheusProbeConfig, QueryCheck, evaluate
 
@@ -281,7 +281,7 @@ def test_apdex_from_the_http_probes_own_traffic_against_the_demo_app(tmp_path: P
     with (
         log.open("wb") as out,
         subprocess.Popen(
-            [sys.executable, "-m", "zdu_local.demo_app", "--version", "16.6.0", "--port", str(port)],
+            [sys.executable, "-m", "zdu_demo.demo_app", "--version", "16.6.0", "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
         ) as app,

@@ -4,10 +4,10 @@
 only the new set and drains and removes the old one. It needs twice the capacity for a while, and
 gets the upgrade done in one step.
 
-It is written against zdu's public plugin API only: :mod:`zdu.plugins` (the hook marker and the
-registration records), :class:`zdu.strategy.Step`, :class:`zdu.context.UpgradeContext` and the
-capability names of :mod:`zdu.platform`. It requires the capability ``instance-groups`` (declared in
-its registration record) and reaches it through ``ctx.instance_groups``.
+It is written against zdu's public plugin API only: :mod:`zdu.plugins` (the hook marker, the
+registration records, :class:`~zdu.plugins.Step`, :class:`~zdu.plugins.UpgradeContext` and the capability
+names). It requires the capability ``instance-groups`` (declared in its registration record) and
+reaches it through ``ctx.instance_groups``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,7 @@ from typing import Any
 
 import attrs
 
-from zdu.context import UpgradeContext
-from zdu.platform import INSTANCE_GROUPS
-from zdu.plugins import StrategyPlugin, hookimpl
-from zdu.strategy import Step
+from zdu.plugins import INSTANCE_GROUPS, Step, StrategyPlugin, UpgradeContext, hookimpl
 
 __all__ = ["PHASE_LOG_ENV", "SurgeAll", "SurgeAllConfig"]
 

@@ -1,6 +1,6 @@
 """The demo's background worker: runs batched background migrations, as Sidekiq does in GitLab.
 
-``python -m zdu_local.demo_worker --database FILE`` watches the demo's SQLite database for active
+``python -m zdu_demo.demo_worker --database FILE`` watches the demo's SQLite database for active
 batched background migrations (GitLab's ``batched_background_migrations`` table, which a 16.6
 post-deployment migration fills) and runs each batch by batch: it records a row in
 ``batched_background_migration_jobs`` for every batch (``min_value``..``max_value`` of the batching
@@ -231,9 +231,9 @@ class DemoWorker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m zdu_local.demo_worker --database FILE``."""
+    """Entry point: ``python -m zdu_demo.demo_worker --database FILE``."""
     parser = argparse.ArgumentParser(
-        prog="python -m zdu_local.demo_worker",
+        prog="python -m zdu_demo.demo_worker",
         description="Run the demo database's batched background migrations, as Sidekiq does for GitLab.",
     )
     parser.add_argument("--database", type=Path, required=True, help="the demo's SQLite file")

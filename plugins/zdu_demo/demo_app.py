@@ -7,7 +7,7 @@ upgrade (writes read back, long downloads, websockets) and it shuts down as Puma
 shutdown blackout. It is built on :mod:`aiohttp.web` (HTTP/1.1 with keep-alive, websockets), starts
 in a fraction of a second and runs as several processes on a small machine::
 
-    python -m zdu_local.demo_app --version 16.6.0 --port 8080
+    python -m zdu_demo.demo_app --version 16.6.0 --port 8080
 
 Like Puma, the application's work runs on a bounded pool of threads (``--threads``, default 5):
 pages, assets, API reads and writes (with their ``--request-delay-ms`` sleep and their database
@@ -35,7 +35,7 @@ Endpoints (every response carries ``X-Demo-Version``):
   ``{"type": "welcome", "version": v}``, then ``{"type": "ping", "message": <unix time>}`` every
   0.5 s; a text message sent to it comes back as ``{"type": "echo", "message": ...}``;
 * ``GET /-/metrics``: GitLab-like request metrics in Prometheus' format (``http_requests_total``,
-  ``http_request_duration_seconds``, ``gitlab_build_info``: see :mod:`zdu_local.app_metrics`);
+  ``http_request_duration_seconds``, ``gitlab_build_info``: see :mod:`zdu_demo.app_metrics`);
 * ``GET /-/inflight``: JSON ``{"requests": R, "streams": S, "websockets": W}``: the HTTP requests
   being handled now (streams included; websockets, health checks and this endpoint excluded), the
   streams in progress and the open websockets. The local platform's drain polls it to wait for the
@@ -111,7 +111,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from zdu_local.app_metrics import METRICS_PATH, RequestMetrics
+from zdu_demo.app_metrics import METRICS_PATH, RequestMetrics
 
 if TYPE_CHECKING:
     import psycopg
@@ -954,7 +954,7 @@ def _number(
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m zdu_local.demo_app", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m zdu_demo.demo_app", description=__doc__.split("\n")[0])
     parser.add_argument("--version", required=True, help="the GitLab version this instance plays")
     parser.add_argument("--port", type=int, help="the TCP port to listen on (required to serve)")
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on")
@@ -1002,7 +1002,7 @@ def export_assets(version: str, directory: Path) -> list[str]:
     """Write the fingerprinted assets of ``version`` into ``directory``, as ``/assets/`` serves them.
 
     Returns the names written (relative to ``directory``). The assets store of the local platform runs
-    this (``python -m zdu_local.demo_app --export-assets DIR --version VERSION``) to publish a version.
+    this (``python -m zdu_demo.demo_app --export-assets DIR --version VERSION``) to publish a version.
     """
     app = DemoApp(version)
     directory.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Ports, addresses and TCP connections on this machine, as the local platform sees them."""
+"""Ports, addresses and TCP connections on this machine, as the platforms that run processes here see them."""
 
 from __future__ import annotations
 

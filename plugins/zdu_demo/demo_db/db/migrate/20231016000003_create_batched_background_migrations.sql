@@ -1,7 +1,7 @@
 -- 16.6, regular migration: GitLab's tables of batched background migrations (the columns the demo
 -- uses, with GitLab's names and status codes: 0 paused, 1 active, 3 finished, 4 failed, 5 finalizing,
 -- 6 finalized; jobs: 0 pending, 1 running, 2 failed, 3 succeeded). A post-deployment migration queues
--- one; a worker runs it batch by batch (Sidekiq in GitLab, `python -m zdu_local.demo_worker` here).
+-- one; a worker runs it batch by batch (Sidekiq in GitLab, `python -m zdu_demo.demo_worker` here).
 -- Additive: 16.5 never reads them.
 CREATE TABLE batched_background_migrations (
   id INTEGER PRIMARY KEY,

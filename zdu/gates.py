@@ -1,0 +1,49 @@
+"""The probes that gate an upgrade: started in ``preflight``, stopped when the upgrade ends.
+
+Each probe is wrapped in a :class:`~zdu.context.ProbeGate` (its gate settings and counts); the
+context's :meth:`~zdu.context.UpgradeContext.gate` measures them after every step and at the end of
+every phase. This module starts them and stops them, collecting each one's verdict for the report.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+
+from zdu.context import ProbeGate, UpgradeContext
+from zdu.errors import ZduError
+from zdu.model import Verdict
+from zdu.probe import ProbeContext
+
+__all__ = ["start_probes", "stop_probes"]
+
+log = logging.getLogger("zdu.upgrade")
+
+
+def start_probes(ctx: UpgradeContext, url: str, gates: list[ProbeGate]) -> None:
+    """Start every configured probe against ``url``, adding its gate to ``gates``."""
+    probe_context = ProbeContext(
+        url=url,
+        target=ctx.target,
+        release=ctx.release,
+        from_version=ctx.from_version,
+    )
+    for factory, settings in ctx.probe_factories:
+        probe = factory()
+        probe.start(probe_context)
+        gates.append(ProbeGate(probe=probe, settings=settings))
+        ctx.event("probe-started", f"probe {probe.name} started against {probe_context.url}")
+
+
+def stop_probes(gates: list[ProbeGate]) -> list[Verdict]:
+    """Stop every started probe and return their verdicts (a dry-run probe's marked as such)."""
+    verdicts = []
+    for gate in gates:
+        try:
+            verdict = gate.probe.stop()
+        except Exception as error:
+            log.exception("probe %s failed to stop", gate.probe.name)
+            raise ZduError(f"probe {gate.probe.name} failed to stop: {error}") from error
+        verdicts.append(attrs.evolve(verdict, dry_run=gate.settings.dry_run))
+    return verdicts
