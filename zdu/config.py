@@ -44,10 +44,11 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory, is_sequence, list_structure_factory
 from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.v import transform_error
 
@@ -217,8 +218,35 @@ def _path(value: object, _type: type) -> Path:
     return Path(_strict_str(value, str)).expanduser()
 
 
+def _sequences(converter: cattrs.Converter) -> None:
+    """A list option given anything but a list says so (not "'int' object is not iterable")."""
+
+    def factory(type_: Any) -> Any:
+        origin = get_origin(type_)
+        if origin is tuple:
+            inner = homogenous_tuple_structure_factory(type_, converter)
+        else:
+            inner = list_structure_factory(type_, converter)
+
+        def hook(value: object, actual: Any) -> Any:
+            if isinstance(value, str | bytes | Mapping) or not isinstance(value, list | tuple):
+                raise _FieldValueError(f"expected a list, got {value!r}")
+            return inner(value, actual)
+
+        return hook
+
+    def is_list_like(type_: Any) -> bool:
+        if not is_sequence(type_) or get_origin(type_) is None:
+            return False
+        arguments = get_args(type_)
+        return get_origin(type_) is not tuple or (len(arguments) == 2 and arguments[1] is Ellipsis)
+
+    converter.register_structure_hook_factory(is_list_like, factory)
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
+    _sequences(converter)
     converter.register_structure_hook(int, _strict_int)
     converter.register_structure_hook(float, _strict_float)
     converter.register_structure_hook(str, _strict_str)
@@ -248,12 +276,73 @@ def _describe(error: BaseException, type_: type | None) -> str:
 
 
 def structure(data: Mapping[str, Any], type_: type[T], path: str) -> T:
-    """Structure ``data`` into ``type_``; raise :class:`~zdu.errors.ConfigError` naming every bad field."""
+    """Structure ``data`` into ``type_``; raise :class:`~zdu.errors.ConfigError` naming every bad field.
+
+    Every field is checked, its validator too, even when another field is bad: a wrong type in one
+    option does not hide an out-of-range value in the next.
+    """
     try:
         return _converter.structure(dict(data), type_)
     except Exception as error:  # cattrs wraps field errors in exception groups
         messages = transform_error(error, path="$", format_exception=_describe)
+        messages += _validator_messages(data, type_, messages)
         raise ConfigError([_with_path(path, message) for message in messages]) from None
+
+
+def _validator_messages(data: Mapping[str, Any], type_: type, reported: Sequence[str]) -> list[str]:
+    """The validators' complaints about the fields of ``data`` that structured, when others did not.
+
+    attrs runs validators when the whole object is built, which a bad field prevents; each field
+    that structures on its own is validated here (against the defaults of the fields that did not).
+    """
+    if not attrs.has(type_):
+        return []
+    fields = attrs.fields(attrs.resolve_types(type_))
+    values: dict[str, Any] = {}
+    for field in fields:
+        if field.default is not attrs.NOTHING:
+            factory = getattr(field.default, "factory", None)
+            plain = callable(factory) and not getattr(field.default, "takes_self", False)
+            values[field.name] = factory() if plain and factory is not None else field.default
+    good = {
+        field.name: value
+        for field in fields
+        if field.name in data and (value := _structured(data[field.name], field.type)) is not _BAD
+    }
+    values.update(good)
+    instance = _Fields(values)
+    mentioned = {message.rpartition(" @ ")[2] for message in reported}
+    messages = []
+    for field in fields:
+        if field.name not in good or field.validator is None or f"$.{field.name}" in mentioned:
+            continue
+        try:
+            field.validator(instance, field, good[field.name])
+        except (ValueError, TypeError) as error:
+            messages.append(f"{error} @ $.{field.name}")
+        except AttributeError:  # a validator that reads a field that did not structure: attrs will say
+            pass
+    return messages
+
+
+_BAD = object()
+
+
+def _structured(value: object, type_: Any) -> Any:
+    """``value`` structured into ``type_``, or ``_BAD`` when it does not (reported elsewhere)."""
+    if type_ is None:
+        return _BAD
+    try:
+        return _converter.structure(value, type_)
+    except (ValueError, TypeError, KeyError, cattrs.BaseValidationError):
+        return _BAD
+
+
+class _Fields:
+    """Field values by attribute, as a validator reads its object's other fields."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.__dict__.update(values)
 
 
 def unstructure(value: Any) -> dict[str, Any]:

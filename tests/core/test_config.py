@@ -123,3 +123,37 @@ def test_a_relative_state_dir_is_relative_to_the_config_file(tmp_path, zdu_plugi
     config = load_config(Path("deploy/cell.toml"), zdu_plugin_manager)
     assert config.state_dir == tmp_path / "deploy" / ".zdu"
     assert config.journal_path.is_absolute() and config.source == path
+
+
+def test_a_list_option_given_a_number_says_a_list_is_expected(zdu_plugin_manager):
+    raw = {
+        "target": {"name": "cell", "platform": "sim", "version": "16.5.0"},
+        "platform": {"fail_versions": 5},
+        "release": {"version": "16.6.0"},
+        "strategy": {"name": "canary", "steps": 3},
+    }
+    with pytest.raises(ConfigError) as refused:
+        load_config(raw, zdu_plugin_manager)
+
+    assert refused.value.problems == [
+        "platform.fail_versions: expected a list, got 5",
+        "strategy.steps: expected a list, got 3",
+    ]
+
+
+def test_a_bad_field_does_not_hide_another_fields_validator(zdu_plugin_manager):
+    raw = {
+        "target": {"name": "cell", "platform": "sim", "version": "16.5.0"},
+        "platform": {"replicas": 0, "start_seconds": "soon"},
+        "release": {"version": "16.6.0"},
+        "strategy": {"name": "rolling", "max_surge": "one", "max_unavailable": -1},
+    }
+    with pytest.raises(ConfigError) as refused:
+        load_config(raw, zdu_plugin_manager)
+
+    assert sorted(refused.value.problems) == [
+        "platform.replicas: 'replicas' must be >= 1: 0",
+        "platform.start_seconds: expected a number, got 'soon'",
+        "strategy.max_surge: expected an integer, got 'one'",
+        "strategy.max_unavailable: 'max_unavailable' must be >= 0: -1",
+    ]
