@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "GateFailed",
+    "JournalError",
     "PlatformError",
     "PluginNotFound",
     "PreflightError",
@@ -65,6 +66,14 @@ class ReadinessTimeout(PlatformError):
 
 class GateFailed(ZduError):
     """A probe gate (or a platform health check) failed: the upgrade must stop or roll back."""
+
+
+class JournalError(ZduError):
+    """The journal cannot be read or written (its disk is full or read-only, its file is damaged).
+
+    The upgrade stops acting: without the journal it can record neither intent nor progress. It is
+    left as it was last recorded, and resumes (or rolls back) once the journal can be written again.
+    """
 
 
 class RollbackRefused(ZduError):

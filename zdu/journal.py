@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 import psutil
 
-from zdu.errors import TargetBusy
+from zdu.errors import JournalError, TargetBusy
 from zdu.journals import default_journal_path, default_state_dir, remember
 from zdu.model import Event, UpgradeStatus
 from zdu.secret import redact
@@ -108,20 +108,27 @@ class Journal:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise JournalError(f"the journal {self.path}: cannot create its directory: {error}") from None
         with self._connect() as db:
             db.executescript(_SCHEMA)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        """A connection; a database error (disk full, read-only, damaged file) is a JournalError."""
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.row_factory = sqlite3.Row
-            yield db
-        finally:
-            db.close()
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA foreign_keys=ON")
+                db.row_factory = sqlite3.Row
+                yield db
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as error:
+            raise JournalError(f"the journal {self.path}: {error}") from None
 
     # -- upgrades ----------------------------------------------------------------------------------
 
