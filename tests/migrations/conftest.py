@@ -51,6 +51,33 @@ class PostgresServer:
     port: int
     password: str
     user: str = "zdu"
+    #: pg_ctl and the data directory, to restart the server (``None``: not restartable)
+    pg_ctl: str | None = None
+    data: Path | None = None
+    log: Path | None = None
+
+    def restart(self) -> None:
+        """Restart the server as an operator would (``pg_ctl restart -m fast``): connections are cut."""
+        assert self.pg_ctl is not None and self.data is not None
+        subprocess.run(
+            _as_server_user(
+                [
+                    self.pg_ctl,
+                    "restart",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-m",
+                    "fast",
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.log),
+                ]
+            ),
+            capture_output=True,
+            check=True,
+        )
 
     def url(self, dbname: str = "postgres") -> str:
         """A URL with the password in it, as a user would configure it."""
@@ -123,7 +150,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         if started.returncode != 0:
             log = (work / "log").read_text() if (work / "log").exists() else ""
             pytest.fail(f"PostgreSQL did not start: {started.stdout}{started.stderr}{log}")
-        yield PostgresServer(port=port, password=password)
+        yield PostgresServer(port=port, password=password, pg_ctl=pg_ctl, data=data, log=work / "log")
     finally:
         subprocess.run(
             _as_server_user([pg_ctl, "stop", "-w", "-m", "fast", "-D", str(data)]),
