@@ -82,6 +82,8 @@ Faults, for tests and demos (``--fault``), applied only when ``--fault-version``
   ``/-/inflight``, streams and websockets are spared);
 * ``5xx-share:SHARE``: the same requests answer 500, but only a share of them (0 < SHARE <= 1; exactly
   every 1/SHARE-th, counted per process): a bad release that still mostly works;
+* ``slow:MS``: the same requests take MS milliseconds more (added to ``--request-delay-ms``): a release
+  that answers, but slowly;
 * ``crash-after:SECONDS``: the process exits hard (``os._exit(1)``) that long after it became ready.
 
 ``--request-delay-ms`` applies to the same requests as ``5xx``, and to ``/api/v4/version``.
@@ -130,7 +132,7 @@ __all__ = [
     "main",
 ]
 
-FAULTS = ("never-ready", "5xx", "5xx-share:SHARE", "crash-after:SECONDS")
+FAULTS = ("never-ready", "5xx", "5xx-share:SHARE", "slow:MS", "crash-after:SECONDS")
 #: The longest key a write may have, and the most keys one lookup may ask for.
 MAX_KEY_LENGTH = 200
 MAX_LOOKUP_KEYS = 5000
@@ -929,6 +931,16 @@ def _parse_fault(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(
             f"fault {text!r}: the share must be a number in (0, 1], got {seconds!r}"
         )
+    if name == "slow":
+        try:
+            delay = float(seconds)
+        except ValueError:
+            delay = math.nan
+        if delay > 0:
+            return name, delay
+        raise argparse.ArgumentTypeError(
+            f"fault {text!r}: the delay must be milliseconds > 0, got {seconds!r}"
+        )
     if name == "crash-after":
         try:
             return name, float(seconds)
@@ -1031,7 +1043,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = DemoApp(
             args.version,
             startup_delay=args.startup_delay,
-            request_delay=args.request_delay_ms / 1000.0,
+            request_delay=(args.request_delay_ms + (parameter if fault == "slow" else 0.0)) / 1000.0,
             fault=fault,
             database=args.database,
             error_share=parameter if fault == "5xx-share" else 1.0,
