@@ -243,3 +243,66 @@ def test_a_probe_that_fails_to_stop_hides_no_other_verdict() -> None:
         ("fine", VerdictStatus.PASSED),
     ]
     assert verdicts[0].reasons == ("the probe failed to stop: OSError: socket closed",)
+
+
+# -- manual pause steps and a full promotion --------------------------------------------------------
+
+
+def rolling(state: Path, **strategy: Any) -> Upgrade:
+    raw = {
+        "target": {"name": "cell-1", "platform": "sim", "version": "16.5.0"},
+        "platform": {"replicas": 2, "start_seconds": 1, "drain_seconds": 1, "time_scale": 0.01},
+        "release": {"version": "16.6.0"},
+        "strategy": {"name": "rolling", **strategy},
+        "upgrade": {"state_dir": str(state)},
+    }
+    upgrade = Upgrade.from_config(raw, get_plugin_manager())
+    upgrade.verify_seconds = 0
+    return upgrade
+
+
+def test_a_manual_pause_step_of_rolling_waits_for_promote(tmp_path: Path) -> None:
+    upgrade = rolling(tmp_path, pause_after=[1])
+    assert ("pause", "after batch 1: until 'zdu promote ID'") in [
+        (s.action, s.detail) for s in upgrade.plan().steps
+    ]
+    running = Running(upgrade)
+    deadline = time.monotonic() + SECONDS
+    while not any(
+        e.kind == "paused-for-promotion"
+        for r in upgrade.journal.upgrades("cell-1")
+        for e in upgrade.journal.events(r.id)
+    ):
+        assert time.monotonic() < deadline and running.thread.is_alive()
+        time.sleep(0.05)
+    upgrade_id = upgrade.journal.upgrades("cell-1")[0].id
+    time.sleep(0.3)
+    assert running.thread.is_alive()  # still waiting, with one batch done
+    assert sorted(str(v) for v in upgrade.platform.serving_versions()) == ["16.5.0", "16.6.0"]
+
+    zdu.promote(upgrade_id, journal=upgrade.journal)
+    report = running.end()
+
+    assert report.status is UpgradeStatus.SUCCEEDED, report.error
+
+
+def test_pause_after_names_the_field_when_bad(tmp_path: Path) -> None:
+    with pytest.raises(zdu.ConfigError, match="pause_after"):
+        rolling(tmp_path, pause_after=[0])
+
+
+def test_a_full_promotion_skips_the_canary_steps_and_its_analysis() -> None:
+    from zdu.testing import rollout  # noqa: PLC0415
+    from zdu_strategies.canary import Canary, CanaryConfig, CanaryStep  # noqa: PLC0415
+
+    promote = zdu.Event("test-upgrade", time.time(), "rollout", "promote", "", {"by": "frank", "full": True})
+    ctx = make_context(MemoryPlatform(), "16.6.0")
+    ctx = attrs.evolve(ctx, read_events=lambda: [promote])
+    canary = Canary(CanaryConfig(steps=(CanaryStep(weight=10, pause={}), CanaryStep(weight=50, pause="1h"))))
+
+    rollout(canary, ctx)  # would wait for ever without the promotion
+
+    kinds = [kind for kind, _, _ in ctx.record_event.events]  # type: ignore[attr-defined]
+    assert "analysis-skipped" in kinds and "steps-skipped" in kinds
+    assert not any("% of requests to" in message for _, message, _ in ctx.record_event.events)  # type: ignore[attr-defined]
+    assert [str(v) for v in ctx.platform.serving_versions()] == ["16.6.0"]
