@@ -8,6 +8,12 @@ The public API::
     report = upgrade.run()
     assert report.ok, report.summary()
 
+An operator steers a running upgrade from another process (as ``zdu pause|abort|promote ID`` do)::
+
+    zdu.pause(upgrade_id)                 # stops at its next safe point, paused
+    zdu.abort(upgrade_id)                 # rolls back (before the point of no return)
+    zdu.promote(upgrade_id, full=False)   # skips the remaining waits and pauses
+
 Plugin authors import from :mod:`zdu.plugins`. Importing ``zdu`` loads no plugin, and the names
 below are imported on first use, so that ``import zdu.plugins`` (which every plugin does) stays cheap.
 """
@@ -19,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from zdu.config import UpgradeConfig, load_config
-    from zdu.context import UpgradeContext, UpgradeInfo, UpgradePaused
+    from zdu.context import UpgradeAborted, UpgradeContext, UpgradeInfo, UpgradePaused
+    from zdu.controls import abort, pause, promote
     from zdu.errors import (
         ConfigError,
         GateFailed,
@@ -73,6 +80,7 @@ _LAZY = {
     "TargetBusy": "zdu.errors",
     "Upgrade": "zdu.upgrade",
     "UpgradeConfig": "zdu.config",
+    "UpgradeAborted": "zdu.context",
     "UpgradeContext": "zdu.context",
     "UpgradeInfo": "zdu.context",
     "UpgradeInterrupted": "zdu.errors",
@@ -86,7 +94,10 @@ _LAZY = {
     "ZduError": "zdu.errors",
     "ZduPluginManager": "zdu.registry",
     "get_plugin_manager": "zdu.registry",
+    "abort": "zdu.controls",
     "load_config": "zdu.config",
+    "pause": "zdu.controls",
+    "promote": "zdu.controls",
 }
 
 
@@ -121,6 +132,7 @@ __all__ = [
     "Target",
     "TargetBusy",
     "Upgrade",
+    "UpgradeAborted",
     "UpgradeConfig",
     "UpgradeContext",
     "UpgradeInfo",
@@ -135,6 +147,9 @@ __all__ = [
     "ZduError",
     "ZduPluginManager",
     "__version__",
+    "abort",
     "get_plugin_manager",
     "load_config",
+    "pause",
+    "promote",
 ]

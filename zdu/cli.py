@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 import click
 
+from zdu import controls
 from zdu.config import load_config
 from zdu.console import (
     EXIT_BAD_INPUT,
@@ -35,7 +36,7 @@ from zdu.console import (
     report_exit_code,
     stderr_console,
 )
-from zdu.context import PROMOTE_EVENT
+from zdu.context import ABORT_EVENT
 from zdu.errors import ConfigError, TargetBusy, UsageError, ZduError
 from zdu.fleet_cli import fleet
 from zdu.journal import Journal, UpgradeRecord, default_journal_path
@@ -51,7 +52,7 @@ from zdu.records import (
 )
 from zdu.registry import get_plugin_manager
 from zdu.report import load_view, render_html, render_text
-from zdu.upgrade import Upgrade
+from zdu.upgrade import Upgrade, default_actor
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -123,7 +124,9 @@ def plan(ctx: click.Context, config: Path, as_json: bool, offline: Path | None) 
     emit(result.to_dict(), as_json, text)
 
 
-def run_upgrade(upgrade: Upgrade, *, as_json: bool, resume: str | None = None) -> None:
+def run_upgrade(
+    upgrade: Upgrade, *, as_json: bool, resume: str | None = None, actor: str | None = None
+) -> None:
     """Run ``upgrade`` with progress on stderr, print its report, and exit with its code."""
     console = stderr_console()
     observer = ProgressObserver(console)
@@ -134,7 +137,7 @@ def run_upgrade(upgrade: Upgrade, *, as_json: bool, resume: str | None = None) -
         )
     try:
         with interruptible(upgrade.cancel, console), WarningSummary().holding(console):
-            report = upgrade.run(resume=resume)
+            report = upgrade.run(resume=resume, actor=actor)
     finally:
         upgrade.manager.unregister(observer)
         upgrade.close()
@@ -255,12 +258,19 @@ def open_journal(
 @upgrade_config_option
 @json_option
 @journal_option
+@click.option("--actor", metavar="WHO", help="Who resumes it, for the journal (default: user@host).")
 @click.pass_context
 def resume(
-    ctx: click.Context, upgrade_id: str, config: Path | None, as_json: bool, journal_path: Path | None
+    ctx: click.Context,
+    upgrade_id: str,
+    config: Path | None,
+    as_json: bool,
+    journal_path: Path | None,
+    actor: str | None,
 ) -> None:
     """Resume a paused or interrupted upgrade from the phase it was in."""
-    run_upgrade(_upgrade_of(ctx, upgrade_id, config, journal_path), as_json=as_json, resume=upgrade_id)
+    upgrade_ = _upgrade_of(ctx, upgrade_id, config, journal_path)
+    run_upgrade(upgrade_, as_json=as_json, resume=upgrade_id, actor=actor)
 
 
 @cli.command()
@@ -282,27 +292,121 @@ def rollback(
     sys.exit(0 if report.status is UpgradeStatus.ROLLED_BACK else EXIT_FAILED)
 
 
+actor_option = click.option(
+    "--actor",
+    metavar="WHO",
+    help="Who decides, for the journal (default: user@host).",
+)
+
+
+def _control_journal(
+    ctx: click.Context, upgrade_id: str, journal_path: Path | None, config: Path | None
+) -> Journal:
+    journal = open_journal(ctx, journal_path, config, upgrade_id)
+    if journal.get(upgrade_id) is None:
+        raise UsageError(f"no upgrade {upgrade_id!r} in the journal {journal.path}")
+    return journal
+
+
 @cli.command()
 @click.argument("upgrade_id", metavar="ID")
+@actor_option
+@json_option
+@journal_option
+@config_option
+@click.pass_context
+def pause(
+    ctx: click.Context,
+    upgrade_id: str,
+    actor: str | None,
+    as_json: bool,
+    journal_path: Path | None,
+    config: Path | None,
+) -> None:
+    """Stop a running upgrade at its next safe point, paused ('zdu resume ID' continues it)."""
+    event = controls.pause(
+        upgrade_id, journal=_control_journal(ctx, upgrade_id, journal_path, config), actor=actor
+    )
+    emit(
+        {"upgrade_id": upgrade_id, "requested_at": event.at, "by": event.data["by"]},
+        as_json,
+        lambda: f"{upgrade_id}: pause requested by {event.data['by']}; it stops at its next safe point",
+    )
+
+
+@cli.command()
+@click.argument("upgrade_id", metavar="ID")
+@actor_option
+@json_option
+@journal_option
+@upgrade_config_option
+@click.pass_context
+def abort(
+    ctx: click.Context,
+    upgrade_id: str,
+    actor: str | None,
+    as_json: bool,
+    journal_path: Path | None,
+    config: Path | None,
+) -> None:
+    """Roll an upgrade back to the old version (refused after post-deployment migrations started).
+
+    A running upgrade rolls back at its next safe point; a paused or interrupted one is rolled back
+    here and now, as 'zdu rollback ID' does.
+    """
+    journal = _control_journal(ctx, upgrade_id, journal_path, config)
+    record = controls.current_record(journal, upgrade_id)
+    if record.status is UpgradeStatus.RUNNING or not record.status.in_progress:
+        event = controls.abort(upgrade_id, journal=journal, actor=actor)
+        emit(
+            {"upgrade_id": upgrade_id, "requested_at": event.at, "by": event.data["by"]},
+            as_json,
+            lambda: (
+                f"{upgrade_id}: abort requested by {event.data['by']}; it rolls back at its next safe point"
+            ),
+        )
+        return
+    controls.check_abortable(journal, upgrade_id)
+    by = actor or default_actor()
+    journal.record(upgrade_id, record.phase or "", ABORT_EVENT, f"aborted by {by}", {"by": by})
+    upgrade_ = _upgrade_of(ctx, upgrade_id, config, journal_path)
+    try:
+        report = upgrade_.rollback(upgrade_id)
+    finally:
+        upgrade_.close()
+    emit(report.to_dict(), as_json, report.summary)
+    sys.exit(0 if report.status is UpgradeStatus.ROLLED_BACK else EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("upgrade_id", metavar="ID")
+@click.option("--full", is_flag=True, help="Skip every remaining analysis and canary step too.")
+@actor_option
 @json_option
 @journal_option
 @config_option
 @click.pass_context
 def promote(
-    ctx: click.Context, upgrade_id: str, as_json: bool, journal_path: Path | None, config: Path | None
+    ctx: click.Context,
+    upgrade_id: str,
+    full: bool,
+    actor: str | None,
+    as_json: bool,
+    journal_path: Path | None,
+    config: Path | None,
 ) -> None:
-    """Let a canary paused for a decision go on to its next step (recorded in the journal)."""
-    journal = open_journal(ctx, journal_path, config)
-    record = journal.get(upgrade_id)
-    if record is None:
-        raise UsageError(f"no upgrade {upgrade_id!r} in the journal {journal.path}")
-    if not record.status.in_progress:
-        raise UsageError(f"upgrade {upgrade_id} is {record.status.value}: there is nothing to promote")
-    event = journal.record(upgrade_id, record.phase or "", PROMOTE_EVENT, "promoted by a person")
+    """Let a running upgrade skip its remaining waits and pauses (recorded in the journal)."""
+    event = controls.promote(
+        upgrade_id, full=full, journal=_control_journal(ctx, upgrade_id, journal_path, config), actor=actor
+    )
     emit(
-        {"upgrade_id": upgrade_id, "promoted_at": event.at},
+        {"upgrade_id": upgrade_id, "promoted_at": event.at, "by": event.data["by"], "full": full},
         as_json,
-        lambda: f"{upgrade_id}: promoted; the running upgrade goes on to its next step",
+        lambda: (
+            f"{upgrade_id}: {'fully ' if full else ''}promoted by {event.data['by']}; "
+            "the running upgrade skips its remaining waits and pauses"
+            + (", analysis and steps" if full else "")
+        ),
     )
 
 

@@ -241,7 +241,10 @@ def report_exit_code(report: Report) -> int:
 
 @contextmanager
 def interruptible(cancel: threading.Event, console: Console) -> Iterator[None]:
-    """First Ctrl-C (or SIGTERM) asks the upgrade to stop and roll back; a second one stops at once."""
+    """First Ctrl-C (or SIGTERM) stops the upgrade at its next safe point, paused.
+
+    A second one stops it at once (:class:`KeyboardInterrupt`), still resumable.
+    """
     previous: dict[int, Any] = {}
 
     def handler(signum: int, _frame: FrameType | None) -> None:
@@ -249,7 +252,8 @@ def interruptible(cancel: threading.Event, console: Console) -> Iterator[None]:
             raise KeyboardInterrupt
         cancel.set()
         console.print(
-            "[yellow]interrupted: rolling back after the current step (again to stop at once)[/yellow]"
+            "[yellow]interrupted: stopping at the next safe point, paused and resumable "
+            "(again to stop at once, still resumable)[/yellow]"
         )
 
     if threading.current_thread() is threading.main_thread():

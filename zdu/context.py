@@ -51,17 +51,25 @@ from zdu.platform import (
 from zdu.probe import GateAware, GateSettings, Probe, ProbeContext
 
 __all__ = [
+    "ABORT_EVENT",
+    "PAUSE_EVENT",
     "PROMOTE_EVENT",
     "RESTORED_EVENT",
     "ProbeGate",
+    "UpgradeAborted",
     "UpgradeContext",
     "UpgradeInfo",
     "UpgradePaused",
     "measurement_data",
 ]
 
-#: The journal event ``zdu promote ID`` records: a paused canary goes on to its next step.
+#: The journal event ``zdu promote ID`` records: the running upgrade skips its remaining waits and
+#: pauses (``data["full"]``: its remaining analysis and canary steps too).
 PROMOTE_EVENT = "promote"
+#: The journal event ``zdu pause ID`` records: the running upgrade stops at its next safe point, paused.
+PAUSE_EVENT = "pause-requested"
+#: The journal event ``zdu abort ID`` records: the running upgrade rolls back at its next safe point.
+ABORT_EVENT = "abort-requested"
 #: The journal event a strategy's rollback records once only the old version serves users again.
 RESTORED_EVENT = "restored"
 
@@ -69,7 +77,15 @@ _SUCCESSFUL = MeasurementStatus.SUCCESSFUL
 
 
 class UpgradePaused(ZduError):
-    """A probe was inconclusive too often: the upgrade waits for a person to resume or roll back."""
+    """The upgrade stops, paused, for a person to resume or roll back.
+
+    Raised when a probe was inconclusive too often, when ``zdu pause ID`` asked for it, or when the
+    process was asked to stop (Ctrl-C, SIGTERM).
+    """
+
+
+class UpgradeAborted(ZduError):
+    """``zdu abort ID`` asked the running upgrade to roll back (before the point of no return)."""
 
 
 @attrs.frozen
@@ -100,8 +116,22 @@ class ProbeGate:
         return max(0.0, self.last + self.settings.interval - time.monotonic())
 
     def judge(self) -> Measurement:
-        """Take a measurement and count it."""
-        measurement = self.probe.measure()
+        """Take a measurement and count it.
+
+        A probe that cannot measure (its ``measure`` raised) gives an INCONCLUSIVE measurement naming
+        the error: a probe that stopped measuring never passes a gate.
+        """
+        try:
+            measurement = self.probe.measure()
+        except Exception as error:
+            now = time.time()
+            measurement = Measurement(
+                probe=self.probe.name,
+                status=MeasurementStatus.INCONCLUSIVE,
+                reasons=(f"the probe could not measure: {type(error).__name__}: {error}",),
+                started_at=now,
+                finished_at=now,
+            )
         self.last = time.monotonic()
         self.measurements.append(measurement)
         if measurement.status is MeasurementStatus.FAILED:
@@ -151,6 +181,13 @@ class UpgradeContext:
     gate_interval: float = 1.0
     #: the upgrade's journal events so far (for decisions taken from outside: ``zdu promote``)
     read_events: Callable[[], Sequence[Event]] = lambda: ()
+    #: when this run of the upgrade began (``time.time()``): the operators' decisions journaled since
+    #: then apply to it (``zdu pause``, ``zdu abort``, ``zdu promote``); earlier ones were for an
+    #: earlier run
+    controls_since: float = 0.0
+    #: the phases in which an abort still rolls back (``None``: every phase); the orchestrator sets it
+    reversible_phases: frozenset[str] | None = None
+    _abort_refused: bool = attrs.field(default=False, init=False)
 
     # -- the platform's capabilities (declared in the plugin's ``requires``) --------------------------
 
@@ -239,9 +276,60 @@ class UpgradeContext:
         self.event("step-finished", action, **data)
 
     def check_cancelled(self) -> None:
-        """Raise :class:`~zdu.errors.UpgradeInterrupted` when the upgrade was asked to stop."""
+        """Raise :class:`~zdu.errors.UpgradeInterrupted` when the upgrade was asked to stop.
+
+        The process was asked to stop (Ctrl-C, SIGTERM): the orchestrator marks the upgrade paused,
+        resumable with ``zdu resume ID``.
+        """
         if self.cancel.is_set():
             raise UpgradeInterrupted("the upgrade was interrupted")
+
+    def controls(self) -> list[Event]:
+        """The operators' decisions journaled for this run: pause, abort and promote events, in order."""
+        if self.dry_run:
+            return []
+        kinds = {PAUSE_EVENT, ABORT_EVENT, PROMOTE_EVENT}
+        return [e for e in self.read_events() if e.kind in kinds and e.at >= self.controls_since]
+
+    def check_controls(self, step: str = "") -> None:
+        """Act on ``zdu pause ID`` and ``zdu abort ID`` at a safe point (a gate, a phase boundary).
+
+        Raises :class:`UpgradePaused` for a pause and :class:`UpgradeAborted` for an abort. An abort
+        that comes after the point of no return is refused (journaled once as ``abort-refused``) and
+        the upgrade goes on.
+        """
+        for event in self.controls():
+            by = str(event.data.get("by") or "someone")
+            where = f" (at {step})" if step else ""
+            if event.kind == PAUSE_EVENT:
+                self.event("paused", f"paused by {by}{where}", by=by, requested_at=event.at)
+                raise UpgradePaused(
+                    f"paused by {by}{where}: resume with 'zdu resume {self.info.id}' "
+                    f"or roll back with 'zdu rollback {self.info.id}'"
+                )
+            if event.kind == ABORT_EVENT:
+                if self.reversible_phases is None or self.phase in self.reversible_phases:
+                    self.event("aborted", f"aborted by {by}{where}", by=by, requested_at=event.at)
+                    raise UpgradeAborted(f"aborted by {by}")
+                if not self._abort_refused:
+                    self._abort_refused = True
+                    self.event(
+                        "abort-refused",
+                        f"abort by {by} refused: {self.phase} is past the point of no return",
+                        by=by,
+                        requested_at=event.at,
+                    )
+
+    def promoted(self, *, full: bool = False) -> str | None:
+        """Who promoted this run (``zdu promote ID``; ``full``: ``zdu promote --full ID``), or None.
+
+        Once promoted, every remaining wait and pause is skipped; once fully promoted, every remaining
+        analysis and canary step too.
+        """
+        for event in self.controls():
+            if event.kind == PROMOTE_EVENT and (event.data.get("full") or not full):
+                return str(event.data.get("by") or "someone")
+        return None
 
     def gate(self, step: str, *, force: bool = False) -> None:
         """Measure every probe that is due and check the platform's health; raise when the upgrade must stop.
@@ -254,6 +342,7 @@ class UpgradeContext:
         inconclusive limit.
         """
         self.check_cancelled()
+        self.check_controls(step)
         problems = self.platform.check_health()
         if problems:
             self.event(
@@ -316,12 +405,18 @@ class UpgradeContext:
     def wait(self, seconds: float, step: str) -> None:
         """Wait ``seconds`` while gating every ``gate_interval`` (``blue-green``'s scale-down delay).
 
-        While planning (:attr:`dry_run`), nothing waits.
+        Ends early once ``zdu promote ID`` is journaled (:meth:`promoted`). While planning
+        (:attr:`dry_run`), nothing waits.
         """
         if self.dry_run:
             return
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
+            if (by := self.promoted()) is not None:
+                self.event(
+                    "wait-skipped", f"{step}: promoted by {by}, {left:.0f}s of waiting skipped", step=step
+                )
+                return
             if self.cancel.wait(min(left, self.gate_interval)):
                 self.check_cancelled()
             self.gate(step)
@@ -330,23 +425,39 @@ class UpgradeContext:
         """Run a fresh instance of every probe against ``url`` for ``seconds``; raise unless all passed.
 
         A FAILED or INCONCLUSIVE verdict (of a probe not in dry run) raises :class:`GateFailed`.
+        ``zdu promote --full ID`` skips it (or cuts it short), returning no verdict; ``zdu pause`` and
+        ``zdu abort`` are acted on while it runs.
 
         ``blue-green`` uses this to verify the new set through its preview URL before the switch
         (Argo Rollouts' pre-promotion analysis).
         """
+        if (by := self.promoted(full=True)) is not None:
+            self.event("analysis-skipped", f"analysis of {step} skipped: fully promoted by {by}", step=step)
+            return []
         probes = []
         context = ProbeContext(
             url=url, target=self.target, release=self.release, from_version=self.from_version
         )
+        skipped_by: str | None = None
         try:
             for factory, settings in self.probe_factories:
                 probe = factory()
                 probe.start(context)
                 probes.append((probe, settings))
-            if self.cancel.wait(seconds):
-                self.check_cancelled()
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                if self.cancel.wait(min(left, self.gate_interval)):
+                    self.check_cancelled()
+                self.check_controls(step)
+                if (skipped_by := self.promoted(full=True)) is not None:
+                    break
         finally:
-            verdicts = [(probe.stop(), settings) for probe, settings in probes]
+            verdicts = [(_stopped(probe), settings) for probe, settings in probes]
+        if skipped_by is not None:
+            self.event(
+                "analysis-skipped", f"analysis of {step} cut short: fully promoted by {skipped_by}", step=step
+            )
+            return []
         for verdict, settings in verdicts:
             self.event(
                 "analysis",
@@ -370,18 +481,24 @@ class UpgradeContext:
         """Gate every ``gate_interval`` until a promotion beyond the first ``seen`` is journaled.
 
         ``zdu promote ID`` records the decision in the journal; the running upgrade reads it here
-        (canary's indefinite pause, Argo Rollouts' ``pause: {}``). Returns the promotions counted, to
-        pass as ``seen`` to the next pause. Nothing waits while planning.
+        (canary's indefinite pause, Argo Rollouts' ``pause: {}``, a strategy's manual pause step). A
+        promotion of this run already journaled (:meth:`promoted`) ends it at once: a promotion skips
+        every remaining pause. Returns the promotions counted, to pass as ``seen`` to the next pause.
+        Nothing waits while planning.
         """
         if self.dry_run:
             return seen
+        if (by := self.promoted()) is not None:
+            self.event("promoted", f"{step}: promoted by {by} before it", step=step, by=by)
+            return self.promotions()
         self.event("paused-for-promotion", f"{step}: waiting for 'zdu promote {self.info.id}'", step=step)
-        while (count := self.promotions()) <= seen:
+        while self.promotions() <= seen and self.promoted() is None:
             if self.cancel.wait(self.gate_interval):
                 self.check_cancelled()
             self.gate(step)
-        self.event("promoted", f"{step}: promoted", step=step)
-        return count
+        by = self.promoted() or "someone"
+        self.event("promoted", f"{step}: promoted by {by}", step=step, by=by)
+        return self.promotions()
 
     def restored(self, group: str) -> None:
         """Journal that only ``group`` (the old version) serves users again: a rollback's routing is done.
@@ -390,6 +507,18 @@ class UpgradeContext:
         decision to roll back to users being safe again can be read from the journal (``restored``).
         """
         self.event(RESTORED_EVENT, f"only {group} serves users again", group=group)
+
+
+def _stopped(probe: Probe) -> Verdict:
+    """Stop ``probe``; a probe that fails to stop gives an INCONCLUSIVE verdict naming the error."""
+    try:
+        return probe.stop()
+    except Exception as error:
+        return Verdict(
+            probe=probe.name,
+            status=VerdictStatus.INCONCLUSIVE,
+            reasons=(f"the probe failed to stop: {type(error).__name__}: {error}",),
+        )
 
 
 def measurement_data(measurement: Measurement, step: str, new_share: float = -1.0) -> dict[str, Any]:

@@ -12,8 +12,7 @@ import logging
 import attrs
 
 from zdu.context import ProbeGate, UpgradeContext
-from zdu.errors import ZduError
-from zdu.model import Verdict
+from zdu.model import Verdict, VerdictStatus
 from zdu.probe import ProbeContext
 
 __all__ = ["start_probes", "stop_probes"]
@@ -37,13 +36,22 @@ def start_probes(ctx: UpgradeContext, url: str, gates: list[ProbeGate]) -> None:
 
 
 def stop_probes(gates: list[ProbeGate]) -> list[Verdict]:
-    """Stop every started probe and return their verdicts (a dry-run probe's marked as such)."""
+    """Stop every started probe and return their verdicts (a dry-run probe's marked as such).
+
+    Never raises: a probe that fails to stop gives an INCONCLUSIVE verdict naming the error, and the
+    other probes are still stopped, so that one probe hides neither another's verdict nor the error
+    that ended the upgrade (this runs in the orchestrator's ``finally``).
+    """
     verdicts = []
     for gate in gates:
         try:
             verdict = gate.probe.stop()
         except Exception as error:
             log.exception("probe %s failed to stop", gate.probe.name)
-            raise ZduError(f"probe {gate.probe.name} failed to stop: {error}") from error
+            verdict = Verdict(
+                probe=gate.probe.name,
+                status=VerdictStatus.INCONCLUSIVE,
+                reasons=(f"the probe failed to stop: {type(error).__name__}: {error}",),
+            )
         verdicts.append(attrs.evolve(verdict, dry_run=gate.settings.dry_run))
     return verdicts

@@ -324,6 +324,8 @@ class Report:
     phases: tuple[tuple[str, float], ...] = ()
     verdicts: tuple[Verdict, ...] = ()
     error: str | None = None
+    #: the target already served the release: nothing was done, nothing recorded (no upgrade id)
+    nothing_to_do: bool = False
 
     @property
     def ok(self) -> bool:
@@ -354,6 +356,11 @@ class Report:
 
     def summary(self) -> str:
         """One paragraph for a person: outcome, versions and the main figures."""
+        if self.nothing_to_do:
+            return (
+                f"{self.target} already serves {self.to_version}: nothing to upgrade "
+                "(nothing was changed or recorded)"
+            )
         lines = [
             f"upgrade {self.upgrade_id} of {self.target} {self.from_version} -> {self.to_version} "
             f"({self.strategy}{' + ' + ' + '.join(self.layers) if self.layers else ''}): "
@@ -394,6 +401,7 @@ class Report:
                 for v in self.verdicts
             ],
             "error": self.error,
+            "nothing_to_do": self.nothing_to_do,
         }
 
 

@@ -18,6 +18,8 @@ from the phase it was in: each phase is idempotent.
 from __future__ import annotations
 
 import contextlib
+import getpass
+import logging
 import os
 import socket
 import threading
@@ -29,11 +31,12 @@ from typing import Any
 import attrs
 
 from zdu.config import UpgradeConfig, load_config
-from zdu.context import ProbeGate, UpgradeContext, UpgradeInfo, UpgradePaused
+from zdu.context import ProbeGate, UpgradeAborted, UpgradeContext, UpgradeInfo, UpgradePaused
 from zdu.errors import (
     GateFailed,
     PreflightError,
     RollbackRefused,
+    UpgradeInterrupted,
     UsageError,
     ZduError,
 )
@@ -54,7 +57,12 @@ from zdu.recorder import Recorder
 from zdu.registry import ZduPluginManager, get_plugin_manager
 from zdu.strategy import Step, Strategy, TrafficLayer
 
-__all__ = ["Plan", "Upgrade", "current_version"]
+__all__ = ["Plan", "Upgrade", "current_version", "default_actor"]
+
+log = logging.getLogger("zdu.upgrade")
+
+#: The phases in which an abort still rolls back (before the point of no return).
+_REVERSIBLE = frozenset(str(spec.phase) for spec in PHASES if PHASES.rollback_possible(spec.phase))
 
 
 @attrs.frozen
@@ -197,6 +205,7 @@ class Upgrade:
     def _context(
         self, recorder: Recorder, from_version: Version, gates: list[ProbeGate], replicas: int = 1
     ) -> UpgradeContext:
+        """The context of this run: operators' decisions journaled since it began apply to it."""
         info = recorder.info
 
         def record(kind: str, message: str, data: dict[str, Any]) -> None:
@@ -214,6 +223,8 @@ class Upgrade:
             probe_factories=self._probe_factories(),
             cancel=self.cancel,
             read_events=lambda: self.journal.events(info.id),
+            controls_since=recorder.started,
+            reversible_phases=_REVERSIBLE,
         )
         return context
 
@@ -320,25 +331,56 @@ class Upgrade:
 
     # -- running -----------------------------------------------------------------------------------
 
-    def run(self, *, resume: str | None = None) -> Report:
+    def run(self, *, resume: str | None = None, actor: str | None = None) -> Report:
         """Run the upgrade to its end and return the report.
+
+        While it runs, ``zdu pause ID``, ``zdu abort ID`` and ``zdu promote ID`` (or
+        :func:`zdu.pause`, :func:`zdu.abort`, :func:`zdu.promote`) from another process steer it
+        through the journal, and setting :attr:`cancel` (what Ctrl-C and SIGTERM do at the command
+        line) stops it at its next safe point, paused. A target that already serves the release is
+        left alone: the report says so (:attr:`~zdu.model.Report.nothing_to_do`) and nothing is
+        recorded as an upgrade.
 
         :param resume: the id of an interrupted or paused upgrade of the same target to continue from
             the phase it was in (each phase is idempotent).
+        :param actor: who resumes it, for the journal (default: ``user@host``).
         :raises UsageError: bad input found before anything changed (nothing is recorded as started).
         :raises TargetBusy: another upgrade of the target is in progress.
         """
         started = time.time()
         # built before anything is recorded: a bad option of a part is bad input, not a failed upgrade
         parts = (self._strategy(), self._layers(), self._runner())
-        with self.platform.hold_lock(_holder()), self._outputs():
-            return self._run(resume, started, parts)
+        with self.platform.hold_lock(_holder()):
+            if resume is None and (done := self._nothing_to_do(started)) is not None:
+                return done
+            with self._outputs():
+                return self._run(resume, started, parts, actor or default_actor())
+
+    def _nothing_to_do(self, started: float) -> Report | None:
+        """The report of an upgrade that has nothing to do: the target already serves the release."""
+        self.journal.check_free(self.config.target.name)
+        release = self.config.release.version
+        if current_version(self.platform) != release:
+            return None
+        return Report(
+            upgrade_id="",
+            target=self.config.target.name,
+            from_version=str(release),
+            to_version=str(release),
+            strategy=self.config.strategy.name,
+            layers=tuple(layer.name for layer in self.config.layers),
+            status=UpgradeStatus.SUCCEEDED,
+            started_at=started,
+            finished_at=time.time(),
+            nothing_to_do=True,
+        )
 
     def _run(
         self,
         resume: str | None,
         started: float,
         parts: tuple[Strategy, list[TrafficLayer], MigrationRunner | None],
+        actor: str,
     ) -> Report:
         if resume is None:
             self.journal.check_free(self.config.target.name)
@@ -367,7 +409,15 @@ class Upgrade:
         ctx = self._context(recorder, from_version, gates, replicas)
         if resume is None:
             ctx.event("replicas", f"the fleet has {replicas} instances", replicas=replicas)
-        status, error = UpgradeStatus.SUCCEEDED, None
+        else:
+            ctx.event("resumed", f"resumed by {actor}", by=actor)
+        # whatever escapes the loop (it catches every Exception) stops the upgrade where it stands:
+        # never recorded as succeeded, always resumable
+        status: UpgradeStatus = UpgradeStatus.INTERRUPTED
+        error: str | None = (
+            f"stopped at once; resume with 'zdu resume {upgrade_id}' or roll back with "
+            f"'zdu rollback {upgrade_id}'"
+        )
         try:
             status, error = self._run_phases(recorder, self._work(ctx, *parts, gates), done)
         finally:
@@ -392,28 +442,56 @@ class Upgrade:
         self, recorder: Recorder, work: PhaseWork, done: set[str]
     ) -> tuple[UpgradeStatus, str | None]:
         """The loop: every phase of the table in order, each gated at its end; a failure rolls back."""
-        spec = PHASES[0]
+        spec = PHASES[0]  # the phase in progress, or the last one run (between two phases)
+        upgrade_id = work.ctx.info.id
+        resumable = f"resume with 'zdu resume {upgrade_id}' or roll back with 'zdu rollback {upgrade_id}'"
         try:
-            for spec in PHASES:
-                if str(spec.phase) in done and not spec.reruns_on_resume:
+            for following in PHASES:
+                if str(following.phase) in done and not following.reruns_on_resume:
                     continue
+                # a safe point between two phases: a signal, a pause or an abort is acted on here
+                work.ctx.check_cancelled()
+                work.ctx.check_controls(f"start of {following.phase}")
+                spec = following
                 with recorder.phase(work.ctx, spec.phase):
                     spec.run(work)
                     spec.gate_at_end(work.ctx)
         except UpgradePaused as paused:
             return UpgradeStatus.PAUSED, str(paused)
-        except (ZduError, KeyboardInterrupt, OSError) as failure:
-            message = "interrupted" if isinstance(failure, KeyboardInterrupt) else str(failure)
+        except UpgradeInterrupted as interrupted:
+            if not self.cancel.is_set():
+                return self._failed(recorder, work, spec.phase, str(interrupted))
+            # Ctrl-C or SIGTERM: stopped at a safe point, paused, nothing undone
+            work.ctx.event("paused", f"stopped by a signal in {spec.phase}: paused")
+            return UpgradeStatus.PAUSED, f"stopped by Ctrl-C or SIGTERM in {spec.phase}; {resumable}"
+        except KeyboardInterrupt:
+            # a second Ctrl-C or SIGTERM: stopped at once, mid-step; every step is idempotent
+            work.ctx.event("interrupted", f"stopped at once in {spec.phase}")
+            return UpgradeStatus.INTERRUPTED, f"stopped at once in {spec.phase}; {resumable}"
+        except Exception as failure:
+            if not isinstance(failure, ZduError | OSError):
+                # a bug (ours or a plugin's): the upgrade fails as honestly as after any other error
+                log.error("%s: unexpected error", spec.phase, exc_info=failure)
+                message = f"unexpected {type(failure).__name__}: {failure}"
+            else:
+                message = str(failure)
             if isinstance(failure, UsageError) and spec.changes_nothing:
                 return UpgradeStatus.FAILED, message
-            if not PHASES.rollback_possible(spec.phase):
-                work.ctx.event("error", f"{spec.phase} failed after the point of no return: {message}")
-                return UpgradeStatus.FAILED, (
-                    f"{spec.phase} failed: {message}; post-deployment migrations have started, so there is "
-                    "no rollback: fix forward (a patch release) or restore a backup"
-                )
-            return self._rollback(recorder, work, f"{spec.phase} failed: {message}")
+            reason = message if isinstance(failure, UpgradeAborted) else None
+            return self._failed(recorder, work, spec.phase, message, reason)
         return UpgradeStatus.SUCCEEDED, None
+
+    def _failed(
+        self, recorder: Recorder, work: PhaseWork, phase: Phase, message: str, reason: str | None = None
+    ) -> tuple[UpgradeStatus, str | None]:
+        """A phase failed: roll back before the point of no return, else leave it failed."""
+        if not PHASES.rollback_possible(phase):
+            work.ctx.event("error", f"{phase} failed after the point of no return: {message}")
+            return UpgradeStatus.FAILED, (
+                f"{phase} failed: {message}; post-deployment migrations have started, so there is "
+                "no rollback: fix forward (a patch release) or restore a backup"
+            )
+        return self._rollback(recorder, work, reason or f"{phase} failed: {message}")
 
     def _verify(self, ctx: UpgradeContext) -> None:
         stale = [str(v) for v in self.platform.serving_versions() if v != ctx.release.version]
@@ -435,7 +513,9 @@ class Upgrade:
         try:
             with recorder.phase(work.ctx, Phase.ROLLBACK):
                 PHASES.roll_back(work)
-        except (ZduError, KeyboardInterrupt, OSError) as failure:
+        except (Exception, KeyboardInterrupt) as failure:
+            if not isinstance(failure, ZduError | OSError | KeyboardInterrupt):
+                log.error("rollback: unexpected error", exc_info=failure)
             return UpgradeStatus.INTERRUPTED, (
                 f"{reason}; rollback failed too: {failure}; the upgrade is left resumable "
                 f"('zdu rollback {work.ctx.info.id}' tries again)"
@@ -529,7 +609,9 @@ class Upgrade:
         try:
             with recorder.phase(ctx, spec.phase):
                 spec.run(work)
-        except (ZduError, OSError) as failure:
+        except Exception as failure:
+            if not isinstance(failure, ZduError | OSError):
+                log.error("%s: unexpected error", spec.phase, exc_info=failure)
             status, error = UpgradeStatus.FAILED, f"{spec.phase} failed: {failure}"
         return recorder.finish(status, error)
 
@@ -537,6 +619,15 @@ class Upgrade:
         """Release the platform's client resources (the fleet keeps running)."""
         if self._platform is not None:
             self._platform.close()
+
+
+def default_actor() -> str:
+    """Who acts, for the journal: ``user@host`` of this process."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 def _holder() -> str:

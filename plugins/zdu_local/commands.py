@@ -45,11 +45,23 @@ def local() -> None:
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_context
 def up(ctx: click.Context, config: Path) -> None:
-    """Start the target's fleet at its current version; print the router's URL once it serves."""
+    """Start the target's fleet at its current version; print the router's URL once it serves.
+
+    A fleet already up is left as it is; when it serves another version than target.version, that
+    is said on stderr.
+    """
     platform, version = _platform(ctx, config)
     from zdu.plugins import Version  # noqa: PLC0415
 
-    click.echo(platform.up(Version.parse(version)))
+    url = platform.up(Version.parse(version))
+    serving = [str(v) for v in platform.serving_versions()]
+    if serving != [version]:
+        stderr_console().print(
+            f"the fleet was already up, serving {', '.join(serving) or 'no version'}, not target.version "
+            f"{version}: left as it is ('zdu local down CONFIG' first to start it at {version})",
+            markup=False,
+        )
+    click.echo(url)
 
 
 @local.command()

@@ -222,6 +222,9 @@ class Canary:
             instances = 1
             for index, step in enumerate(self.config.steps):
                 name = f"canary step {index + 1}"
+                if (by := ctx.promoted(full=True)) is not None:  # 'zdu promote --full': straight to 100%
+                    ctx.event("steps-skipped", f"{name} and after skipped: fully promoted by {by}", by=by)
+                    break
                 if step.weight is not None:
                     wanted = self._instances(ctx, step.weight)
                     if wanted > instances:

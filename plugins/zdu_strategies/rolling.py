@@ -28,10 +28,17 @@ class RollingConfig:
     :ivar max_surge: instances allowed above the desired count during the rollout.
     :ivar max_unavailable: instances allowed below the desired count during the rollout (0 keeps
         full capacity, as GitLab advises for zero downtime).
+    :ivar pause_after: the batches (counted from 1, as ``zdu plan`` lists them) after which the
+        rollout waits for ``zdu promote ID``, the probes gating meanwhile.
     """
 
     max_surge: int = attrs.field(default=1, validator=attrs.validators.ge(0))
     max_unavailable: int = attrs.field(default=0, validator=[attrs.validators.ge(0), _not_both_zero])
+    #: manual pause steps: after these batches (1 is the first), wait, gating, for ``zdu promote ID``
+    #: (Argo Rollouts' ``pause: {}``)
+    pause_after: tuple[int, ...] = attrs.field(
+        default=(), converter=tuple, validator=attrs.validators.deep_iterable(attrs.validators.ge(1))
+    )
 
 
 def _count(groups: list[InstanceGroup], name: str) -> int:
@@ -78,14 +85,18 @@ class Rolling:
         """The batches, from the platform's current state."""
         groups = list(ctx.instance_groups.groups())
         old, new = _count(groups, ctx.old_group), _count(groups, ctx.new_group)
-        return [
-            Step(
-                "rollout",
-                "scale up" if action == "up" else "drain and scale down",
-                f"{ctx.old_group}={old_count}, {ctx.new_group}={new_count}",
+        steps = []
+        for number, (action, old_count, new_count) in enumerate(self._batches(ctx.replicas, old, new), 1):
+            steps.append(
+                Step(
+                    "rollout",
+                    "scale up" if action == "up" else "drain and scale down",
+                    f"{ctx.old_group}={old_count}, {ctx.new_group}={new_count}",
+                )
             )
-            for action, old_count, new_count in self._batches(ctx.replicas, old, new)
-        ]
+            if number in self.config.pause_after:
+                steps.append(Step("rollout", "pause", f"after batch {number}: until 'zdu promote ID'"))
+        return steps
 
     def rollout(self, ctx: UpgradeContext) -> None:
         """Scale the new group up and the old one down, a batch at a time, gating each batch."""
@@ -95,7 +106,8 @@ class Rolling:
         old, new = _count(groups, ctx.old_group), _count(groups, ctx.new_group)
         batches = self._batches(ctx.replicas, old, new)
         overlap = ctx.provides(SCALE_TOGETHER)
-        index = 0
+        index = batch = 0
+        promotions = ctx.promotions()
         while index < len(batches):
             action, old_count, new_count = batches[index]
             following = batches[index + 1] if index + 1 < len(batches) else None
@@ -119,6 +131,9 @@ class Rolling:
                     platform.scale(ctx.old_group, ctx.from_version, old_count)
                 index += 1
             ctx.gate(f"{ctx.old_group}={old_count}, {ctx.new_group}={new_count}")
+            done, batch = batch, index  # batches done (two at once when they overlapped)
+            if any(number in self.config.pause_after for number in range(done + 1, batch + 1)):
+                promotions = ctx.wait_for_promotion(f"pause after batch {batch}", seen=promotions)
         with ctx.step(f"remove {ctx.old_group}"):
             platform.router.set_weights({ctx.new_group: 1})
             platform.remove_group(ctx.old_group)
