@@ -7,9 +7,12 @@ Everything else under :class:`ZduError` is a failure while acting.
 
 from __future__ import annotations
 
+from zdu.secret import redact
+
 __all__ = [
     "ConfigError",
     "GateFailed",
+    "JournalError",
     "PlatformError",
     "PluginNotFound",
     "PreflightError",
@@ -24,7 +27,10 @@ __all__ = [
 
 
 class ZduError(Exception):
-    """Base class of every error zdu raises on purpose."""
+    """Base class of every error zdu raises on purpose. Its text never holds a registered secret."""
+
+    def __str__(self) -> str:
+        return str(redact(super().__str__()))
 
 
 class UsageError(ZduError):
@@ -35,7 +41,8 @@ class ConfigError(UsageError):
     """A configuration field is missing or has a bad value; the message names the field and the value."""
 
     def __init__(self, problems: list[str] | str) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        # a problem line may quote a value: never a secret's
+        self.problems = [redact(p) for p in ([problems] if isinstance(problems, str) else problems)]
         super().__init__("; ".join(self.problems))
 
 
@@ -49,6 +56,10 @@ class PluginNotFound(UsageError):
 
 class PreflightError(UsageError):
     """The upgrade may not start: the reason names what to change."""
+
+
+class JournalError(ZduError):
+    """A journal file that cannot be read as one (not a journal, or a damaged row); names the file."""
 
 
 class TargetBusy(ZduError):
