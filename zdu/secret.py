@@ -140,8 +140,8 @@ class RedactingFilter(logging.Filter):
         record.msg = _redact_text(message)
         record.args = None
         if record.exc_info and not record.exc_text:
+            # a formatter prints exc_text when it is set; exc_info stays for handlers that read it
             record.exc_text = _redact_text(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
         return True
 
 
