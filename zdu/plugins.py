@@ -187,6 +187,7 @@ from zdu.secret import (
     REDACTED,
     Secret,
     redact,
+    register_secret,
 )
 from zdu.strategy import (
     Step,
@@ -410,6 +411,7 @@ __all__ = [
     "next_minor",
     "platform_provides",
     "redact",
+    "register_secret",
     "remove_managed_routes",
     "render_html",
     "render_index",

@@ -477,13 +477,26 @@ class OfflineApi:
             data = json.loads(snapshot.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise UsageError(f"--offline {snapshot}: cannot read a JSON snapshot: {error}") from None
+        except RecursionError:
+            raise UsageError(
+                f"--offline {snapshot}: cannot read a JSON snapshot: too deeply nested"
+            ) from None
         items = data.get("items") if isinstance(data, dict) else data
         if not isinstance(items, list):
             raise UsageError(f"--offline {snapshot}: expected a Kubernetes List or a JSON array of objects")
         self._objects: dict[tuple[str, str], Obj] = {}
-        for item in items:
-            if isinstance(item, dict) and item.get("kind") in KINDS and item.get("metadata", {}).get("name"):
-                self._objects[(item["kind"], item["metadata"]["name"])] = copy.deepcopy(item)
+        for index, item in enumerate(items):
+            kind = item.get("kind") if isinstance(item, dict) else None
+            if not isinstance(kind, str) or kind not in KINDS:
+                continue  # a kind zdu does not touch
+            metadata = item.get("metadata")
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            if not isinstance(name, str) or not name:
+                continue  # no object zdu could address
+            try:
+                self._objects[(kind, name)] = copy.deepcopy(item)
+            except RecursionError:
+                raise UsageError(f"--offline {snapshot}: items[{index}]: nested too deeply") from None
         self.changes: list[Obj] = []
         self._serial = 0
 
