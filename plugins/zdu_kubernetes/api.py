@@ -51,6 +51,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "Ingress": ("NetworkingV1Api", "ingress", "networking.k8s.io/v1"),
     "Job": ("BatchV1Api", "job", "batch/v1"),
     "Lease": ("CoordinationV1Api", "lease", "coordination.k8s.io/v1"),
+    "HorizontalPodAutoscaler": ("AutoscalingV2Api", "horizontal_pod_autoscaler", "autoscaling/v2"),
 }
 
 _TRANSIENT_STATUS = frozenset({0, 429, 500, 502, 503, 504})

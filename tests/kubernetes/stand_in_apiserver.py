@@ -36,6 +36,7 @@ RESOURCES = {
     "ingresses": "Ingress",
     "jobs": "Job",
     "leases": "Lease",
+    "horizontalpodautoscalers": "HorizontalPodAutoscaler",
 }
 API_VERSIONS = {
     "Deployment": "apps/v1",
@@ -44,9 +45,10 @@ API_VERSIONS = {
     "Ingress": "networking.k8s.io/v1",
     "Job": "batch/v1",
     "Lease": "coordination.k8s.io/v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
 }
 _PATH = re.compile(
-    r"^/(?:api/v1|apis/[^/]+/v1)/namespaces/(?P<ns>[^/]+)/(?P<resource>[a-z]+)"
+    r"^/(?:api/v1|apis/[^/]+/v[12])/namespaces/(?P<ns>[^/]+)/(?P<resource>[a-z]+)"
     r"(?:/(?P<name>[^/]+))?(?P<log>/log)?$"
 )
 
@@ -100,6 +102,7 @@ class StandInApiServer:
         self.job_handler: Callable[[Obj], tuple[int, str]] = lambda job: (0, "done\n")
         self.job_logs: dict[str, str] = {}
         self.jobs_stalled = False
+        self.hpa_writes: list[tuple[str, int, int]] = []
         self._stop = threading.Event()
         server = self
 
@@ -389,6 +392,8 @@ class StandInApiServer:
                 self._deployment(namespace, name, obj)
             elif kind == "Job":
                 self._job(namespace, name, obj)
+            elif kind == "HorizontalPodAutoscaler":
+                self._autoscaler(namespace, name, obj)
         for (kind, _namespace, _name), pod in list(self.objects.items()):
             if kind == "Pod" and pod["status"].get("phase") == "Pending":
                 image = pod["spec"]["containers"][0]["image"]
@@ -495,6 +500,49 @@ class StandInApiServer:
         }
         if obj.get("status") != status:
             updated = copy.deepcopy(obj)
+            updated["status"] = status
+            self._write(updated, "MODIFIED")
+
+    def _autoscaler(self, namespace: str, name: str, hpa: Obj) -> None:
+        """As the HPA controller does at idle load: keep the target within [minReplicas, maxReplicas].
+
+        A target at 0 replicas switches it off (``ScalingActive`` False, ``ScalingDisabled``); a
+        direction whose ``selectPolicy`` is ``Disabled`` is not scaled. Every replica change it makes
+        is counted in :attr:`StandInApiServer.hpa_writes` (a fight with whoever set the replicas).
+        """
+        spec = hpa["spec"]
+        ref = spec.get("scaleTargetRef") or {}
+        target = self.objects.get(("Deployment", namespace, ref.get("name", "")))
+        behavior = spec.get("behavior") or {}
+        active, reason = True, "ValidMetricFound"
+        current = desired = 0
+        if target is None:
+            active, reason = False, "FailedGetScale"
+        else:
+            current = desired = int(target["spec"].get("replicas", 1))
+            if current == 0:
+                active, reason = False, "ScalingDisabled"
+            else:
+                low, high = int(spec.get("minReplicas", 1)), int(spec["maxReplicas"])
+                wanted = min(max(current, low), high)
+                direction = "scaleUp" if wanted > current else "scaleDown"
+                if (behavior.get(direction) or {}).get("selectPolicy") != "Disabled":
+                    desired = wanted
+                if desired != current:
+                    updated = copy.deepcopy(target)
+                    updated["spec"]["replicas"] = desired
+                    updated["metadata"]["generation"] = int(updated["metadata"].get("generation", 1)) + 1
+                    self.hpa_writes.append((ref["name"], current, desired))
+                    self._write(updated, "MODIFIED")
+        status = {
+            "currentReplicas": current,
+            "desiredReplicas": desired,
+            "conditions": [
+                {"type": "ScalingActive", "status": "True" if active else "False", "reason": reason}
+            ],
+        }
+        if hpa.get("status") != status:
+            updated = copy.deepcopy(hpa)
             updated["status"] = status
             self._write(updated, "MODIFIED")
 

@@ -126,8 +126,10 @@ def test_an_upgrade_survives_injected_faults(apiserver: StandInApiServer, tmp_pa
     assert report.status is UpgradeStatus.SUCCEEDED, report.error
     assert all(f.times == 0 for f in apiserver.faults)
     assert apiserver.watch_breaks["deployments"] == 0
-    clone = apiserver.get("Deployment", "gitlab-webservice-default-v16-6-0")
-    assert clone is not None and clone["status"]["availableReplicas"] == 3
+    assert apiserver.get("Deployment", "gitlab-webservice-default-v16-6-0") is None  # handed back
+    base = apiserver.get("Deployment", "gitlab-webservice-default")
+    assert base is not None and base["status"]["availableReplicas"] == 3
+    assert base["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":v16.6.0")
 
 
 # -- migrations as a Job -----------------------------------------------------------------------------
