@@ -9,7 +9,9 @@ condition) and Jobs (a pod that "runs" by asking :attr:`StandInApiServer.job_han
 
 Faults on demand: :meth:`StandInApiServer.inject` answers the next matching requests with 409, 429
 (with ``Retry-After``) or 500; :meth:`StandInApiServer.break_watches` cuts the next watch streams
-before their first event (a chunk cut short). It is no validation of the objects: the schema tests do that.
+before their first event (a chunk cut short); :meth:`StandInApiServer.expire_watches` answers the
+next watches with an ``ERROR`` event carrying a 410 Status. It is no validation of the objects: the
+schema tests do that.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class StandInApiServer:
         self.version = 100
         self.faults: list[Fault] = []
         self.watch_breaks: dict[str, int] = {}
+        self.watch_errors: dict[str, int] = {}
         self.requests: list[tuple[str, str]] = []
         self.failing_images: set[str] = set()
         self.job_handler: Callable[[Obj], tuple[int, str]] = lambda job: (0, "done\n")
@@ -160,6 +163,11 @@ class StandInApiServer:
     ) -> None:
         with self.lock:
             self.faults.append(Fault(method, resource, status, times, retry_after))
+
+    def expire_watches(self, resource: str, times: int = 1) -> None:
+        """Answer the next watches of ``resource`` with an ERROR event (410 Gone), as etcd compaction does."""
+        with self.lock:
+            self.watch_errors[resource] = self.watch_errors.get(resource, 0) + times
 
     def break_watches(self, resource: str, times: int = 1) -> None:
         with self.lock:
@@ -232,7 +240,8 @@ class StandInApiServer:
             return
         resource, namespace, name = match["resource"], match["ns"], match["name"]
         kind = RESOURCES[resource]
-        watching = query.get("watch") in ("true", "1")
+        # the API server parses booleans as Go's strconv.ParseBool does (older clients send "True")
+        watching = query.get("watch") in ("1", "t", "T", "true", "TRUE", "True")
         with self.lock:
             since = f"?watch&resourceVersion={query.get('resourceVersion', '')}"
             self.requests.append((method, url.path + (since if watching else "")))
@@ -342,6 +351,16 @@ class StandInApiServer:
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Transfer-Encoding", "chunked")
         handler.end_headers()
+        with self.lock:
+            expiring = self.watch_errors.get(resource, 0) > 0
+            if expiring:
+                self.watch_errors[resource] -= 1
+        if expiring:
+            gone = _status(410, "Expired", f"too old resource version: {since}")
+            line = json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n"
+            handler.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n0\r\n\r\n")
+            handler.wfile.flush()
+            return
         try:
             while not self._stop.is_set():
                 with self.changed:
