@@ -231,7 +231,9 @@ def _secret(value: object, _type: type) -> Secret:
     if isinstance(value, Secret):
         return value
     if not isinstance(value, str):  # the value is not shown: a secret of the wrong type is still one
-        raise _FieldValueError(f"expected a string (a secret, not shown), got a {type(value).__name__}")
+        kind = type(value).__name__
+        article = "an" if kind[:1] in "aeiou" else "a"
+        raise _FieldValueError(f"expected a string (a secret, not shown), got {article} {kind}")
     return Secret(value)
 
 

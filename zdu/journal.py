@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 import psutil
+import tenacity
 
 from zdu.errors import JournalError, TargetBusy
 from zdu.journals import default_journal_path, default_state_dir, remember
@@ -116,7 +117,7 @@ class Journal:
         except OSError as error:
             raise JournalError(f"the journal {self.path}: cannot create its directory: {error}") from None
         with self._reading("open"), self._connect() as db:
-            db.executescript(_SCHEMA)
+            _while_locked(db.executescript, _SCHEMA)
 
     @contextmanager
     def _reading(self, what: str) -> Iterator[None]:
@@ -139,7 +140,7 @@ class Journal:
         try:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             try:
-                db.execute("PRAGMA journal_mode=WAL")
+                _while_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
                 db.execute("PRAGMA foreign_keys=ON")
                 db.row_factory = sqlite3.Row
                 yield db
@@ -414,3 +415,17 @@ def _record(row: sqlite3.Row) -> UpgradeRecord:
         report=_decoded(row, "report", dict, where, optional=True),
         error=redact(row["error"]) if isinstance(row["error"], str) else None,
     )
+
+
+def _locked(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+
+#: Switching a journal to WAL takes a lock SQLite's busy timeout does not wait for: two processes
+#: opening a new journal at the same instant (two ``zdu upgrade`` of one target) retry it briefly.
+_while_locked = tenacity.Retrying(
+    retry=tenacity.retry_if_exception(_locked),
+    wait=tenacity.wait_random_exponential(multiplier=0.01, max=0.5),
+    stop=tenacity.stop_after_delay(30),
+    reraise=True,
+)
