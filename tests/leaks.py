@@ -9,6 +9,7 @@ is: in which output, in which file.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -81,23 +82,30 @@ def files_under(*directories: Path, skip: Iterable[Path] = ()) -> list[Path]:
 def leaks(outputs: Sequence[bytes], files: Iterable[Path], mark: str = MARK) -> list[str]:
     """Where ``mark`` occurs: ``output N`` (its index in ``outputs``) and the files that hold it.
 
-    A line of context is given with each, so that a failure says what leaked and how.
+    Each comes with the planted values found there and the bytes around the first, so that a failure
+    says what leaked and how.
     """
     found: list[str] = []
     needle = mark.encode()
     for index, output in enumerate(outputs):
         if needle in output:
-            found.append(f"output {index}: {_context(output, needle)}")
+            found.append(f"output {index}: {_describe(output, needle)}")
     for path in files:
         try:
             data = path.read_bytes()
         except OSError:  # a socket, or a file removed while looking (a pid file)
             continue
         if needle in data:
-            found.append(f"{path}: {_context(data, needle)}")
+            found.append(f"{path}: {_describe(data, needle)}")
     return found
 
 
-def _context(data: bytes, needle: bytes) -> str:
+def _describe(data: bytes, needle: bytes) -> str:
+    values = sorted(
+        {
+            m.decode("utf-8", "replace")
+            for m in re.findall(rb"[\w.-]*" + re.escape(needle) + rb"[\w.-]*", data)
+        }
+    )
     at = data.index(needle)
-    return data[max(0, at - 80) : at + 80].decode("utf-8", errors="replace")
+    return f"{', '.join(values)} in {data[max(0, at - 80) : at + 80].decode('utf-8', errors='replace')!r}"
