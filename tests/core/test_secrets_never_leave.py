@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.server
 import json
 import logging
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -20,16 +19,15 @@ from typing import Any
 
 import pytest
 
+from tests.leaks import MARK, files_under, leaks, report_outputs, run_zdu
 from zdu.config import load_config
 from zdu.errors import ConfigError
 from zdu.journal import Journal
 from zdu.registry import get_plugin_manager
 from zdu.secret import REDACTED, RedactingFilter, Secret, redact, register_secret
 
-MARK = "PLANTED"
 QA_TOKEN = "s3cr3t-PLANTED-qa-token"
 PUSH_PASSWORD = "s3cr3t-PLANTED-push"
-ZDU = str(Path(sys.executable).parent / "zdu")
 
 RAKE = """
 import os, sys, pathlib
@@ -125,13 +123,6 @@ pushgateway = "{pushgateway}"
     return config, [QA_TOKEN, webhook, PUSH_PASSWORD]
 
 
-def _zdu(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    env = {"ZDU_STATE_DIR": str(cwd / "default-state"), "PATH": "/usr/bin:/bin", "HOME": str(cwd)}
-    return subprocess.run(
-        [ZDU, "-vv", *args], cwd=cwd, env=env, capture_output=True, timeout=300, check=False
-    )
-
-
 def test_a_planted_secret_is_in_no_byte_of_output_journal_reports_or_state(
     tmp_path: Path, server: int
 ) -> None:
@@ -140,28 +131,18 @@ def test_a_planted_secret_is_in_no_byte_of_output_journal_reports_or_state(
     outputs: list[bytes] = []
 
     (tmp_path / "fail-migrations").touch()
-    failed = _zdu("upgrade", "--json", str(config), cwd=tmp_path)
+    failed = run_zdu("upgrade", "--json", str(config), cwd=tmp_path)
     outputs += [failed.stdout, failed.stderr]
     assert failed.returncode == 1, failed.stderr.decode()
     (tmp_path / "fail-migrations").unlink()
-    succeeded = _zdu("upgrade", "--json", str(config), cwd=tmp_path)
+    succeeded = run_zdu("upgrade", "--json", str(config), cwd=tmp_path)
     outputs += [succeeded.stdout, succeeded.stderr]
     assert succeeded.returncode == 0, succeeded.stderr.decode()
 
     journal = Journal(tmp_path / "state" / "journal.sqlite")
     upgrades = journal.upgrades()
     assert [u.status.value for u in upgrades] in (["succeeded", "failed"], ["succeeded", "rolled_back"])
-    for record in upgrades:
-        for args in (("report", record.id), ("report", "--json", record.id)):
-            shown = _zdu(*args, "--journal", str(journal.path), cwd=tmp_path)
-            assert shown.returncode == 0, shown.stderr.decode()
-            outputs += [shown.stdout, shown.stderr]
-        html = tmp_path / f"{record.id}.html"
-        shown = _zdu("report", record.id, "--journal", str(journal.path), "--html", str(html), cwd=tmp_path)
-        assert shown.returncode == 0, shown.stderr.decode()
-        outputs += [shown.stdout, shown.stderr, html.read_bytes()]
-    listed = _zdu("status", "--journal", str(journal.path), cwd=tmp_path)
-    outputs += [listed.stdout, listed.stderr]
+    outputs += report_outputs(journal, tmp_path)
 
     # the commands really ran and their output really was recorded, redacted
     messages = [e.message for u in upgrades for e in journal.events(u.id)]
@@ -171,12 +152,10 @@ def test_a_planted_secret_is_in_no_byte_of_output_journal_reports_or_state(
         json.dumps(e.data).encode() for u in upgrades for e in journal.events(u.id)
     ) or any("qa token is ***" in m for m in messages)
 
-    files = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
-    files += [p for p in (tmp_path / "default-state").rglob("*") if p.is_file()]
+    files = files_under(tmp_path / "state", tmp_path / "default-state")
     assert any(p.name == "journal.sqlite" for p in files)
-    leaks = [f"output {i}" for i, out in enumerate(outputs) if MARK.encode() in out]
-    leaks += [str(p) for p in files if MARK.encode() in p.read_bytes()]
-    assert leaks == [], leaks
+    found = leaks(outputs, files)
+    assert found == [], found
 
 
 # -- the pieces -----------------------------------------------------------------------------------
