@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import reprlib
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
@@ -362,27 +362,26 @@ def _register_secret_fields(data: object, type_: Any, depth: int = 0) -> None:
                 _register_secret_fields(value, inner, depth + 1)
 
 
-def _register_strings(value: object, depth: int = 0) -> None:
+def _each_string(value: object, on_string: Callable[[str], object], limit: int, depth: int = 0) -> None:
+    """Call ``on_string`` with every string in ``value`` (mappings' values, lists), ``limit`` levels deep."""
     if isinstance(value, str):
-        register_secret(value)
-    elif depth < 20 and isinstance(value, Mapping):
+        on_string(value)
+    elif depth < limit and isinstance(value, Mapping):
         for item in value.values():
-            _register_strings(item, depth + 1)
-    elif depth < 20 and isinstance(value, list | tuple):
+            _each_string(item, on_string, limit, depth + 1)
+    elif depth < limit and isinstance(value, list | tuple):
         for item in value:
-            _register_strings(item, depth + 1)
+            _each_string(item, on_string, limit, depth + 1)
 
 
-def _register_url_credentials(value: object, depth: int = 0) -> None:
+def _register_strings(value: object) -> None:
+    """Register every string in ``value`` as a secret."""
+    _each_string(value, register_secret, 20)
+
+
+def _register_url_credentials(value: object) -> None:
     """Register the credentials of every URL in a configuration's strings (a platform URL with a password)."""
-    if isinstance(value, str):
-        register_url_credentials(value)
-    elif depth < 50 and isinstance(value, Mapping):
-        for item in value.values():
-            _register_url_credentials(item, depth + 1)
-    elif depth < 50 and isinstance(value, list | tuple):
-        for item in value:
-            _register_url_credentials(item, depth + 1)
+    _each_string(value, register_url_credentials, 50)
 
 
 def _validator_messages(data: Mapping[str, Any], type_: type, reported: Sequence[str]) -> list[str]:
