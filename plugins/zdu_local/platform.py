@@ -62,6 +62,8 @@ _POLL = 0.05
 _READY_POLL = 0.005
 # How often a draining instance's requests in flight are asked for (the same reasoning).
 _INFLIGHT_POLL = 0.005
+# How long a draining instance must count nothing in flight before it is stopped.
+_QUIET = 0.05
 _GROUP_NAME_LIMIT = 63
 _GROUP_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
@@ -602,13 +604,15 @@ class LocalPlatform:
     def _wait_drained(self, records: Sequence[InstanceRecord]) -> None:
         """Wait, bounded by ``drain_timeout``, until ``records`` (out of the router) have nothing in flight.
 
-        An instance that answers ``inflight_path`` is done once it counts no request (websockets do not
-        count: its SIGTERM closes them); for any other, its established TCP connections are counted.
+        An instance that answers ``inflight_path`` is done once it counts no request for 50 ms in a row
+        (websockets do not count: its SIGTERM closes them); for any other, its established TCP
+        connections are counted.
         """
         path = self.config.inflight_path
         deadline = time.monotonic() + self.config.drain_timeout
         pending = {r.id: r for r in records}
         busy: dict[str, str] = {}
+        idle_since: dict[str, float] = {}
         while pending:
             busy = {}
             counted = []  # instances without an answer at inflight_path: their connections are counted
@@ -623,8 +627,16 @@ class LocalPlatform:
                 busy.update(
                     {r.id: f"{connections[r.port]} connections" for r in counted if connections[r.port]}
                 )
-            pending = {key: record for key, record in pending.items() if key in busy}
-            if not pending or time.monotonic() >= deadline:
+            now = time.monotonic()
+            for key in pending:
+                if key in busy:
+                    idle_since.pop(key, None)
+                else:
+                    idle_since.setdefault(key, now)
+            # idle for _QUIET in a row: a request nginx's previous workers accepted just before the
+            # routing changed may still be on its way to the instance when it first counts none
+            pending = {key: r for key, r in pending.items() if key in busy or now - idle_since[key] < _QUIET}
+            if not pending or now >= deadline:
                 break
             time.sleep(_POLL if counted else _INFLIGHT_POLL)
         if busy:
