@@ -86,6 +86,34 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[all,test]")
     ensure_gitlab_ci_local(session)
     session.run("pytest", *session.posargs)
+    # the suite above ran the newest kubernetes client the extra allows; now the oldest
+    session.notify("kubernetes_client(client='oldest')")
+
+
+def kubernetes_floor() -> str:
+    """The lowest ``kubernetes`` client the ``kubernetes`` extra of pyproject.toml allows."""
+    import tomllib  # noqa: PLC0415
+
+    project = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extra: list[str] = project["optional-dependencies"]["kubernetes"]
+    for requirement in extra:
+        name, _, floor = requirement.partition(">=")
+        if name.strip() == "kubernetes" and floor:
+            return floor.split(",")[0].strip()
+    raise ValueError(f"the kubernetes extra {extra!r} has no 'kubernetes>=' floor")
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("client", ["oldest", "newest"])
+def kubernetes_client(session: nox.Session, client: str) -> None:
+    """tests/kubernetes with the oldest or the newest ``kubernetes`` client the extra allows."""
+    session.install("-e", ".[all,test]")
+    if client == "oldest":
+        session.install(f"kubernetes=={kubernetes_floor()}")
+    else:
+        session.install("--upgrade", "kubernetes")
+    session.run("python", "-c", "import kubernetes; print('kubernetes client', kubernetes.__version__)")
+    session.run("pytest", "tests/kubernetes", "-q", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session(python=PYTHON)

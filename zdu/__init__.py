@@ -20,8 +20,9 @@ below are imported on first use, so that ``import zdu.plugins`` (which every plu
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from zdu.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from zdu.config import UpgradeConfig, load_config
@@ -101,13 +102,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'zdu' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("zdu", _LAZY, globals())
 
 
 __version__ = "0.1.0"

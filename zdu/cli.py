@@ -52,6 +52,7 @@ from zdu.records import (
 )
 from zdu.registry import get_plugin_manager
 from zdu.report import load_view, render_html, render_text
+from zdu.secret import install_redaction
 from zdu.upgrade import Upgrade, default_actor
 
 __all__ = [
@@ -80,6 +81,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
     """Zero-downtime upgrades of GitLab deployments, measured."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    install_redaction()  # every log line loses its secrets
     manager_from(ctx)
 
 
@@ -614,6 +616,7 @@ def show_report(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``zdu`` command."""
+    install_redaction()  # nothing printed holds a secret
     manager = get_plugin_manager()
     manager.notify("zdu_commands", cli=cli)
     console = stderr_console()

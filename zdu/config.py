@@ -41,14 +41,21 @@ The file::
 
 from __future__ import annotations
 
+import reprlib
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
-from cattrs.cols import homogenous_tuple_structure_factory, is_sequence, list_structure_factory
+from cattrs.cols import (
+    homogenous_tuple_structure_factory,
+    is_mapping,
+    is_sequence,
+    list_structure_factory,
+    mapping_structure_factory,
+)
 from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.v import transform_error
 
@@ -64,7 +71,7 @@ from zdu.records import (
     TrafficLayerPlugin,
 )
 from zdu.registry import ZduPluginManager
-from zdu.secret import Secret
+from zdu.secret import Secret, register_secret, register_url_credentials
 
 __all__ = [
     "ComponentSpec",
@@ -178,27 +185,39 @@ class _FieldValueError(ValueError):
     """A value of the wrong type; the message names the value."""
 
 
+_shortened = reprlib.Repr()
+_shortened.maxlevel = 2
+_shortened.maxstring = 60
+_shortened.maxother = 60
+_shortened.maxlist = _shortened.maxtuple = _shortened.maxdict = 4
+
+
+def _shown(value: object) -> str:
+    """``repr(value)`` cut short: an error line quotes a value, never a whole (or endlessly deep) table."""
+    return _shortened.repr(value)
+
+
 def _strict_int(value: object, _type: type) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _FieldValueError(f"expected an integer, got {value!r}")
+        raise _FieldValueError(f"expected an integer, got {_shown(value)}")
     return value
 
 
 def _strict_float(value: object, _type: type) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _FieldValueError(f"expected a number, got {value!r}")
+        raise _FieldValueError(f"expected a number, got {_shown(value)}")
     return float(value)
 
 
 def _strict_str(value: object, _type: type) -> str:
     if not isinstance(value, str):
-        raise _FieldValueError(f"expected a string, got {value!r}")
+        raise _FieldValueError(f"expected a string, got {_shown(value)}")
     return value
 
 
 def _strict_bool(value: object, _type: type) -> bool:
     if not isinstance(value, bool):
-        raise _FieldValueError(f"expected true or false, got {value!r}")
+        raise _FieldValueError(f"expected true or false, got {_shown(value)}")
     return value
 
 
@@ -211,7 +230,11 @@ def _version(value: object, _type: type) -> Version:
 def _secret(value: object, _type: type) -> Secret:
     if isinstance(value, Secret):
         return value
-    return Secret(_strict_str(value, str))
+    if not isinstance(value, str):  # the value is not shown: a secret of the wrong type is still one
+        kind = type(value).__name__
+        article = "an" if kind[:1] in "aeiou" else "a"
+        raise _FieldValueError(f"expected a string (a secret, not shown), got {article} {kind}")
+    return Secret(value)
 
 
 def _path(value: object, _type: type) -> Path:
@@ -230,7 +253,7 @@ def _sequences(converter: cattrs.Converter) -> None:
 
         def hook(value: object, actual: Any) -> Any:
             if isinstance(value, str | bytes | Mapping) or not isinstance(value, list | tuple):
-                raise _FieldValueError(f"expected a list, got {value!r}")
+                raise _FieldValueError(f"expected a list, got {_shown(value)}")
             return inner(value, actual)
 
         return hook
@@ -242,6 +265,20 @@ def _sequences(converter: cattrs.Converter) -> None:
         return get_origin(type_) is not tuple or (len(arguments) == 2 and arguments[1] is Ellipsis)
 
     converter.register_structure_hook_factory(is_list_like, factory)
+
+    def table_factory(type_: Any) -> Any:
+        inner = mapping_structure_factory(type_, converter)
+
+        def hook(value: object, actual: Any) -> Any:
+            if not isinstance(value, Mapping):
+                raise _FieldValueError(f"expected a table, got {_shown(value)}")
+            return inner(value, actual)
+
+        return hook
+
+    converter.register_structure_hook_factory(
+        lambda type_: is_mapping(type_) and get_origin(type_) is not None, table_factory
+    )
 
 
 def _make_converter() -> cattrs.Converter:
@@ -281,12 +318,70 @@ def structure(data: Mapping[str, Any], type_: type[T], path: str) -> T:
     Every field is checked, its validator too, even when another field is bad: a wrong type in one
     option does not hide an out-of-range value in the next.
     """
+    _register_secret_fields(data, type_)
     try:
         return _converter.structure(dict(data), type_)
+    except RecursionError:
+        raise ConfigError(f"{path or '$'}: nested too deeply") from None
     except Exception as error:  # cattrs wraps field errors in exception groups
         messages = transform_error(error, path="$", format_exception=_describe)
         messages += _validator_messages(data, type_, messages)
         raise ConfigError([_with_path(path, message) for message in messages]) from None
+
+
+def _mentions_secret(type_: Any) -> bool:
+    if type_ is Secret:
+        return True
+    return any(_mentions_secret(argument) for argument in get_args(type_))
+
+
+def _register_secret_fields(data: object, type_: Any, depth: int = 0) -> None:
+    """Register every string given to a field typed ``Secret`` (in any container), even a bad one.
+
+    Done before structuring, so that an error about such a field cannot quote its value.
+    """
+    if depth > 20 or not isinstance(data, Mapping):
+        return
+    if not (isinstance(type_, type) and attrs.has(type_)):
+        return
+    try:
+        fields = attrs.fields(attrs.resolve_types(type_))
+    except (NameError, TypeError):
+        return
+    for field in fields:
+        if field.name not in data:
+            continue
+        value = data[field.name]
+        if _mentions_secret(field.type):
+            _register_strings(value)
+        for inner in (field.type, *get_args(field.type)):
+            if isinstance(value, list | tuple):
+                for item in value:
+                    _register_secret_fields(item, inner, depth + 1)
+            else:
+                _register_secret_fields(value, inner, depth + 1)
+
+
+def _each_string(value: object, on_string: Callable[[str], object], limit: int, depth: int = 0) -> None:
+    """Call ``on_string`` with every string in ``value`` (mappings' values, lists), ``limit`` levels deep."""
+    if isinstance(value, str):
+        on_string(value)
+    elif depth < limit and isinstance(value, Mapping):
+        for item in value.values():
+            _each_string(item, on_string, limit, depth + 1)
+    elif depth < limit and isinstance(value, list | tuple):
+        for item in value:
+            _each_string(item, on_string, limit, depth + 1)
+
+
+def _register_strings(value: object) -> None:
+    """Register every string in ``value`` as a secret."""
+    _each_string(value, register_secret, 20)
+
+
+def _register_url_credentials(value: object) -> None:
+    """Register the credentials of every URL in a configuration's strings (a platform URL with a password)."""
+    _each_string(value, register_url_credentials, 50)
 
 
 def _validator_messages(data: Mapping[str, Any], type_: type, reported: Sequence[str]) -> list[str]:
@@ -334,7 +429,7 @@ def _structured(value: object, type_: Any) -> Any:
         return _BAD
     try:
         return _converter.structure(value, type_)
-    except (ValueError, TypeError, KeyError, cattrs.BaseValidationError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, cattrs.BaseValidationError):
         return _BAD
 
 
@@ -376,12 +471,8 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
         raw: dict[str, Any] = dict(source)
     else:
         path = Path(source)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"configuration file {str(path)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: not valid TOML: {error}") from None
+        raw = _read_toml(path)
+    _register_url_credentials(raw)
     problems: list[str] = []
     collector = _Collector(problems)
 
@@ -433,10 +524,10 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
     layers_raw = collector.table(raw, "layers")
     layers: list[ComponentSpec] = []
     if not isinstance(layer_names, list) or not all(isinstance(n, str) for n in layer_names):
-        problems.append(f"strategy.layers: expected a list of layer names, got {layer_names!r}")
+        problems.append(f"strategy.layers: expected a list of layer names, got {_shown(layer_names)}")
     else:
         if len(set(layer_names)) != len(layer_names):
-            problems.append(f"strategy.layers: a layer is named twice in {layer_names!r}")
+            problems.append(f"strategy.layers: a layer is named twice in {_shown(layer_names)}")
         for name in layer_names:
             options = layers_raw.get(name, {})
             spec = collector.component(
@@ -451,12 +542,12 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
     probes: list[ProbeSpec] = []
     probes_raw = raw.get("probes", [])
     if not isinstance(probes_raw, list):
-        problems.append(f"probes: expected a list of tables ([[probes]]), got {probes_raw!r}")
+        problems.append(f"probes: expected a list of tables ([[probes]]), got {_shown(probes_raw)}")
         probes_raw = []
     for index, probe_raw in enumerate(probes_raw):
         where = f"probes[{index}]"
         if not isinstance(probe_raw, dict):
-            problems.append(f"{where}: expected a table, got {probe_raw!r}")
+            problems.append(f"{where}: expected a table, got {_shown(probe_raw)}")
             continue
         options = dict(probe_raw)
         name = options.pop("name", None)
@@ -528,6 +619,31 @@ def load_config(source: Path | str | Mapping[str, Any], manager: ZduPluginManage
 _OUTPUT_FIELDS = ("metrics_address", "pushgateway", "webhooks")
 
 
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document in ``path``; :class:`ConfigError` naming the file when there is none."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {str(path)!r} does not exist") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read it: {error.strerror or error}") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{path}: encoded in UTF-16; save it as UTF-8 (TOML files are UTF-8)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {error.start} is {data[error.start : error.start + 1]!r}); "
+            "TOML files are UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+
+
 def missing_capabilities(
     platform: ComponentSpec,
     strategy: ComponentSpec,
@@ -576,6 +692,7 @@ def _upgrade_outputs(upgrade_raw: Mapping[str, Any], collector: _Collector) -> d
             outputs["pushgateway"] = value
     if "webhooks" in upgrade_raw:
         value = upgrade_raw["webhooks"]
+        _register_strings(value)  # secrets, even when they are not URLs
         if not isinstance(value, list):
             collector.problems.append("upgrade.webhooks: expected a list of webhook URLs")
         else:
@@ -617,7 +734,7 @@ def _background_options(collector: _Collector, migrations_raw: dict[str, Any]) -
 def _positive_seconds(value: object) -> float:
     seconds = _strict_float(value, float)
     if not seconds > 0:
-        raise ValueError(f"expected a positive number of seconds, got {value!r}")
+        raise ValueError(f"expected a positive number of seconds, got {_shown(value)}")
     return seconds
 
 
@@ -654,7 +771,7 @@ class _Collector:
             return {}
         value = raw[key]
         if not isinstance(value, dict):
-            self.problems.append(f"{key}: expected a table, got {value!r}")
+            self.problems.append(f"{key}: expected a table, got {_shown(value)}")
             return {}
         return value
 
@@ -680,7 +797,7 @@ class _Collector:
     ) -> ComponentSpec | None:
         name_where = name_field or f"{where}.name"
         if not isinstance(name, str):
-            self.problems.append(f"{name_where}: expected a name, got {name!r}")
+            self.problems.append(f"{name_where}: expected a name, got {_shown(name)}")
             return None
         try:
             record = lookup(name)

@@ -7,6 +7,8 @@ Everything else under :class:`ZduError` is a failure while acting.
 
 from __future__ import annotations
 
+from zdu.secret import redact
+
 __all__ = [
     "ConfigError",
     "GateFailed",
@@ -25,7 +27,10 @@ __all__ = [
 
 
 class ZduError(Exception):
-    """Base class of every error zdu raises on purpose."""
+    """Base class of every error zdu raises on purpose. Its text never holds a registered secret."""
+
+    def __str__(self) -> str:
+        return str(redact(super().__str__()))
 
 
 class UsageError(ZduError):
@@ -36,7 +41,8 @@ class ConfigError(UsageError):
     """A configuration field is missing or has a bad value; the message names the field and the value."""
 
     def __init__(self, problems: list[str] | str) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        # a problem line may quote a value: never a secret's
+        self.problems = [redact(p) for p in ([problems] if isinstance(problems, str) else problems)]
         super().__init__("; ".join(self.problems))
 
 
@@ -69,7 +75,9 @@ class GateFailed(ZduError):
 
 
 class JournalError(ZduError):
-    """The journal cannot be read or written (its disk is full or read-only, its file is damaged).
+    """The journal cannot be read or written; the message names the file.
+
+    Its disk is full or read-only, or its file is no journal or has a damaged row.
 
     The upgrade stops acting: without the journal it can record neither intent nor progress. It is
     left as it was last recorded, and resumes (or rolls back) once the journal can be written again.

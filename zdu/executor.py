@@ -21,6 +21,7 @@ from typing import IO
 import attrs
 
 from zdu.migrations import CommandError, CommandResult, CommandTimeout
+from zdu.secret import redact
 
 __all__ = ["LocalCommandExecutor"]
 
@@ -33,7 +34,9 @@ class LocalCommandExecutor:
     """Runs commands as child processes of zdu: no shell, output streamed line by line, timeout honoured.
 
     The command runs in a session of its own, so that on timeout it is stopped together with its
-    children (SIGTERM, then SIGKILL after ``stop_grace`` seconds). Its standard input is empty.
+    children (SIGTERM, then SIGKILL after ``stop_grace`` seconds). Its standard input is empty. Every
+    line of its output is redacted (:func:`zdu.secret.redact`) before anyone sees it: a command that
+    prints a password it was given does not put it in the journal.
 
     :ivar cwd: the working directory of the commands (default: zdu's own).
     :ivar stop_grace: seconds between SIGTERM and SIGKILL when a command is stopped.
@@ -151,7 +154,7 @@ class LocalCommandExecutor:
 def _read_lines(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
     try:
         for raw in iter(stream.readline, b""):
-            lines.put(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+            lines.put(redact(raw.decode("utf-8", errors="replace").rstrip("\r\n")))
     except (OSError, ValueError):
         pass  # the stream was closed under us: the command was stopped
     finally:

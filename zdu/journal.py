@@ -5,8 +5,11 @@ journal says exactly where the upgrade stood. It also holds each Target's lock: 
 upgrade in progress (running, paused or interrupted) refuses a second one, enforced by a unique index
 inside one write transaction, so two processes cannot both win.
 
-Nothing secret is written: callers pass configuration through :func:`zdu.secret.redact`, and the
-journal redacts again what it is given.
+Nothing secret is written: every string the journal is given (configuration, event messages and
+data, the report, the error) goes through :func:`zdu.secret.redact` first, which removes every
+registered secret and the credentials of URLs. What it reads back is redacted again (a journal
+written by an older zdu), and a journal whose rows do not parse is reported as such
+(:class:`~zdu.errors.JournalError`), never as a Python traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 import attrs
 import psutil
+import tenacity
 
 from zdu.errors import JournalError, TargetBusy
 from zdu.journals import default_journal_path, default_state_dir, remember
@@ -112,8 +116,23 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise JournalError(f"the journal {self.path}: cannot create its directory: {error}") from None
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        with self._reading("open"), self._connect() as db:
+            _while_locked(db.executescript, _SCHEMA)
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """Turn a journal that is no journal (garbage, a damaged row) into :class:`JournalError`.
+
+        A busy or full disk (:class:`sqlite3.OperationalError`) is left to the caller.
+        """
+        try:
+            yield
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as error:
+            raise JournalError(f"journal {self.path}: cannot {what} it: {error}") from None
+        except _DamagedRow as error:
+            raise JournalError(f"journal {self.path}: cannot {what} it: {error}") from None
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -121,7 +140,7 @@ class Journal:
         try:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             try:
-                db.execute("PRAGMA journal_mode=WAL")
+                _while_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
                 db.execute("PRAGMA foreign_keys=ON")
                 db.row_factory = sqlite3.Row
                 yield db
@@ -176,7 +195,7 @@ class Journal:
                         socket.gethostname(),
                         me.pid,
                         me.create_time(),
-                        json.dumps(redact(dict(config or {})), default=str),
+                        _json(redact(dict(config or {}))),
                     ),
                 )
                 db.execute("COMMIT")
@@ -237,8 +256,8 @@ class Journal:
                 (
                     status.value,
                     None if status.in_progress else time.time(),
-                    json.dumps(redact(dict(report)), default=str) if report is not None else None,
-                    error,
+                    _json(redact(dict(report))) if report is not None else None,
+                    redact(error) if error is not None else None,
                     upgrade_id,
                 ),
             )
@@ -264,47 +283,37 @@ class Journal:
             at=time.time(),
             phase=phase,
             kind=kind,
-            message=message,
+            message=redact(message),
             data=redact(dict(data or {})),
         )
         with self._connect() as db:
             db.execute(
                 "INSERT INTO events (upgrade_id, at, phase, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (upgrade_id, event.at, phase, kind, message, json.dumps(event.data, default=str)),
+                (upgrade_id, event.at, phase, kind, event.message, _json(event.data)),
             )
         return event
 
     def events(self, upgrade_id: str) -> list[Event]:
         """Every event of an upgrade, oldest first."""
-        with self._connect() as db:
+        with self._reading("read the events of an upgrade in"), self._connect() as db:
             rows = db.execute(
-                "SELECT upgrade_id, at, phase, kind, message, data FROM events "
+                "SELECT seq, upgrade_id, at, phase, kind, message, data FROM events "
                 "WHERE upgrade_id = ? ORDER BY seq",
                 (upgrade_id,),
             ).fetchall()
-        return [
-            Event(
-                upgrade_id=row["upgrade_id"],
-                at=row["at"],
-                phase=row["phase"],
-                kind=row["kind"],
-                message=row["message"],
-                data=json.loads(row["data"]),
-            )
-            for row in rows
-        ]
+            return [_event(row) for row in rows]
 
     # -- queries -----------------------------------------------------------------------------------
 
     def get(self, upgrade_id: str) -> UpgradeRecord | None:
         """One upgrade, or ``None``."""
-        with self._connect() as db:
+        with self._reading("read an upgrade in"), self._connect() as db:
             row = db.execute("SELECT * FROM upgrades WHERE id = ?", (upgrade_id,)).fetchone()
-        return _record(row) if row is not None else None
+            return _record(row) if row is not None else None
 
     def upgrades(self, target: str | None = None, limit: int = 20) -> list[UpgradeRecord]:
         """The most recent upgrades, newest first, of one target or of all."""
-        with self._connect() as db:
+        with self._reading("read the upgrades in"), self._connect() as db:
             for row in db.execute(
                 "SELECT target FROM upgrades WHERE status = 'running' GROUP BY target"
             ).fetchall():
@@ -335,25 +344,88 @@ def process_alive(pid: int, started: float) -> bool:
     try:
         process = psutil.Process(pid)
         return abs(process.create_time() - started) < 1.0 and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
+    except (psutil.Error, TypeError, ValueError):  # TypeError, ValueError: a damaged journal row
         return False
 
 
-def _record(row: sqlite3.Row) -> UpgradeRecord:
-    return UpgradeRecord(
-        id=row["id"],
-        target=row["target"],
-        from_version=row["from_version"],
-        to_version=row["to_version"],
-        strategy=row["strategy"],
-        layers=tuple(json.loads(row["layers"])),
-        status=UpgradeStatus(row["status"]),
-        phase=row["phase"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        owner_host=row["owner_host"],
-        owner_pid=row["owner_pid"],
-        config=json.loads(row["config"]),
-        report=json.loads(row["report"]) if row["report"] else None,
-        error=row["error"],
+def _json(value: Any) -> str:
+    """``value`` as JSON text; an object JSON does not know is written as its (redacted) ``str``."""
+    return json.dumps(value, default=lambda o: redact(str(o)))
+
+
+class _DamagedRow(Exception):
+    """A row of the journal that does not hold what zdu writes there."""
+
+
+def _column(row: sqlite3.Row, name: str, types: type | tuple[type, ...], where: str) -> Any:
+    value = row[name]
+    if not isinstance(value, types) or isinstance(value, bool):
+        raise _DamagedRow(f"{where}.{name}: unexpected value {redact(repr(value))[:80]}")
+    return value
+
+
+def _decoded(row: sqlite3.Row, name: str, kind: type, where: str, *, optional: bool = False) -> Any:
+    text = row[name]
+    if optional and not text:
+        return None
+    try:
+        value = json.loads(_column(row, name, str, where))
+    except (ValueError, RecursionError):
+        raise _DamagedRow(f"{where}.{name}: not valid JSON") from None
+    if not isinstance(value, kind):
+        raise _DamagedRow(f"{where}.{name}: expected a JSON {kind.__name__}, got {type(value).__name__}")
+    return redact(value)
+
+
+def _event(row: sqlite3.Row) -> Event:
+    where = f"events[{row['seq']}]"
+    return Event(
+        upgrade_id=_column(row, "upgrade_id", str, where),
+        at=float(_column(row, "at", (int, float), where)),
+        phase=_column(row, "phase", str, where),
+        kind=_column(row, "kind", str, where),
+        message=redact(_column(row, "message", str, where)),
+        data=_decoded(row, "data", dict, where),
     )
+
+
+def _record(row: sqlite3.Row) -> UpgradeRecord:
+    where = f"upgrades[{row['id']!r}]"
+    layers = _decoded(row, "layers", list, where)
+    status = _column(row, "status", str, where)
+    try:
+        parsed = UpgradeStatus(status)
+    except ValueError:
+        raise _DamagedRow(f"{where}.status: unknown status {status[:40]!r}") from None
+    finished = row["finished_at"]
+    return UpgradeRecord(
+        id=_column(row, "id", str, where),
+        target=_column(row, "target", str, where),
+        from_version=_column(row, "from_version", str, where),
+        to_version=_column(row, "to_version", str, where),
+        strategy=_column(row, "strategy", str, where),
+        layers=tuple(str(layer) for layer in layers),
+        status=parsed,
+        phase=row["phase"] if isinstance(row["phase"], str) else None,
+        started_at=float(_column(row, "started_at", (int, float), where)),
+        finished_at=float(finished) if isinstance(finished, int | float) else None,
+        owner_host=_column(row, "owner_host", str, where),
+        owner_pid=_column(row, "owner_pid", int, where),
+        config=_decoded(row, "config", dict, where),
+        report=_decoded(row, "report", dict, where, optional=True),
+        error=redact(row["error"]) if isinstance(row["error"], str) else None,
+    )
+
+
+def _locked(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+
+#: Switching a journal to WAL takes a lock SQLite's busy timeout does not wait for: two processes
+#: opening a new journal at the same instant (two ``zdu upgrade`` of one target) retry it briefly.
+_while_locked = tenacity.Retrying(
+    retry=tenacity.retry_if_exception(_locked),
+    wait=tenacity.wait_random_exponential(multiplier=0.01, max=0.5),
+    stop=tenacity.stop_after_delay(30),
+    reraise=True,
+)

@@ -46,6 +46,12 @@ _VERSION = re.compile(
 )
 
 
+def _shown(value: object) -> str:
+    """``repr(value)``, cut short: an error names a bad value without repeating a whole file."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}...({len(text)} characters)"
+
+
 @attrs.frozen(order=False)
 class Version:
     """A GitLab version.
@@ -80,15 +86,22 @@ class Version:
     def parse(cls, text: str) -> Version:
         """Parse ``text``; raise :class:`~zdu.errors.VersionError` naming it when it is no GitLab version."""
         if not isinstance(text, str):
-            raise VersionError(f"not a GitLab version: {text!r} (expected a string such as '16.6.0')")
+            raise VersionError(f"not a GitLab version: {_shown(text)} (expected a string such as '16.6.0')")
         match = _VERSION.match(text.strip())
         if match is None:
             raise VersionError(
-                f"not a GitLab version: {text!r} (expected MAJOR.MINOR.PATCH such as '16.6.0', "
+                f"not a GitLab version: {_shown(text)} (expected MAJOR.MINOR.PATCH such as '16.6.0', "
                 "a release candidate such as '16.6.0-rc42', or an auto-deploy package such as "
                 "'16.6.202310241220-a1b2c3d4e5f.f9e8d7c6b5a')"
             )
         groups = match.groupdict()
+        try:
+            return cls._from_groups(groups, text.strip())
+        except ValueError:  # a number too long for int()
+            raise VersionError(f"not a GitLab version: {_shown(text)} (a number in it is too long)") from None
+
+    @classmethod
+    def _from_groups(cls, groups: dict[str, Any], text: str) -> Version:
         if groups["timestamp"] is not None:
             return cls(
                 major=int(groups["major"]),
@@ -96,7 +109,7 @@ class Version:
                 patch=0,
                 auto_deploy_timestamp=groups["timestamp"],
                 auto_deploy_shas=(groups["rails"], groups["omnibus"]),
-                text=text.strip(),
+                text=text,
             )
         return cls(
             major=int(groups["major"]),
@@ -105,7 +118,7 @@ class Version:
             rc=int(groups["rc"]) if groups["rc"] else None,
             edition=groups["edition"],
             build=int(groups["build"]) if groups["build"] else None,
-            text=text.strip(),
+            text=text,
         )
 
     @property

@@ -20,8 +20,7 @@ are imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from zdu.config import (
     ComponentSpec,
@@ -66,6 +65,7 @@ from zdu.journal import (
     default_journal_path,
     default_state_dir,
 )
+from zdu.lazy import lazy_getattr
 from zdu.locks import (
     file_lock,
 )
@@ -187,6 +187,7 @@ from zdu.secret import (
     REDACTED,
     Secret,
     redact,
+    register_secret,
 )
 from zdu.strategy import (
     Step,
@@ -257,13 +258,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'zdu.plugins' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("zdu.plugins", _LAZY, globals())
 
 
 def __dir__() -> list[str]:
@@ -410,6 +405,7 @@ __all__ = [
     "next_minor",
     "platform_provides",
     "redact",
+    "register_secret",
     "remove_managed_routes",
     "render_html",
     "render_index",

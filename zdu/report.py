@@ -29,6 +29,7 @@ import attrs
 from zdu.errors import UsageError
 from zdu.journal import Journal, UpgradeRecord
 from zdu.model import Event
+from zdu.secret import redact
 
 __all__ = [
     "GateDecision",
@@ -372,7 +373,7 @@ def render_text(view: UpgradeView) -> str:
     lines += [
         f"  {_clock(e.at)}  {e.phase:<14} {e.kind:<20} {e.message}" for e in view.events if e.kind in _SHOWN
     ]
-    return "\n".join(lines)
+    return redact("\n".join(lines))
 
 
 # -- the page --------------------------------------------------------------------------------------
@@ -514,7 +515,7 @@ def render_html(view: UpgradeView, path: Path) -> Path:
         colours=COLOURS,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    path.write_text(redact(page), encoding="utf-8")  # the journal's text is redacted already; again
     return path
 
 
@@ -556,5 +557,5 @@ def render_index(entries: Sequence[tuple[str, str, str]], path: Path) -> Path:
     )
     page = environment.get_template("index.html.j2").render(entries=entries)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    path.write_text(redact(page), encoding="utf-8")  # the journal's text is redacted already; again
     return path

@@ -27,7 +27,7 @@ from typing import Any
 import ansible_runner
 import attrs
 
-from zdu.plugins import UpgradeContext, UsageError, ZduError
+from zdu.plugins import UpgradeContext, UsageError, ZduError, redact
 
 __all__ = ["AnsibleEnvironment", "AnsibleError", "AnsibleResult", "TaskResult"]
 
@@ -156,7 +156,7 @@ class AnsibleEnvironment:
             except ValueError:
                 out = None
             if not isinstance(out, dict):
-                last = (done.stderr.strip().splitlines() or [""])[-1]
+                last = redact((done.stderr.strip().splitlines() or [""])[-1])
                 raise UsageError(f"ansible inventory {self.inventory} could not be read: {last}")
             self._inventory_cache = out
         return self._inventory_cache
@@ -190,7 +190,10 @@ class AnsibleEnvironment:
                     message = str(result.get("msg") or "")
                     detail = str(result.get("stderr") or "").strip()
                     message = f"{message}: {detail}" if detail else message
-                task = TaskResult(str(data.get("host", "")), str(data.get("task", "")), status, message)
+                # a task's output may print a password it was given: redacted before anyone sees it
+                task = TaskResult(
+                    str(data.get("host", "")), redact(str(data.get("task", ""))), status, redact(message)
+                )
                 tasks.append(task)
                 if on_task is not None:
                     on_task(task)
@@ -216,7 +219,7 @@ class AnsibleEnvironment:
         try:
             with _ansible_on_path():
                 runner = ansible_runner.run(**options)
-            output = runner.stdout.read() if runner.status != "successful" else ""
+            output = redact(runner.stdout.read()) if runner.status != "successful" else ""
         finally:
             shutil.rmtree(private, ignore_errors=True)
         result = AnsibleResult(str(runner.status), int(runner.rc or 0), tuple(tasks))

@@ -18,7 +18,7 @@ from pathlib import Path
 import attrs
 from python_terraform import IsFlagged, Terraform
 
-from zdu.plugins import ZduError
+from zdu.plugins import ZduError, redact
 
 __all__ = ["PlannedChange", "TerraformError", "TerraformPlanRefused", "TerraformRunner"]
 
@@ -71,7 +71,7 @@ class TerraformRunner:
     ) -> str:
         code, out, err = result
         if code not in ok:
-            message = (err or out or "").strip().splitlines()
+            message = redact(err or out or "").strip().splitlines()
             raise TerraformError(
                 f"terraform {command} in {self.directory} failed (exit {code}): {' '.join(message[-3:])}"
             )

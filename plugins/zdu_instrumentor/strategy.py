@@ -92,6 +92,8 @@ class InstrumentorStrategy:
             raise UsageError(f"strategy.tenant_model: {path} does not exist") from None
         except ValueError as error:
             raise UsageError(f"strategy.tenant_model: {path} is not valid JSON: {error}") from None
+        except RecursionError:
+            raise UsageError(f"strategy.tenant_model: {path} is not valid JSON: nested too deeply") from None
         if not isinstance(model, dict):
             raise UsageError(f"strategy.tenant_model: {path} is not a JSON object")
         return text, model

@@ -10,7 +10,8 @@ Faults handled here, for every request:
 * connection errors, 429 and 5xx are retried (tenacity), waiting what ``Retry-After`` says when the
   server says it, else an exponential backoff;
 * a 409 on a replace re-reads the object and applies the same change to the fresh copy;
-* a watch that breaks is resumed from the last resourceVersion it delivered (a 410 re-lists);
+* a watch that breaks is resumed from the last resourceVersion it delivered; a 410, as an HTTP status
+  or as a watch ``ERROR`` event, re-lists; the stream is parsed here (any client version);
 * every wait has a deadline, and its error names what was awaited and what was last seen.
 """
 
@@ -20,7 +21,7 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +52,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "Ingress": ("NetworkingV1Api", "ingress", "networking.k8s.io/v1"),
     "Job": ("BatchV1Api", "job", "batch/v1"),
     "Lease": ("CoordinationV1Api", "lease", "coordination.k8s.io/v1"),
+    "HorizontalPodAutoscaler": ("AutoscalingV2Api", "horizontal_pod_autoscaler", "autoscaling/v2"),
 }
 
 _TRANSIENT_STATUS = frozenset({0, 429, 500, 502, 503, 504})
@@ -364,14 +366,10 @@ class ClusterApi:
         last resourceVersion seen; a 410 (expired) re-lists. After ``timeout`` seconds,
         :class:`WaitTimeout` names ``what`` and the object's last state.
         """
-        from kubernetes import watch  # noqa: PLC0415
         from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
 
         deadline = time.monotonic() + timeout
-        listed = self._list(kind, field_selector=f"metadata.name={name}")
-        items = listed.get("items") or []
-        current: Obj | None = items[0] if items else None
-        version = str(listed.get("metadata", {}).get("resourceVersion", ""))
+        current, version = self._relist(kind, name)
         while True:
             if done(current):
                 return current
@@ -380,44 +378,61 @@ class ClusterApi:
                 raise WaitTimeout(
                     f"timed out after {timeout:g}s waiting for {what}; last seen: {_describe(current)}"
                 )
-            stream = watch.Watch()
+            response = None
             try:
-                for event in stream.stream(
-                    self._method(kind, "list"),
+                # the raw stream, parsed here: the client's Watch(deserialize=False) needs client 34+
+                response = self._method(kind, "list")(
                     namespace=self.namespace,
                     field_selector=f"metadata.name={name}",
                     resource_version=version,
                     timeout_seconds=max(1, min(int(left) + 1, 300)),
                     allow_watch_bookmarks=True,
-                    deserialize=False,
+                    watch=True,
+                    _preload_content=False,
                     _request_timeout=(10, left + 10),
-                ):
+                )
+                for event in _events(response):
+                    kind_of_event = event.get("type")
                     obj = event.get("object") or {}
+                    if kind_of_event == "ERROR":
+                        code = obj.get("code")
+                        if code == 410:
+                            log.info("watch of %s %s expired (410 Gone): listing again", kind, name)
+                            current, version = self._relist(kind, name)
+                            break
+                        raise PlatformError(
+                            f"kubernetes API: watch {kind} {self.namespace}/{name} failed: "
+                            f"{code} {obj.get('reason', '')}: {obj.get('message', '')}"
+                        )
                     version = str(obj.get("metadata", {}).get("resourceVersion", version))
-                    if event.get("type") == "BOOKMARK":
+                    if kind_of_event == "BOOKMARK":
                         continue
-                    current = None if event.get("type") == "DELETED" else obj
+                    current = None if kind_of_event == "DELETED" else obj
                     if done(current):
-                        stream.stop()
                         return current
                     if time.monotonic() >= deadline:
-                        stream.stop()
                         break
             except ApiException as error:
                 if error.status == 410:
                     log.info("watch of %s %s expired: listing again", kind, name)
-                    listed = self._list(kind, field_selector=f"metadata.name={name}")
-                    items = listed.get("items") or []
-                    current = items[0] if items else None
-                    version = str(listed.get("metadata", {}).get("resourceVersion", ""))
+                    current, version = self._relist(kind, name)
                     continue
                 if not _transient(error):
                     raise self._failed("watch", kind, name, error) from None
                 self._watch_broke(kind, name, version, error)
             except Exception as error:
-                if not _transient(error):
+                if not _transient(error) and not isinstance(error, ValueError):
                     raise
                 self._watch_broke(kind, name, version, error)
+            finally:
+                if response is not None:
+                    response.release_conn()
+
+    def _relist(self, kind: str, name: str) -> tuple[Obj | None, str]:
+        """The object (or None) and the list's resourceVersion, to watch from."""
+        listed = self._list(kind, field_selector=f"metadata.name={name}")
+        items = listed.get("items") or []
+        return (items[0] if items else None), str(listed.get("metadata", {}).get("resourceVersion", ""))
 
     def _watch_broke(self, kind: str, name: str, version: str, error: BaseException) -> None:
         self.watch_resumes += 1
@@ -429,6 +444,21 @@ class ClusterApi:
             version,
         )
         self.sleep(min(self.backoff, 1.0))
+
+
+def _events(response: Any) -> Iterator[Obj]:
+    """The events of a watch response, one JSON object a line (a line cut short raises ValueError)."""
+    buffer = b""
+    for chunk in response.stream(amt=None, decode_content=False):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                event: Obj = json.loads(line)
+                yield event
+    if buffer.strip():
+        last: Obj = json.loads(buffer)
+        yield last
 
 
 def _describe(obj: Obj | None) -> str:
@@ -477,13 +507,26 @@ class OfflineApi:
             data = json.loads(snapshot.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise UsageError(f"--offline {snapshot}: cannot read a JSON snapshot: {error}") from None
+        except RecursionError:
+            raise UsageError(
+                f"--offline {snapshot}: cannot read a JSON snapshot: too deeply nested"
+            ) from None
         items = data.get("items") if isinstance(data, dict) else data
         if not isinstance(items, list):
             raise UsageError(f"--offline {snapshot}: expected a Kubernetes List or a JSON array of objects")
         self._objects: dict[tuple[str, str], Obj] = {}
-        for item in items:
-            if isinstance(item, dict) and item.get("kind") in KINDS and item.get("metadata", {}).get("name"):
-                self._objects[(item["kind"], item["metadata"]["name"])] = copy.deepcopy(item)
+        for index, item in enumerate(items):
+            kind = item.get("kind") if isinstance(item, dict) else None
+            if not isinstance(kind, str) or kind not in KINDS:
+                continue  # a kind zdu does not touch
+            metadata = item.get("metadata")
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            if not isinstance(name, str) or not name:
+                continue  # no object zdu could address
+            try:
+                self._objects[(kind, name)] = copy.deepcopy(item)
+            except RecursionError:
+                raise UsageError(f"--offline {snapshot}: items[{index}]: nested too deeply") from None
         self.changes: list[Obj] = []
         self._serial = 0
 

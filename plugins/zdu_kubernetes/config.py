@@ -56,6 +56,9 @@ class KubernetesPlatformConfig:
     :ivar service: the Service in front of the webservice pods (its selector is the router).
     :ivar ingress: the ingress-nginx Ingress in front of the Service (affinity annotations go here).
     :ivar sidekiq_deployments: Deployments paused while migrations run, resumed first after them.
+    :ivar hpa: the chart's HorizontalPodAutoscaler of the webservice Deployment (same name by default);
+        zdu holds its scaling during an upgrade and hands it the serving Deployment back; when missing,
+        nothing to do.
     :ivar toolbox_deployment: the Deployment whose pod template (volumes, environment) the migrations
         Job copies; when missing, the Job has a bare container.
     :ivar image_tag: the tag every container image of a group of ``{version}`` gets.
@@ -87,6 +90,7 @@ class KubernetesPlatformConfig:
     sidekiq_deployments: list[str] = attrs.field(
         factory=lambda: ["gitlab-sidekiq-all-in-1-v2"], validator=_dns_labels
     )
+    hpa: str = attrs.field(default="gitlab-webservice-default", validator=_dns_label)
     toolbox_deployment: str = attrs.field(default="gitlab-toolbox", validator=_dns_label)
     image_tag: str = attrs.field(default="v{version}", validator=_version_template)
     toolbox_image: str = attrs.field(

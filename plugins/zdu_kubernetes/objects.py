@@ -32,13 +32,17 @@ __all__ = [
     "canary_ingress",
     "group_deployment",
     "group_name",
+    "image_version",
     "retag",
+    "retag_pod",
 ]
 
 GROUP_LABEL = "zdu.gitlab.com/group"
 BASE_LABEL = "zdu.gitlab.com/base"
 VERSION_ANNOTATION = "zdu.gitlab.com/version"
 REMOVED_ANNOTATION = "zdu.gitlab.com/removed"
+#: the HorizontalPodAutoscaler's own ``spec.behavior`` (JSON), kept while zdu holds its scaling
+HPA_BEHAVIOR_ANNOTATION = "zdu.gitlab.com/hpa-behavior"
 BASE_SELECTOR_ANNOTATION = "zdu.gitlab.com/base-selector"
 ASSET_VERSIONS_ANNOTATION = "zdu.gitlab.com/asset-versions"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "zdu"}
@@ -81,6 +85,44 @@ def retag(image: str, tag: str) -> str:
     return f"{name}:{tag}"
 
 
+def image_version(image: str, config: KubernetesPlatformConfig) -> Version | None:
+    """The GitLab version an image's tag names under ``image_tag`` (``v16.6.0``), or None.
+
+    Images the chart tags otherwise (``certificates``, ``gitlab-base`` of init containers) name none.
+    """
+    name = image.split("@", 1)[0]
+    slash, colon = name.rfind("/"), name.rfind(":")
+    if colon <= slash:
+        return None
+    tag = name[colon + 1 :]
+    prefix, _, suffix = config.image_tag.partition("{version}")
+    match = re.fullmatch(re.escape(prefix) + r"(?P<version>\d+\.\d+\.\d+\S*?)" + re.escape(suffix), tag)
+    if match is None:
+        return None
+    try:
+        return Version.parse(match["version"])
+    except ValueError:
+        return None
+
+
+def retag_pod(pod: Obj, version: Version, config: KubernetesPlatformConfig) -> bool:
+    """Retag, in place, every container of ``pod`` (a pod spec) whose image names a GitLab version.
+
+    Init containers of other images (the chart's ``certificates``, ``configure``) keep theirs.
+    Returns whether an image changed.
+    """
+    tag = config.image_tag.format(version=version)
+    changed = False
+    for key in ("initContainers", "containers"):
+        for container in pod.get(key) or []:
+            image = container.get("image") or ""
+            if image_version(image, config) is not None:
+                new = retag(image, tag)
+                changed = changed or new != image
+                container["image"] = new
+    return changed
+
+
 def rolling_update(config: KubernetesPlatformConfig) -> Obj:
     """The Deployment strategy GitLab advises for zero downtime (configurable)."""
     return {
@@ -95,21 +137,17 @@ def rolling_update(config: KubernetesPlatformConfig) -> Obj:
 def group_deployment(
     base: Obj, group: str, version: Version, replicas: int, config: KubernetesPlatformConfig
 ) -> Obj:
-    """A clone of ``base`` for ``group``: every container's image retagged for ``version``.
+    """A clone of ``base`` for ``group``: every GitLab image retagged for ``version``.
 
     Labelled (selector, pod template) with the group, annotated with the version; the rollout strategy
     is GitLab's advice for zero downtime.
     """
-    tag = config.image_tag.format(version=version)
     base_meta = base.get("metadata", {})
     spec = copy.deepcopy(base["spec"])
     template = spec["template"]
     template.setdefault("metadata", {}).setdefault("labels", {})[GROUP_LABEL] = group
     template["metadata"].pop("creationTimestamp", None)
-    pod = template["spec"]
-    for key in ("initContainers", "containers"):
-        for container in pod.get(key) or []:
-            container["image"] = retag(container["image"], tag)
+    retag_pod(template["spec"], version, config)
     selector = spec.setdefault("selector", {})
     selector.setdefault("matchLabels", {})[GROUP_LABEL] = group
     spec["replicas"] = replicas

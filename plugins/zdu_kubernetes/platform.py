@@ -11,8 +11,12 @@ How the Platform protocol maps onto Kubernetes (docs/kubernetes.md says why):
   own (endpoints removal, ``preStop``, ``terminationGracePeriodSeconds``);
 * **weights** are the Service selector: one group taking traffic pins the selector to its label, several
   leave the chart's selector (they share traffic by their pod counts);
-* **remove_group** deletes a clone, and scales the chart's own Deployment to 0 (marked removed), so that
-  Helm keeps owning it.
+* **remove_group** deletes a clone, and scales the chart's own Deployment to 0 (marked removed);
+* when one version is left serving, zdu **hands the cell back** to the chart: the sidekiq Deployments
+  are rolled to that version (before any post-deployment migration), the chart's Deployment is rolled
+  to it and takes the clone's replicas, the Service gets the chart's selector back, the clone goes, and
+  the chart's HorizontalPodAutoscaler (held still while zdu changes replicas) scales the chart's
+  Deployment again. A later ``helm upgrade`` finds the objects it manages serving.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from zdu_kubernetes.objects import (
     CANARY_ROUTE_ANNOTATION,
     CANARY_WEIGHT,
     GROUP_LABEL,
+    HPA_BEHAVIOR_ANNOTATION,
     REMOVED_ANNOTATION,
     SERVICE_UPSTREAM,
     VERSION_ANNOTATION,
@@ -60,9 +65,11 @@ from zdu_kubernetes.objects import (
     clone_name,
     group_deployment,
     group_name,
+    image_version,
     ingress_hosts,
     preview_ingress,
     preview_service,
+    retag_pod,
     rolling_update,
 )
 
@@ -202,6 +209,15 @@ class KubernetesPlatform:
         return group_name(version)
 
     def _base_version(self, base: Obj) -> Version:
+        """The chart Deployment's version: its image's tag, else zdu's annotation, else the target's.
+
+        The image is what runs (``helm upgrade`` changes it without touching zdu's annotation).
+        """
+        containers = ((base["spec"].get("template") or {}).get("spec") or {}).get("containers") or []
+        for container in containers:
+            version = image_version(str(container.get("image") or ""), self.config)
+            if version is not None:
+                return version
         annotations = base["metadata"].get("annotations") or {}
         text = annotations.get(VERSION_ANNOTATION)
         return Version.parse(text) if text else self.env.target.version
@@ -285,6 +301,7 @@ class KubernetesPlatform:
         """Make ``group``'s Deployment have ``replicas`` available pods (creating it as a clone)."""
         if replicas < 0:
             raise PlatformError(f"cannot scale {group} to {replicas} replicas")
+        self._hold_autoscaler()
         found = self._deployment_of(group)
         if found is None:
             if replicas == 0:
@@ -357,6 +374,108 @@ class KubernetesPlatform:
             self.api.delete("Deployment", name)
         self._router.forget_preview(group)
         log.info("group %s removed", group)
+        self._hand_back()
+
+    # -- handing the cell back to the chart ----------------------------------------------------------
+
+    def _hold_autoscaler(self) -> None:
+        """Stop the chart's HPA from changing replicas while zdu does (``selectPolicy: Disabled``).
+
+        Its own ``behavior`` is kept in an annotation and restored by :meth:`_release_autoscaler`.
+        """
+
+        def hold(hpa: Obj) -> bool:
+            annotations = hpa["metadata"].setdefault("annotations", {})
+            if HPA_BEHAVIOR_ANNOTATION in annotations:
+                return False
+            behavior = hpa["spec"].get("behavior")
+            annotations[HPA_BEHAVIOR_ANNOTATION] = json.dumps(behavior, sort_keys=True)
+            held = dict(behavior or {})
+            for direction in ("scaleUp", "scaleDown"):
+                held[direction] = {**(held.get(direction) or {}), "selectPolicy": "Disabled"}
+            hpa["spec"]["behavior"] = held
+            log.info("HorizontalPodAutoscaler %s held while zdu changes replicas", self.config.hpa)
+            return True
+
+        self.api.update("HorizontalPodAutoscaler", self.config.hpa, hold)
+
+    def _release_autoscaler(self, target: str) -> None:
+        """Give the chart's HPA its own behaviour back, scaling ``target``."""
+
+        def release(hpa: Obj) -> bool:
+            annotations = hpa["metadata"].setdefault("annotations", {})
+            ref = hpa["spec"].setdefault("scaleTargetRef", {})
+            if HPA_BEHAVIOR_ANNOTATION not in annotations and ref.get("name") == target:
+                return False
+            if HPA_BEHAVIOR_ANNOTATION in annotations:
+                behavior = json.loads(annotations.pop(HPA_BEHAVIOR_ANNOTATION))
+                if behavior is None:
+                    hpa["spec"].pop("behavior", None)
+                else:
+                    hpa["spec"]["behavior"] = behavior
+            ref.update({"apiVersion": "apps/v1", "kind": "Deployment", "name": target})
+            log.info("HorizontalPodAutoscaler %s scales %s again", self.config.hpa, target)
+            return True
+
+        self.api.update("HorizontalPodAutoscaler", self.config.hpa, release)
+
+    def _roll_sidekiq(self, version: Version) -> None:
+        """Roll every sidekiq Deployment to ``version`` (a native rolling update), followed to its end."""
+        for name in self.config.sidekiq_deployments:
+
+            def retag(obj: Obj) -> bool:
+                if not retag_pod(obj["spec"]["template"]["spec"], version, self.config):
+                    return False
+                obj["metadata"].setdefault("annotations", {})[VERSION_ANNOTATION] = str(version)
+                return True
+
+            if self.api.update("Deployment", name, retag) is None:
+                continue
+            self._wait_rolled_out(name, f"Deployment {name} (sidekiq) to run {version}")
+
+    def _hand_back(self) -> None:
+        """Once one version is left, give the cell back to the chart in that version (module docstring)."""
+        serving = [
+            (name, version, obj)
+            for name, version, obj in self.group_deployments()
+            if int(obj["spec"].get("replicas", 1)) > 0
+        ]
+        if len(serving) != 1:
+            return
+        name, version, clone = serving[0]
+        self._roll_sidekiq(version)
+        if name != self.config.deployment and self.api.get("Deployment", self.config.deployment):
+            replicas = int(clone["spec"].get("replicas", 1))
+            log.info("handing %s back to %s (%s)", name, self.config.deployment, version)
+
+            def take_over(base: Obj) -> bool:
+                annotations = base["metadata"].setdefault("annotations", {})
+                annotations[VERSION_ANNOTATION] = str(version)
+                annotations.pop(REMOVED_ANNOTATION, None)
+                template = base["spec"]["template"]
+                # the chart's own pod labels: the Service's chart selector picks these pods
+                (template.get("metadata") or {}).get("labels", {}).pop(GROUP_LABEL, None)
+                retag_pod(template["spec"], version, self.config)
+                base["spec"]["replicas"] = replicas
+                base["spec"]["strategy"] = rolling_update(self.config)
+                return True
+
+            self.api.update("Deployment", self.config.deployment, take_over)
+            self._wait_rolled_out(
+                self.config.deployment, f"Deployment {self.config.deployment} to run {version}"
+            )
+            self._router.restore_selector()
+
+            def to_zero(obj: Obj) -> bool:
+                obj["spec"]["replicas"] = 0
+                return True
+
+            self.api.update("Deployment", name, to_zero)
+            self._wait_rolled_out(name, f"Deployment {name} to have no pods")
+            self.api.delete("Deployment", name)
+        elif name == self.config.deployment:
+            self._router.restore_selector()
+        self._release_autoscaler(self.config.deployment)
 
     def adopt_base(self) -> None:
         """Label the chart Deployment's pod template with its group, so a Service can select it alone.
@@ -475,6 +594,21 @@ class KubernetesRouter:
         if base is not None and group_name(self.platform._base_version(base)) == group:
             self.platform.adopt_base()
         self._select(group)
+
+    def restore_selector(self) -> None:
+        """Give the Service the selector the chart wrote (zdu's pin and its note removed)."""
+
+        def change(service: Obj) -> bool:
+            annotations = service["metadata"].setdefault("annotations", {})
+            selector = dict(base_selector(service))
+            had_note = annotations.pop(BASE_SELECTOR_ANNOTATION, None) is not None
+            if service["spec"].get("selector") == selector and not had_note:
+                return False
+            service["spec"]["selector"] = selector
+            return True
+
+        self.api.update("Service", self.config.service, change)
+        log.info("Service %s has the chart's selector back", self.config.service)
 
     def _select(self, group: str | None) -> None:
         def change(service: Obj) -> bool:

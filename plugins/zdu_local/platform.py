@@ -15,13 +15,13 @@ reverses the order for negative controls: SIGTERM while still routed, out of the
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -62,6 +62,8 @@ _POLL = 0.05
 _READY_POLL = 0.005
 # How often a draining instance's requests in flight are asked for (the same reasoning).
 _INFLIGHT_POLL = 0.005
+# How long a draining instance must count nothing in flight before it is stopped.
+_QUIET = 0.05
 _GROUP_NAME_LIMIT = 63
 _GROUP_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
@@ -89,6 +91,9 @@ class LocalPlatform:
         self._assets: DirectoryAssetStore | None = None
         self._died: list[str] = []
         self._reported: set[str] = set()  # instances whose death a health check reported
+        # instances this object is starting or stopping now: any other instance found starting (not
+        # routable) or leaving was left so by an interrupted command, and a scale finishes its work
+        self._busy: set[str] = set()
         if config.assets_command:
             self._assets = DirectoryAssetStore(
                 self.state_dir / "assets", config.assets_command_for, {**os.environ, **config.env}
@@ -115,9 +120,49 @@ class LocalPlatform:
         """The assets store (``<state dir>/assets``), or None when ``assets_command`` is empty."""
         return self._assets
 
-    def hold_lock(self, holder: str) -> AbstractContextManager[None]:
-        """Hold ``<state dir>/upgrade.lock`` (flock) for an upgrade; TargetBusy names the holder."""
-        return file_lock(self.state_dir / "upgrade.lock", self.env.target.name, holder)
+    @contextlib.contextmanager
+    def hold_lock(self, holder: str) -> Iterator[None]:
+        """Hold ``<state dir>/upgrade.lock`` (flock) for an upgrade; TargetBusy names the holder.
+
+        Once held, :meth:`reconcile` finishes whatever a command killed while it held the lock left.
+        """
+        with file_lock(self.state_dir / "upgrade.lock", self.env.target.name, holder):
+            self.reconcile()
+            yield
+
+    def reconcile(self) -> None:
+        """Finish the changes an interrupted command (a ``zdu`` killed mid-step) left half done.
+
+        The state records each change's intent before it is made: instances it was stopping
+        (``leaving``) are drained and stopped, now, and their absence is progress, not a fault;
+        instances it was starting (not yet routable) join the router once ready (or are stopped if they
+        do not become ready); dead instances are forgotten (one that was routed and not leaving is still
+        reported by the next :meth:`check_health`); the routing the state describes is put in force.
+        """
+        with self._store.locked():
+            state = self._store.state
+            if state.router is None or not self._router.running():
+                return
+            for group in list(state.groups):
+                self._forget_dead(group)
+            free = [r for r in self._store.state.instances if r.id not in self._busy]
+            stops = [r for r in free if r.leaving]
+            starts = [r for r in free if not r.routable and not r.leaving]
+            if stops:
+                logger.info("finishing the stop of %s", sorted(r.id for r in stops))
+                self._leave_router(stops)
+            self._busy.update(r.id for r in starts)
+        if stops:
+            self._stop_drained(stops)
+        for group in sorted({r.group for r in starts}):
+            records = [r for r in starts if r.group == group]
+            logger.info("waiting for %s to become ready", sorted(r.id for r in records))
+            try:
+                self._join_when_ready(group, Version.parse(records[0].version), records)
+            except ReadinessTimeout as error:
+                logger.warning("stopped instances an interrupted command started: %s", error)
+        with self._store.locked():
+            self._router.sync()
 
     @property
     def url(self) -> str:
@@ -222,6 +267,11 @@ class LocalPlatform:
         than the changes allow), and no start waits for a reload or a drain. ``rolling`` replaces a
         batch this way. The fleet's lock is held while the state and the routing change, not while
         instances start or drain. Returns the groups in the order of ``changes``.
+
+        Each group is reconciled first with what an interrupted command (a ``zdu`` killed mid-change)
+        left: dead instances are forgotten; instances it was stopping (``leaving``) are drained and
+        stopped, and do not count; instances it was starting count, and join the router once ready,
+        like the new ones.
         """
         for group, _version, replicas in changes:
             if not _GROUP_NAME.match(group):
@@ -246,14 +296,33 @@ class LocalPlatform:
                     if known is None:
                         self._store.update(groups={**self._store.state.groups, group: str(version)})
                     self._forget_dead(group)
-                    running = self._records(group)
-                    if len(running) < replicas:
-                        started.append(
-                            (group, version, self._spawn_all(group, version, replicas - len(running)))
+                    interrupted_stops = [
+                        r for r in self._records(group) if r.leaving and r.id not in self._busy
+                    ]
+                    if interrupted_stops:
+                        logger.info(
+                            "finishing the stop of %s (an interrupted command was stopping them)",
+                            sorted(r.id for r in interrupted_stops),
                         )
-                    elif len(running) > replicas:
-                        newest_first = sorted(running, key=lambda r: r.serial, reverse=True)
-                        leaving.extend(newest_first[: len(running) - replicas])
+                    leaving.extend(interrupted_stops)
+                    running = [r for r in self._records(group) if not r.leaving]
+                    adopted = [r for r in running if not r.routable and r.id not in self._busy]
+                    if len(running) > replicas:  # the unready first, then the newest
+                        ordered = sorted(running, key=lambda r: (r.routable, -r.serial))
+                        excess = ordered[: len(running) - replicas]
+                        leaving.extend(excess)
+                        adopted = [r for r in adopted if r not in excess]
+                    spawned = []
+                    if len(running) < replicas:
+                        spawned = self._spawn_all(group, version, replicas - len(running))
+                    if adopted:
+                        logger.info(
+                            "waiting for %s to become ready (an interrupted command started them)",
+                            sorted(r.id for r in adopted),
+                        )
+                        self._busy.update(r.id for r in adopted)
+                    if adopted or spawned:
+                        started.append((group, version, [*adopted, *spawned]))
             except BaseException:
                 for group, _version, records in started:
                     self._abandon(group, records)
@@ -263,6 +332,10 @@ class LocalPlatform:
                 leaving = []
             elif leaving:
                 self._leave_router(leaving)
+            elif not started and self._router.running():
+                # nothing changes: still put the routing of the fleet as it is in force, in case an
+                # interrupted command marked an instance ready and did not reach the reload
+                self._router.sync()
         with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="zdu-drain") as pool:
             stopping = pool.submit(self._stop_drained, leaving) if leaving else None
             try:
@@ -300,10 +373,13 @@ class LocalPlatform:
         if self._store.state.router is not None and not self._router.running():
             problems.append(f"the router (nginx, prefix {self.state_dir / 'nginx'}) is not running")
         for record in self._store.state.instances:
+            if record.leaving:
+                # the platform was stopping it (perhaps a command killed while it drained): gone or
+                # not, that is progress, not a fault; the next scale finishes the stop
+                continue
             if not _identity(record).alive():
                 if not record.routable:
-                    # it had left the router (drained, being stopped when a command was interrupted)
-                    # or not joined it yet: no user reaches it, and the next scale forgets it
+                    # it had not joined the router yet: no user reaches it, and the next scale forgets it
                     continue
                 self._reported.add(record.id)
                 problems.append(
@@ -325,6 +401,10 @@ class LocalPlatform:
     def _records(self, group: str) -> list[InstanceRecord]:
         return [r for r in self._store.state.instances if r.group == group]
 
+    def _current(self, ids: set[str]) -> list[InstanceRecord]:
+        """The records of ``ids`` as the state has them now."""
+        return [r for r in self._store.state.instances if r.id in ids]
+
     def _group(self, group: str) -> InstanceGroup:
         routed = self._router.routed()
         return InstanceGroup(
@@ -335,7 +415,12 @@ class LocalPlatform:
 
     def _instance(self, record: InstanceRecord, routed: frozenset[str]) -> Instance:
         alive = _identity(record).alive()
-        ready = alive and http_status(record.host, record.port, self.config.readiness_path) == 200
+        # an instance being stopped is never ready again, whatever it answers: it takes no traffic
+        ready = (
+            alive
+            and not record.leaving
+            and http_status(record.host, record.port, self.config.readiness_path) == 200
+        )
         return Instance(
             id=record.id,
             group=record.group,
@@ -359,7 +444,8 @@ class LocalPlatform:
             return
         for record in dead:
             logger.warning("instance %s (pid %d) is dead: forgetting it", record.id, record.pid)
-            if record.routable and record.id not in self._reported:  # the next health check says so
+            if record.routable and not record.leaving and record.id not in self._reported:
+                # the next health check says so
                 self._died.append(
                     f"instance {record.id} ({record.version}, {record.address}) died while serving "
                     f"(process {record.pid} exited) and was forgotten"
@@ -401,22 +487,28 @@ class LocalPlatform:
         started: list[InstanceRecord] = []
         try:
             for _ in range(count):
-                started.append(self._spawn(group, version))
+                record = self._spawn(group, version)
+                self._busy.add(record.id)
+                started.append(record)
         except BaseException:
             self._abandon(group, started)
+            self._busy.difference_update(r.id for r in started)
             raise
         return started
 
     def _join_when_ready(self, group: str, version: Version, started: Sequence[InstanceRecord]) -> None:
         """Wait (without the fleet's lock) until ``started`` are ready, then route them."""
         try:
-            self._wait_ready(started, version)
-        except BaseException:
-            self._abandon(group, started)
-            raise
-        with self._store.locked():
-            if self._store.state.router is not None:
-                self._router.sync()
+            try:
+                self._wait_ready(started, version)
+            except BaseException:
+                self._abandon(group, started)
+                raise
+            with self._store.locked():
+                if self._store.state.router is not None:
+                    self._router.sync()
+        finally:
+            self._busy.difference_update(r.id for r in started)
 
     def _abandon(self, group: str, started: Sequence[InstanceRecord]) -> None:
         """Stop the instances of ``started`` that did not become ready; forget an empty group."""
@@ -471,40 +563,56 @@ class LocalPlatform:
         ids = {r.id for r in records}
         if not self.config.drain:
             logger.warning("stopping instances %s while the router still routes to them", sorted(ids))
+            with self._store.locked():  # the intent first: its death is no fault
+                self._replace_records([attrs.evolve(r, leaving=True) for r in self._current(ids)])
             stop_processes([_identity(r) for r in records], self.config.stop_grace)
-            self._leave_router(records)
-            with self._store.locked():
-                self._replace_records([r for r in self._store.state.instances if r.id in ids], remove=True)
+            try:
+                self._leave_router(records)
+                with self._store.locked():
+                    self._replace_records(self._current(ids), remove=True)
+            finally:
+                self._busy.difference_update(ids)
             return
         self._leave_router(records)
         self._stop_drained(records)
 
     def _leave_router(self, records: Sequence[InstanceRecord]) -> None:
-        """Take ``records`` out of the router (a confirmed reload), under the fleet's lock."""
+        """Take ``records`` out of the router (a confirmed reload), under the fleet's lock.
+
+        Records the intent first: they are ``leaving``, so that a command interrupted from here on
+        leaves them to be stopped by the next scale, and their death is no fault.
+        """
         with self._store.locked():
-            self._replace_records([attrs.evolve(r, routable=False) for r in records])
+            self._busy.update(r.id for r in records)
+            ids = {r.id for r in records}
+            self._replace_records([attrs.evolve(r, routable=False, leaving=True) for r in self._current(ids)])
             if self._store.state.router is not None and self._router.running():
                 self._router.sync()
 
     def _stop_drained(self, records: Sequence[InstanceRecord]) -> None:
         """Wait for ``records``' requests in flight, stop them (without the lock), then forget them."""
         ids = {r.id for r in records}
-        self._wait_drained([r for r in records if _identity(r).alive()])
-        logger.info("stopping instances %s", sorted(ids))
-        stop_processes([_identity(r) for r in records], self.config.stop_grace)
-        with self._store.locked():
-            self._replace_records([r for r in self._store.state.instances if r.id in ids], remove=True)
+        try:
+            self._wait_drained([r for r in records if _identity(r).alive()])
+            logger.info("stopping instances %s", sorted(ids))
+            stop_processes([_identity(r) for r in records], self.config.stop_grace)
+            with self._store.locked():
+                self._replace_records(self._current(ids), remove=True)
+        finally:
+            self._busy.difference_update(ids)
 
     def _wait_drained(self, records: Sequence[InstanceRecord]) -> None:
         """Wait, bounded by ``drain_timeout``, until ``records`` (out of the router) have nothing in flight.
 
-        An instance that answers ``inflight_path`` is done once it counts no request (websockets do not
-        count: its SIGTERM closes them); for any other, its established TCP connections are counted.
+        An instance that answers ``inflight_path`` is done once it counts no request for 50 ms in a row
+        (websockets do not count: its SIGTERM closes them); for any other, its established TCP
+        connections are counted.
         """
         path = self.config.inflight_path
         deadline = time.monotonic() + self.config.drain_timeout
         pending = {r.id: r for r in records}
         busy: dict[str, str] = {}
+        idle_since: dict[str, float] = {}
         while pending:
             busy = {}
             counted = []  # instances without an answer at inflight_path: their connections are counted
@@ -519,8 +627,16 @@ class LocalPlatform:
                 busy.update(
                     {r.id: f"{connections[r.port]} connections" for r in counted if connections[r.port]}
                 )
-            pending = {key: record for key, record in pending.items() if key in busy}
-            if not pending or time.monotonic() >= deadline:
+            now = time.monotonic()
+            for key in pending:
+                if key in busy:
+                    idle_since.pop(key, None)
+                else:
+                    idle_since.setdefault(key, now)
+            # idle for _QUIET in a row: a request nginx's previous workers accepted just before the
+            # routing changed may still be on its way to the instance when it first counts none
+            pending = {key: r for key, r in pending.items() if key in busy or now - idle_since[key] < _QUIET}
+            if not pending or now >= deadline:
                 break
             time.sleep(_POLL if counted else _INFLIGHT_POLL)
         if busy:

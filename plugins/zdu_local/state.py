@@ -34,6 +34,9 @@ class InstanceRecord:
         process that got the same pid.
     :ivar routable: it passed its readiness check and is not being drained: the router may send it
         traffic when its group has a weight.
+    :ivar leaving: the platform decided to stop it (recorded before it leaves the router, is drained
+        and stopped): it never takes traffic again, and once it is gone that is progress, not a fault.
+        A command interrupted while stopping it leaves it so; the next scale finishes the stop.
     """
 
     id: str
@@ -46,6 +49,7 @@ class InstanceRecord:
     serial: int
     log: str
     routable: bool = False
+    leaving: bool = False
 
     @property
     def address(self) -> str:

@@ -25,8 +25,13 @@ CNG = "registry.gitlab.com/gitlab-org/build/cng"
 LABELS = {"app": "webservice", "release": "gitlab"}
 
 
-def chart_objects(version: str = FROM, replicas: int = 3) -> list[dict[str, Any]]:
-    """What the GitLab chart installs that zdu touches (trimmed to what matters here)."""
+def chart_objects(
+    version: str = FROM, replicas: int = 3, *, service_upstream: bool = True
+) -> list[dict[str, Any]]:
+    """What the GitLab chart installs that zdu touches (trimmed to what matters here), its defaults.
+
+    ``service_upstream=False``: the Ingress as a user who set the chart's serviceUpstream to false has it.
+    """
 
     def deployment(
         name: str, labels: dict[str, str], containers: list[dict[str, Any]], count: int
@@ -98,7 +103,10 @@ def chart_objects(version: str = FROM, replicas: int = 3) -> list[dict[str, Any]
             "metadata": {
                 "name": "gitlab-webservice-default",
                 "namespace": NAMESPACE,
-                "annotations": {"nginx.ingress.kubernetes.io/service-upstream": "false"},
+                # the chart's default: ingress-nginx sends requests to the Service address
+                "annotations": {
+                    "nginx.ingress.kubernetes.io/service-upstream": str(service_upstream).lower()
+                },
             },
             "spec": {
                 "ingressClassName": "nginx",
@@ -124,7 +132,77 @@ def chart_objects(version: str = FROM, replicas: int = 3) -> list[dict[str, Any]
                 "tls": [{"hosts": ["gitlab.example.com"], "secretName": "gitlab-tls"}],
             },
         },
+        {
+            # the chart's webservice HPA (hpa.minReplicas 2, maxReplicas 10 by default)
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "gitlab-webservice-default", "namespace": NAMESPACE, "labels": dict(LABELS)},
+            "spec": {
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": "gitlab-webservice-default",
+                },
+                "minReplicas": 2,
+                "maxReplicas": 10,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {"name": "cpu", "target": {"type": "AverageValue", "averageValue": "1"}},
+                    }
+                ],
+            },
+        },
     ]
+
+
+def _merge(live: Any, manifest: Any) -> Any:
+    """Helm's patch, simplified: the manifest's fields win, maps merge, lists are replaced."""
+    if isinstance(live, dict) and isinstance(manifest, dict):
+        merged = dict(live)
+        for key, value in manifest.items():
+            merged[key] = _merge(live.get(key), value)
+        return merged
+    return manifest
+
+
+def helm_upgrade(server: StandInApiServer, version: str) -> None:
+    """``helm upgrade`` to ``version``, modelled as the chart's templates re-applied onto the live objects.
+
+    The webservice Deployment's replicas are left alone (the HPA owns them), as are fields the chart
+    does not set (zdu's annotations, a selector's extra label). Waits for the Deployments to settle.
+    """
+    objects = chart_objects(version)
+    _toolbox_volumes(objects)
+    for manifest in objects:
+        live = server.get(manifest["kind"], manifest["metadata"]["name"])
+        if manifest["kind"] == "Deployment" and manifest["metadata"]["name"] == "gitlab-webservice-default":
+            manifest["spec"].pop("replicas")
+        if live is None:
+            server.put(manifest)
+            continue
+        merged = _merge(live, manifest)
+        if merged.get("spec") != live.get("spec"):
+            merged["metadata"]["generation"] = int(live["metadata"].get("generation", 1)) + 1
+        server.put(merged)
+    settle(server)
+
+
+def settle(server: StandInApiServer, timeout: float = 20) -> None:
+    """Wait until every Deployment of the namespace has its replicas available."""
+
+    def settled() -> bool:
+        for deployment in server.list("Deployment"):
+            status = deployment.get("status") or {}
+            want = int(deployment["spec"].get("replicas", 1))
+            if status.get("observedGeneration") != deployment["metadata"].get("generation"):
+                return False
+            if status.get("availableReplicas", 0) != want or status.get("replicas", 0) != want:
+                return False
+        return True
+
+    with server.changed:
+        assert server.changed.wait_for(settled, timeout=timeout), "the Deployments did not settle"
 
 
 def _toolbox_volumes(objects: list[dict[str, Any]]) -> None:
@@ -192,9 +270,10 @@ def upgrade_for(
     migrations: dict[str, Any] | None = None,
     platform: dict[str, Any] | None = None,
     to: str = TO,
+    current: str = FROM,
 ) -> Upgrade:
     data: dict[str, Any] = {
-        "target": {"name": "cell", "platform": "kubernetes", "version": FROM},
+        "target": {"name": "cell", "platform": "kubernetes", "version": current},
         "release": {"version": to},
         "platform": platform_options(server, **(platform or {})),
         "strategy": {"name": "rolling", **(strategy or {}), "layers": layers or []},
@@ -212,4 +291,4 @@ def webservice_images(server: StandInApiServer, name: str) -> list[str]:
     return [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]]
 
 
-__all__ = ["FROM", "TO", "os"]
+__all__ = ["FROM", "TO", "helm_upgrade", "os", "settle"]

@@ -9,7 +9,9 @@ condition) and Jobs (a pod that "runs" by asking :attr:`StandInApiServer.job_han
 
 Faults on demand: :meth:`StandInApiServer.inject` answers the next matching requests with 409, 429
 (with ``Retry-After``) or 500; :meth:`StandInApiServer.break_watches` cuts the next watch streams
-before their first event (a chunk cut short). It is no validation of the objects: the schema tests do that.
+before their first event (a chunk cut short); :meth:`StandInApiServer.expire_watches` answers the
+next watches with an ``ERROR`` event carrying a 410 Status. It is no validation of the objects: the
+schema tests do that.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ RESOURCES = {
     "ingresses": "Ingress",
     "jobs": "Job",
     "leases": "Lease",
+    "horizontalpodautoscalers": "HorizontalPodAutoscaler",
 }
 API_VERSIONS = {
     "Deployment": "apps/v1",
@@ -44,9 +47,10 @@ API_VERSIONS = {
     "Ingress": "networking.k8s.io/v1",
     "Job": "batch/v1",
     "Lease": "coordination.k8s.io/v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
 }
 _PATH = re.compile(
-    r"^/(?:api/v1|apis/[^/]+/v1)/namespaces/(?P<ns>[^/]+)/(?P<resource>[a-z]+)"
+    r"^/(?:api/v1|apis/[^/]+/v[12])/namespaces/(?P<ns>[^/]+)/(?P<resource>[a-z]+)"
     r"(?:/(?P<name>[^/]+))?(?P<log>/log)?$"
 )
 
@@ -95,11 +99,13 @@ class StandInApiServer:
         self.version = 100
         self.faults: list[Fault] = []
         self.watch_breaks: dict[str, int] = {}
+        self.watch_errors: dict[str, int] = {}
         self.requests: list[tuple[str, str]] = []
         self.failing_images: set[str] = set()
         self.job_handler: Callable[[Obj], tuple[int, str]] = lambda job: (0, "done\n")
         self.job_logs: dict[str, str] = {}
         self.jobs_stalled = False
+        self.hpa_writes: list[tuple[str, int, int]] = []
         self._stop = threading.Event()
         server = self
 
@@ -157,6 +163,11 @@ class StandInApiServer:
     ) -> None:
         with self.lock:
             self.faults.append(Fault(method, resource, status, times, retry_after))
+
+    def expire_watches(self, resource: str, times: int = 1) -> None:
+        """Answer the next watches of ``resource`` with an ERROR event (410 Gone), as etcd compaction does."""
+        with self.lock:
+            self.watch_errors[resource] = self.watch_errors.get(resource, 0) + times
 
     def break_watches(self, resource: str, times: int = 1) -> None:
         with self.lock:
@@ -229,7 +240,8 @@ class StandInApiServer:
             return
         resource, namespace, name = match["resource"], match["ns"], match["name"]
         kind = RESOURCES[resource]
-        watching = query.get("watch") in ("true", "1")
+        # the API server parses booleans as Go's strconv.ParseBool does (older clients send "True")
+        watching = query.get("watch") in ("1", "t", "T", "true", "TRUE", "True")
         with self.lock:
             since = f"?watch&resourceVersion={query.get('resourceVersion', '')}"
             self.requests.append((method, url.path + (since if watching else "")))
@@ -339,6 +351,16 @@ class StandInApiServer:
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Transfer-Encoding", "chunked")
         handler.end_headers()
+        with self.lock:
+            expiring = self.watch_errors.get(resource, 0) > 0
+            if expiring:
+                self.watch_errors[resource] -= 1
+        if expiring:
+            gone = _status(410, "Expired", f"too old resource version: {since}")
+            line = json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n"
+            handler.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n0\r\n\r\n")
+            handler.wfile.flush()
+            return
         try:
             while not self._stop.is_set():
                 with self.changed:
@@ -389,6 +411,8 @@ class StandInApiServer:
                 self._deployment(namespace, name, obj)
             elif kind == "Job":
                 self._job(namespace, name, obj)
+            elif kind == "HorizontalPodAutoscaler":
+                self._autoscaler(namespace, name, obj)
         for (kind, _namespace, _name), pod in list(self.objects.items()):
             if kind == "Pod" and pod["status"].get("phase") == "Pending":
                 image = pod["spec"]["containers"][0]["image"]
@@ -495,6 +519,49 @@ class StandInApiServer:
         }
         if obj.get("status") != status:
             updated = copy.deepcopy(obj)
+            updated["status"] = status
+            self._write(updated, "MODIFIED")
+
+    def _autoscaler(self, namespace: str, name: str, hpa: Obj) -> None:
+        """As the HPA controller does at idle load: keep the target within [minReplicas, maxReplicas].
+
+        A target at 0 replicas switches it off (``ScalingActive`` False, ``ScalingDisabled``); a
+        direction whose ``selectPolicy`` is ``Disabled`` is not scaled. Every replica change it makes
+        is counted in :attr:`StandInApiServer.hpa_writes` (a fight with whoever set the replicas).
+        """
+        spec = hpa["spec"]
+        ref = spec.get("scaleTargetRef") or {}
+        target = self.objects.get(("Deployment", namespace, ref.get("name", "")))
+        behavior = spec.get("behavior") or {}
+        active, reason = True, "ValidMetricFound"
+        current = desired = 0
+        if target is None:
+            active, reason = False, "FailedGetScale"
+        else:
+            current = desired = int(target["spec"].get("replicas", 1))
+            if current == 0:
+                active, reason = False, "ScalingDisabled"
+            else:
+                low, high = int(spec.get("minReplicas", 1)), int(spec["maxReplicas"])
+                wanted = min(max(current, low), high)
+                direction = "scaleUp" if wanted > current else "scaleDown"
+                if (behavior.get(direction) or {}).get("selectPolicy") != "Disabled":
+                    desired = wanted
+                if desired != current:
+                    updated = copy.deepcopy(target)
+                    updated["spec"]["replicas"] = desired
+                    updated["metadata"]["generation"] = int(updated["metadata"].get("generation", 1)) + 1
+                    self.hpa_writes.append((ref["name"], current, desired))
+                    self._write(updated, "MODIFIED")
+        status = {
+            "currentReplicas": current,
+            "desiredReplicas": desired,
+            "conditions": [
+                {"type": "ScalingActive", "status": "True" if active else "False", "reason": reason}
+            ],
+        }
+        if hpa.get("status") != status:
+            updated = copy.deepcopy(hpa)
             updated["status"] = status
             self._write(updated, "MODIFIED")
 

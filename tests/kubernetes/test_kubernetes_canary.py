@@ -96,9 +96,12 @@ def test_every_step_is_a_canary_ingress_with_the_cookie_route(
         assert service["spec"]["selector"]["zdu.gitlab.com/group"] == NEW_GROUP
     kinds = [e.kind for e in upgrade.journal.events(report.upgrade_id)]
     assert kinds.index("paused-for-promotion") < kinds.index(PROMOTE_EVENT) < kinds.index("promoted")
-    # promoted: the main Service selects the release, the canary objects are gone
+    # promoted: the release serves from the chart's Deployment behind the chart's selector, the canary
+    # objects are gone
     service = apiserver.get("Service", BASE)
-    assert service is not None and service["spec"]["selector"]["zdu.gitlab.com/group"] == NEW_GROUP
+    assert service is not None and service["spec"]["selector"] == {"app": "webservice", "release": "gitlab"}
+    base = apiserver.get("Deployment", BASE)
+    assert base is not None and base["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f":v{TO}")
     assert apiserver.get("Ingress", CANARY) is None and apiserver.get("Service", CANARY) is None
 
 

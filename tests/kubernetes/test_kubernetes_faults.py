@@ -105,6 +105,31 @@ def test_a_broken_watch_is_resumed(apiserver: StandInApiServer) -> None:
     assert len({w.rsplit("=", 1)[1] for w in watches}) == 1  # each resumed from the version it had seen
 
 
+def test_a_watch_error_event_410_lists_again(apiserver: StandInApiServer) -> None:
+    api = _api(apiserver, [])
+    apiserver.expire_watches("deployments", times=2)
+
+    def scale(obj: dict) -> bool:
+        obj["spec"]["replicas"] = 4
+        return True
+
+    api.update("Deployment", "gitlab-webservice-default", scale)
+    done = api.wait(
+        "Deployment",
+        "gitlab-webservice-default",
+        lambda obj: obj is not None and obj.get("status", {}).get("availableReplicas") == 4,
+        20,
+        "four available replicas",
+    )
+    assert done is not None and apiserver.watch_errors["deployments"] == 0
+    lists = [
+        path
+        for method, path in apiserver.requests
+        if method == "GET" and path.endswith("/deployments") and "?watch" not in path
+    ]
+    assert len(lists) == 3  # the first list, then one after each ERROR event
+
+
 def test_a_wait_has_a_deadline_with_a_clear_message(apiserver: StandInApiServer) -> None:
     api = _api(apiserver, [])
     with pytest.raises(
@@ -126,8 +151,10 @@ def test_an_upgrade_survives_injected_faults(apiserver: StandInApiServer, tmp_pa
     assert report.status is UpgradeStatus.SUCCEEDED, report.error
     assert all(f.times == 0 for f in apiserver.faults)
     assert apiserver.watch_breaks["deployments"] == 0
-    clone = apiserver.get("Deployment", "gitlab-webservice-default-v16-6-0")
-    assert clone is not None and clone["status"]["availableReplicas"] == 3
+    assert apiserver.get("Deployment", "gitlab-webservice-default-v16-6-0") is None  # handed back
+    base = apiserver.get("Deployment", "gitlab-webservice-default")
+    assert base is not None and base["status"]["availableReplicas"] == 3
+    assert base["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":v16.6.0")
 
 
 # -- migrations as a Job -----------------------------------------------------------------------------

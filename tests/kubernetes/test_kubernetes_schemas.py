@@ -31,7 +31,9 @@ def _validate(obj: dict[str, Any]) -> None:
 
 def _plan(tmp_path: Path, strategy: str, layers: list[str], options: str = "") -> list[dict[str, Any]]:
     snapshot = tmp_path / "state.json"
-    snapshot.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": chart_objects()}))
+    snapshot.write_text(
+        json.dumps({"apiVersion": "v1", "kind": "List", "items": chart_objects(service_upstream=False)})
+    )
     config = tmp_path / "cell.toml"
     config.write_text(
         f"""

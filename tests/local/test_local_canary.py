@@ -42,6 +42,13 @@ def share(seen: Counter[str], version: Version) -> float:
     return 100.0 * seen[str(version)] / sum(seen.values())
 
 
+def tolerance(percent: int, count: int) -> float:
+    """4.5 standard deviations of a binomial share of ``count`` requests, in points (about 1 in 150,000
+    runs falls outside): split_clients hashes a per-request id, so the share is a sample, not exact."""
+    p = percent / 100.0
+    return 100.0 * 4.5 * (p * (1.0 - p) / count) ** 0.5
+
+
 def test_the_canary_share_is_of_requests_whatever_the_instance_counts(
     make_platform: Callable[..., LocalPlatform],
 ) -> None:
@@ -64,7 +71,9 @@ def test_the_canary_share_is_of_requests_whatever_the_instance_counts(
         assert router.canary() == CanaryRoute(new, percent, COOKIE, HEADER)
         assert nginx_t(platform).returncode == 0
         measured[percent] = share(versions(url, REQUESTS), NEW)
-        assert abs(measured[percent] - percent) <= 3.0, measured
+        # 0 and 100 are exact; between them the bound is the sample's (5.8 points at 50 of 1,500),
+        # still far from the third a weight per instance gives
+        assert abs(measured[percent] - percent) <= tolerance(percent, REQUESTS), measured
         # the cookie and the header route every request to the canary, whatever the share
         assert versions(url, 20, {"Cookie": f"other=1; {COOKIE}"}) == Counter({str(NEW): 20})
         assert versions(url, 20, {"X-Gitlab-Canary": "true"}) == Counter({str(NEW): 20})

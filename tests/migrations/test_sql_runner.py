@@ -368,7 +368,7 @@ def test_configured_through_the_registry_with_a_path_relative_to_the_config(
     [
         ({"database": "sqlite://relative.db"}, "sqlite:///ABSOLUTE/PATH"),
         ({"database": "mysql://u:p@h/db"}, "is not a database URL"),
-        ({"database": 5}, "migrations.database: expected a string, got 5"),
+        ({"database": 5}, "migrations.database: expected a string (a secret, not shown), got an int"),
         ({"lock_timeout": 0}, "lock_timeout must be positive"),
         ({"path": "missing"}, "is not a directory"),
         ({"unknown": 1}, "migrations: unknown field 'unknown'"),
@@ -464,4 +464,4 @@ def test_postgresql_without_psycopg_names_the_extra(
     root = write_migrations(tmp_path / "app", PRE)
     with pytest.raises(ConfigError, match=r"needs psycopg: install zdu\[postgresql\]") as error:
         make_runner("postgresql://zdu:hunter2@db.example:5432/gitlab", root)
-    assert "hunter2" not in str(error.value) and "zdu:***@db.example" in str(error.value)
+    assert "hunter2" not in str(error.value) and "postgresql://***@db.example" in str(error.value)
