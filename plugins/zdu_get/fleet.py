@@ -262,24 +262,7 @@ class LocalGetFleet:
 
     def up(self, version: str) -> str:
         """Write the inventory and HAProxy's configuration, start the nodes at ``version`` and HAProxy."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or free_port("127.0.0.1")
-        shutil.copytree(DEMO_PLAYBOOKS, self.ansible_dir / "playbooks", dirs_exist_ok=True)
-        self.inventory.mkdir(exist_ok=True)
-        self.vars_file.write_text(
-            _VARS.format(python=sys.executable, version=version, url=self.url, directory=self.directory),
-            encoding="utf-8",
-        )
-        groups = {name: list(hosts) for name, hosts in self.components.items() if hosts}
-        groups["gitlab_rails"] = list(self.rails)
-        groups["gitlab_rails_primary"] = [self.rails[0]]
-        if self.layout == "get":
-            groups["gitlab_rails_secondary"] = list(self.rails[1:])
-        lines = ["all:", "  children:"]
-        for group, hosts in groups.items():
-            lines += [f"    {group}:", "      hosts:", *(f"        {host}: {{}}" for host in hosts)]
-        (self.inventory / "hosts.yml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        (self.directory / "components").mkdir(exist_ok=True)
+        self.write_inventory(version)
         servers = {}
         try:
             for node in self.rails:
@@ -304,6 +287,27 @@ class LocalGetFleet:
             self.down()
             raise
         return self.url
+
+    def write_inventory(self, version: str) -> None:
+        """Write the playbooks, the inventory (hosts and ``gitlab_version: <version>``), start nothing."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port("127.0.0.1")
+        shutil.copytree(DEMO_PLAYBOOKS, self.ansible_dir / "playbooks", dirs_exist_ok=True)
+        self.inventory.mkdir(exist_ok=True)
+        self.vars_file.write_text(
+            _VARS.format(python=sys.executable, version=version, url=self.url, directory=self.directory),
+            encoding="utf-8",
+        )
+        groups = {name: list(hosts) for name, hosts in self.components.items() if hosts}
+        groups["gitlab_rails"] = list(self.rails)
+        groups["gitlab_rails_primary"] = [self.rails[0]]
+        if self.layout == "get":
+            groups["gitlab_rails_secondary"] = list(self.rails[1:])
+        lines = ["all:", "  children:"]
+        for group, hosts in groups.items():
+            lines += [f"    {group}:", "      hosts:", *(f"        {host}: {{}}" for host in hosts)]
+        (self.inventory / "hosts.yml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (self.directory / "components").mkdir(exist_ok=True)
 
     def start_haproxy(self, servers: Mapping[str, str]) -> None:
         """Write HAProxy's configuration for ``servers`` (name: ``host:port``), start it, wait all UP.

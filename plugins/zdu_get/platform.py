@@ -245,10 +245,7 @@ class GetPlatform:
                 level = runtime.command("show cli level").strip()
                 servers = {s.name for s in runtime.servers(backend.backend)}
             except PlatformError as error:
-                problems.append(
-                    f"{error}; GET's HAProxy has no runtime API: add 'stats socket <path> mode 600 level "
-                    "admin' to its global section (docs/get-and-instrumentor.md)"
-                )
+                problems.append(str(error))
                 continue
             if level and level != "admin":
                 problems.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.get.conftest import FROM, TO, get_config, requires_haproxy, run_upgrade
+from zdu.errors import PlatformError
 from zdu.model import UpgradeStatus
 from zdu_get.haproxy import HAProxyRuntime
 from zdu_get.node import read_node
@@ -119,9 +120,12 @@ def test_a_rails_host_haproxy_does_not_list_is_refused_in_preflight(make_fleet, 
 
 def test_haproxy_without_the_runtime_api_is_refused_with_the_fix(make_fleet, tmp_path):
     fleet = get_fleet(make_fleet, stats_socket=False)
-    report, journal = run_upgrade(get_config(fleet, tmp_path / "state"))
-    _refused_before_any_change(fleet, report, journal)
-    assert "stats socket" in report.error and "level admin" in report.error
+    # what the target serves is read through the runtime API before anything is recorded or changed
+    with pytest.raises(PlatformError) as refused:
+        run_upgrade(get_config(fleet, tmp_path / "state"))
+    assert f"'stats socket {fleet.socket} mode 600 level admin'" in str(refused.value)
+    assert all(read_node(fleet.directory, n).version == FROM for n in RAILS)
+    assert f'gitlab_version: "{FROM}"' in fleet.vars_file.read_text()
 
 
 def test_a_package_gitlab_version_does_not_choose_is_refused(make_fleet, tmp_path):
