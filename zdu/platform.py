@@ -560,11 +560,13 @@ class OmnibusNodes(Protocol):
         role: str | None = None,
         extravars: Mapping[str, Any] | None = None,
         on_task: Any = None,
+        envvars: Mapping[str, str] | None = None,
     ) -> None:
         """Run ``playbook`` (or ``role``) on the host pattern ``hosts``; raise on failure.
 
         ``on_task``, when given, is called with every task's result as it finishes (the platform's own
-        type, for the plugin that made the platform: the ``get`` plugin journals them).
+        type, for the plugin that made the platform: the ``get`` plugin journals them). ``envvars``
+        are set in the playbook's environment (GET reads ``SKIP_POST_DEPLOYMENT_MIGRATIONS`` there).
         """
         ...
 

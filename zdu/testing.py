@@ -256,7 +256,11 @@ class MemoryPlatform:
         self._holder: str | None = None
         first = Version.parse(str(version))
         self.inventory_version = first
-        self.inventory = {"gitlab_rails": ["rails-1", "rails-2"], "sidekiq": ["sidekiq-1"]}
+        self.inventory = {
+            "gitlab_rails": ["rails-1", "rails-2"],
+            "gitlab_rails_primary": ["rails-1"],
+            "sidekiq": ["sidekiq-1"],
+        }
         self.nodes = {host: first for hosts in self.inventory.values() for host in hosts}
         self.drained: set[str] = set()
         self.playbooks: list[tuple[str, str]] = []
@@ -380,6 +384,7 @@ class MemoryPlatform:
         role: str | None = None,
         extravars: Mapping[str, Any] | None = None,
         on_task: Any = None,
+        envvars: Mapping[str, str] | None = None,
     ) -> None:
         """Record the run; the hosts get ``extravars["gitlab_version"]`` when it is given."""
         self.playbooks.append((label, hosts))

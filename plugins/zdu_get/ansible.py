@@ -1,8 +1,13 @@
 """Ansible through ansible-runner: one playbook (or role) on one host pattern, its events recorded.
 
-Every run gets the environment's inventory and project directory, an explicit ``--limit``, and extra
-variables (``gitlab_version``, ``skip_post_deployment_migrations``). Each task result per host is passed
-to ``on_event``, so that the journal shows what ran where, in order.
+Every run gets the environment's inventory and project directory, an explicit ``--limit``, extra
+variables (``gitlab_version``) and environment variables (``SKIP_POST_DEPLOYMENT_MIGRATIONS``, which
+GET's Rails role reads from its environment). Each task result per host is passed to ``on_event``, so
+that the journal shows what ran where, in order.
+
+A run limited to one host does not see the other hosts' facts, which GET's templates use (every
+node's address in a configuration). With ``facts_dir``, every run uses a JSON fact cache there
+(``gathering = smart``), and :meth:`AnsibleEnvironment.gather_facts` fills it for every host once.
 """
 
 from __future__ import annotations
@@ -91,7 +96,51 @@ class AnsibleEnvironment:
     project_dir: Path
     inventory: Path
     work_dir: Path
+    facts_dir: Path | None = None
     _inventory_cache: dict[str, Any] | None = None
+
+    def _envvars(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        envvars = {"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_RETRY_FILES_ENABLED": "False"}
+        if self.facts_dir is not None:
+            envvars.update(ANSIBLE_GATHERING="smart", ANSIBLE_CACHE_PLUGIN_TIMEOUT="86400")
+        envvars.update(extra or {})
+        return envvars
+
+    def _fact_cache(self) -> dict[str, Any]:
+        """ansible-runner's own fact cache options, pointed at ``facts_dir`` (an absolute path).
+
+        ansible-runner sets ``ANSIBLE_CACHE_PLUGIN_CONNECTION`` itself (to its private directory,
+        removed after each run): its ``fact_cache`` option is where the cache can be kept.
+        """
+        if self.facts_dir is None:
+            return {}
+        return {"fact_cache": str(self.facts_dir.resolve()), "fact_cache_type": "jsonfile"}
+
+    def gather_facts(self, hosts: str = "all") -> None:
+        """Gather the facts of every host of ``hosts`` into the fact cache (needs ``facts_dir``)."""
+        if self.facts_dir is None:
+            raise UsageError("gather_facts needs a facts_dir (the fact cache)")
+        self.facts_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        private = Path(tempfile.mkdtemp(prefix="ansible-facts-", dir=self.work_dir))
+        try:
+            with _ansible_on_path():
+                runner = ansible_runner.run(
+                    private_data_dir=str(private),
+                    inventory=str(self.inventory),
+                    host_pattern=hosts,
+                    module="ansible.builtin.setup",
+                    quiet=True,
+                    envvars=self._envvars(),
+                    **self._fact_cache(),
+                )
+            output = runner.stdout.read() if runner.status != "successful" else ""
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+        if runner.status != "successful":
+            raise AnsibleError(
+                f"gathering the facts of {hosts!r} {runner.status} (rc {runner.rc}): {_last_error(output)}"
+            )
 
     def inventory_list(self) -> dict[str, Any]:
         """``ansible-inventory --list`` of the environment's inventory (read once)."""
@@ -121,6 +170,7 @@ class AnsibleEnvironment:
         role: str | None = None,
         extravars: Mapping[str, Any] | None = None,
         on_task: Callable[[TaskResult], None] | None = None,
+        envvars: Mapping[str, str] | None = None,
     ) -> AnsibleResult:
         """Run ``playbook`` (or ``role``) on the host pattern ``hosts``; raise AnsibleError on failure.
 
@@ -159,7 +209,8 @@ class AnsibleEnvironment:
             "extravars": dict(extravars or {}),
             "event_handler": handle,
             "quiet": True,
-            "envvars": {"ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_RETRY_FILES_ENABLED": "False"},
+            "envvars": self._envvars(envvars),
+            **self._fact_cache(),
         }
         if playbook is not None:
             options["playbook"] = playbook

@@ -2,8 +2,16 @@
 
 Everything lives under one directory: the HAProxy configuration and runtime socket, the Ansible
 inventory (``inventory/hosts.yml`` and GET's ``inventory/vars.yml`` with ``gitlab_version``), the
-playbooks (copied from ``demo_env``: real playbooks whose tasks run :mod:`zdu_get.node` on localhost
-with ``ansible_connection=local``), and each node's process state. HAProxy runs in the foreground of
+playbooks in GET's place (``ansible/playbooks/``, copied from ``demo_env``: real playbooks whose tasks
+run :mod:`zdu_get.node` on localhost with ``ansible_connection=local``; they install without allowing a
+downgrade, migrate on ``gitlab_rails_primary`` unless ``SKIP_POST_DEPLOYMENT_MIGRATIONS`` is in their
+environment, and render from every Rails node's facts), and each node's process state.
+
+``layout="get"`` shapes the rest as GET does: inventory groups ``gitlab_rails_primary``,
+``praefect_primary``, ``redis_cache`` / ``redis_persistent``, ``haproxy_external``; HAProxy's backend
+``gitlab-rails`` with servers ``gitlab-rails1..N`` numbered over the sorted Rails group, and a registry
+backend listing the same nodes; the runtime API only with ``stats_socket`` (GET's HAProxy has none:
+zdu's documented change adds it). HAProxy runs in the foreground of
 its own session (no systemd) and is stopped, with every node, by :meth:`LocalGetFleet.down`.
 
 HAProxy itself is replaced (a new binary, a new version, a new configuration) by
@@ -30,7 +38,7 @@ from typing import Any
 
 import attrs
 
-from zdu.plugins import PlatformError, ProcessIdentity, free_port, spawn, stop_processes
+from zdu.plugins import PlatformError, ProcessIdentity, free_port, http_status, spawn, stop_processes
 from zdu_get.haproxy import HAProxyRuntime
 from zdu_get.node import start_node, stop_node
 
@@ -51,9 +59,7 @@ _DEFAULT_COMPONENTS: Mapping[str, Sequence[str]] = {
 
 _HAPROXY = """\
 global
-    # expose-fd listeners: a reloading HAProxy (-x) takes the listening sockets from this one
-    stats socket {socket} mode 600 level admin expose-fd listeners
-    stats timeout 30s
+{stats_socket}    stats timeout 30s
     # the servers' states (a server drained by zdu) carried over a reload
     server-state-file {state}
 
@@ -72,9 +78,26 @@ defaults
 
 frontend gitlab
     bind 127.0.0.1:{port}
-    default_backend gitlab_rails
+    default_backend {backend}
 
-backend gitlab_rails
+backend {backend}
+    balance roundrobin
+    option httpchk GET /-/readiness
+    default-server inter 300ms fall 2 rise 1
+{servers}
+{extra}"""
+
+_SOCKET_LINE = """\
+    # expose-fd listeners: a reloading HAProxy (-x) takes the listening sockets from this one
+    stats socket {socket} mode 600 level admin expose-fd listeners
+"""
+
+_REGISTRY = """
+frontend gitlab-registry
+    bind 127.0.0.1:{port}
+    default_backend gitlab-registry
+
+backend gitlab-registry
     balance roundrobin
     option httpchk GET /-/readiness
     default-server inter 300ms fall 2 rise 1
@@ -115,15 +138,35 @@ all:
 """
 
 
-def haproxy_config(socket: Path, port: int, servers: Mapping[str, str]) -> str:
+def haproxy_config(
+    socket: Path,
+    port: int,
+    servers: Mapping[str, str],
+    *,
+    backend: str = "gitlab_rails",
+    registry: tuple[int, Mapping[str, str]] | None = None,
+    stats_socket: bool = True,
+) -> str:
     """The local fleet's HAProxy configuration: ``servers`` (name: ``host:port``) behind ``port``.
 
-    Health-checked on ``/-/readiness``, runtime API on ``socket``; no retry, no redispatch;
-    websockets pass (``timeout tunnel``).
+    Health-checked on ``/-/readiness``, runtime API on ``socket`` (with ``stats_socket``); no retry, no
+    redispatch; websockets pass (``timeout tunnel``). ``registry``: a second frontend (its port) and
+    backend ``gitlab-registry`` with its servers.
     """
     lines = [f"    server {name} {address} check" for name, address in servers.items()]
     state = socket.with_name("haproxy.state")
-    return _HAPROXY.format(socket=socket, port=port, servers="\n".join(lines), state=state)
+    extra = ""
+    if registry is not None:
+        registry_lines = [f"    server {name} {address} check" for name, address in registry[1].items()]
+        extra = _REGISTRY.format(port=registry[0], servers="\n".join(registry_lines))
+    return _HAPROXY.format(
+        stats_socket=_SOCKET_LINE.format(socket=socket) if stats_socket else "",
+        port=port,
+        servers="\n".join(lines),
+        state=state,
+        backend=backend,
+        extra=extra,
+    )
 
 
 @attrs.define
@@ -144,6 +187,10 @@ class LocalGetFleet:
     #: a SQLite file all nodes share as the demo app's ``--database`` (writes read back through any node)
     database: Path | None = None
     port: int = 0
+    #: "zdu" (backend gitlab_rails, servers named as the hosts) or "get" (GET's names, see the module)
+    layout: str = "zdu"
+    #: whether HAProxy's configuration has the runtime API line (GET's has none)
+    stats_socket: bool = True
     _haproxy: ProcessIdentity | None = None
     _retiring: list[ProcessIdentity] = attrs.field(factory=list)
 
@@ -151,6 +198,17 @@ class LocalGetFleet:
     def retries(self) -> bool:
         """Whether the fleet's HAProxy retries a failed request (never: ``retries 0``, no redispatch)."""
         return False
+
+    @property
+    def backend(self) -> str:
+        """The Rails backend users reach."""
+        return "gitlab-rails" if self.layout == "get" else "gitlab_rails"
+
+    def server_names(self, prefix: str = "gitlab-rails") -> dict[str, str]:
+        """Per Rails host, its HAProxy server name (GET: ``<prefix><n>`` over the sorted hosts)."""
+        if self.layout != "get":
+            return {node: node for node in self.rails}
+        return {node: f"{prefix}{index}" for index, node in enumerate(sorted(self.rails), start=1)}
 
     @property
     def socket(self) -> Path:
@@ -187,26 +245,24 @@ class LocalGetFleet:
             "inventory_vars": str(self.vars_file),
             "drain_timeout": 30.0,
             "ready_timeout": 30.0,
+            **self._layout_options(),
             **extra,
+        }
+
+    def _layout_options(self) -> dict[str, Any]:
+        if self.layout != "get":
+            return {}
+        return {
+            "backend": "gitlab-rails",
+            "rails_backends": [
+                {"backend": "gitlab-rails", "servers": "gitlab-rails{index}"},
+                {"backend": "gitlab-registry", "servers": "gitlab-registry{index}"},
+            ],
         }
 
     def up(self, version: str) -> str:
         """Write the inventory and HAProxy's configuration, start the nodes at ``version`` and HAProxy."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or free_port("127.0.0.1")
-        shutil.copytree(DEMO_PLAYBOOKS, self.ansible_dir, dirs_exist_ok=True)
-        self.inventory.mkdir(exist_ok=True)
-        self.vars_file.write_text(
-            _VARS.format(python=sys.executable, version=version, url=self.url, directory=self.directory),
-            encoding="utf-8",
-        )
-        groups = {name: list(hosts) for name, hosts in self.components.items() if hosts}
-        groups["gitlab_rails"] = list(self.rails)
-        lines = ["all:", "  children:"]
-        for group, hosts in groups.items():
-            lines += [f"    {group}:", "      hosts:", *(f"        {host}: {{}}" for host in hosts)]
-        (self.inventory / "hosts.yml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        (self.directory / "components").mkdir(exist_ok=True)
+        self.write_inventory(version)
         servers = {}
         try:
             for node in self.rails:
@@ -222,11 +278,36 @@ class LocalGetFleet:
                     database=str(self.database) if self.database is not None else "",
                 )
                 servers[node] = f"127.0.0.1:{state.port}"
+                (self.directory / "components" / f"{node}.version").write_text(f"{version}\n")
+            for component_hosts in self.components.values():
+                for host in component_hosts:
+                    (self.directory / "components" / f"{host}.version").write_text(f"{version}\n")
             self.start_haproxy(servers)
         except BaseException:
             self.down()
             raise
         return self.url
+
+    def write_inventory(self, version: str) -> None:
+        """Write the playbooks, the inventory (hosts and ``gitlab_version: <version>``), start nothing."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port("127.0.0.1")
+        shutil.copytree(DEMO_PLAYBOOKS, self.ansible_dir / "playbooks", dirs_exist_ok=True)
+        self.inventory.mkdir(exist_ok=True)
+        self.vars_file.write_text(
+            _VARS.format(python=sys.executable, version=version, url=self.url, directory=self.directory),
+            encoding="utf-8",
+        )
+        groups = {name: list(hosts) for name, hosts in self.components.items() if hosts}
+        groups["gitlab_rails"] = list(self.rails)
+        groups["gitlab_rails_primary"] = [self.rails[0]]
+        if self.layout == "get":
+            groups["gitlab_rails_secondary"] = list(self.rails[1:])
+        lines = ["all:", "  children:"]
+        for group, hosts in groups.items():
+            lines += [f"    {group}:", "      hosts:", *(f"        {host}: {{}}" for host in hosts)]
+        (self.inventory / "hosts.yml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (self.directory / "components").mkdir(exist_ok=True)
 
     def start_haproxy(self, servers: Mapping[str, str]) -> None:
         """Write HAProxy's configuration for ``servers`` (name: ``host:port``), start it, wait all UP.
@@ -236,7 +317,26 @@ class LocalGetFleet:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port("127.0.0.1")
         config = self.directory / "haproxy.cfg"
-        config.write_text(haproxy_config(self.socket, self.port, servers), encoding="utf-8")
+        names = self.server_names()
+        named = {names.get(node, node): address for node, address in servers.items()}
+        registry = None
+        if self.layout == "get":
+            registry_names = self.server_names("gitlab-registry")
+            registry = (
+                free_port("127.0.0.1"),
+                {registry_names.get(n, n): address for n, address in servers.items()},
+            )
+        config.write_text(
+            haproxy_config(
+                self.socket,
+                self.port,
+                named,
+                backend=self.backend,
+                registry=registry,
+                stats_socket=self.stats_socket,
+            ),
+            encoding="utf-8",
+        )
         self.socket.with_name("haproxy.state").unlink(missing_ok=True)  # a fresh start: every server UP
         self._haproxy = spawn(
             ["haproxy", "-db", "-f", str(config)], _HAPROXY_ENV, self.directory / "logs" / "haproxy.log"
@@ -270,7 +370,7 @@ class LocalGetFleet:
         if old is None or not old.alive():
             raise PlatformError("HAProxy does not run: nothing to reload (start the fleet first)")
         runtime = HAProxyRuntime(self.socket)
-        before = {s.name: (s.routed, s.draining) for s in runtime.servers("gitlab_rails")}
+        before = {s.name: (s.routed, s.draining) for s in runtime.servers(self.backend)}
         self.socket.with_name("haproxy.state").write_text(runtime.command("show servers state"))
         process = old.process()
         held = 0
@@ -283,7 +383,7 @@ class LocalGetFleet:
         while True:
             try:
                 serving = f"Pid: {new.pid}" in runtime.command("show info")
-                after = {s.name: (s.routed, s.draining) for s in runtime.servers("gitlab_rails")}
+                after = {s.name: (s.routed, s.draining) for s in runtime.servers(self.backend)}
             except PlatformError:
                 serving, after = False, {}
             if serving and after == before:
@@ -305,8 +405,12 @@ class LocalGetFleet:
         runtime = HAProxyRuntime(self.socket)
         deadline = time.monotonic() + timeout
         while True:
+            # no runtime API to ask: wait until the frontend answers through a node
+            alive = self._haproxy is not None and self._haproxy.alive()
+            if not self.stats_socket and alive and http_status("127.0.0.1", self.port, "/-/readiness") == 200:
+                return
             try:
-                if all(server.routed for server in runtime.servers("gitlab_rails")):
+                if self.stats_socket and all(server.routed for server in runtime.servers(self.backend)):
                     return
             except PlatformError:
                 if self._haproxy is None or not self._haproxy.alive():

@@ -66,7 +66,11 @@ class HAProxyRuntime:
                 while chunk := connection.recv(65536):
                     chunks.append(chunk)
         except OSError as error:
-            raise PlatformError(f"HAProxy runtime API at {self.socket_path}: {error}") from error
+            raise PlatformError(
+                f"HAProxy runtime API at {self.socket_path}: {error}; GET's HAProxy has no runtime API "
+                f"until 'stats socket {self.socket_path} mode 600 level admin' is added to its global "
+                "section (docs/get-and-instrumentor.md)"
+            ) from error
         return b"".join(chunks).decode("utf-8", "replace")
 
     def servers(self, backend: str) -> list[ServerState]:

@@ -1,9 +1,10 @@
 """``get-post-deployment``: the post-deployment migrations on the deploy node, through Ansible.
 
-GitLab's regular migrations run on the deploy node while the ``get`` strategy upgrades it
-(``SKIP_POST_DEPLOYMENT_MIGRATIONS=true``), so this runner's ``pre`` stage has nothing to do. Its
-``post`` stage runs the configured playbook (``gitlab-rake db:migrate``) on the deploy node in phase
-``migrate(post)``, once every Rails node serves the release: the point of no return.
+GitLab's regular migrations run on the deploy node (GET's ``gitlab_rails_primary``) while the ``get``
+strategy upgrades it with ``SKIP_POST_DEPLOYMENT_MIGRATIONS=true`` in the environment, so this runner's
+``pre`` stage has nothing to do. Its ``post`` stage runs the configured playbook (``gitlab-rake
+db:migrate``, without that variable) on the deploy node in phase ``migrate(post)``, once every Rails and
+Sidekiq node runs the release: the point of no return.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ class GetPostDeploymentRunner:
         self.nodes = env.omnibus_nodes
 
     def deploy_node(self) -> str:
-        """The configured deploy node, else the first Rails host."""
+        """The configured deploy node, else the one host of ``primary_group``."""
         if self.config.deploy_node:
             return self.config.deploy_node
-        hosts = self.nodes.hosts(self.config.rails_hosts)
-        if not hosts:
+        hosts = self.nodes.hosts(self.config.primary_group)
+        if len(hosts) != 1:
             raise UsageError(
-                f"migrations.rails_hosts: no host in the inventory matches {self.config.rails_hosts!r}"
+                f"migrations.primary_group: the inventory group {self.config.primary_group!r} has "
+                f"{len(hosts)} hosts ({', '.join(hosts) or 'none'}), not one; or set migrations.deploy_node"
             )
         return hosts[0]
 

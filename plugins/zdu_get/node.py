@@ -5,11 +5,14 @@ it (``ansible.builtin.command``) in the tests and in ``zdu demo``::
 
     python -m zdu_get.node --fleet-dir DIR upgrade rails-2 --version 16.6.0
 
-``upgrade`` stops the node's process gracefully (SIGTERM: the demo app finishes what is in flight),
+``upgrade`` (with ``--refuse-downgrade``: as a package manager does, it refuses to install an older
+version than the one installed, and changes nothing) stops the node's process gracefully (SIGTERM:
+the demo app finishes what is in flight),
 starts the new version on the same port and waits until ``/-/readiness`` answers 200; it exits 1 when
 the node does not become ready in time (the Ansible task then fails). ``stop`` stops the node.
 The node's port, version and process are kept in ``DIR/nodes/<node>.json``; faults for a version
-(``--fault never-ready --fault-version 16.6.0``) are passed to the demo app.
+(``--fault never-ready --fault-version 16.6.0``) are passed to the demo app. ``install`` does the same
+for a component that is not a Rails node: it records the version in ``DIR/components/<host>.version``.
 """
 
 from __future__ import annotations
@@ -122,6 +125,13 @@ def start_node(
     return node
 
 
+def _older(version: str, installed: str) -> bool:
+    """Whether ``version`` is older than ``installed`` (dotted numbers; nothing installed: no)."""
+    if not installed:
+        return False
+    return tuple(int(p) for p in version.split(".")) < tuple(int(p) for p in installed.split("."))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line (see the module's docstring)."""
     parser = argparse.ArgumentParser(prog="python -m zdu_get.node", description=__doc__)
@@ -134,13 +144,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     upgrade.add_argument("--fault", default="")
     upgrade.add_argument("--fault-version", default="")
     upgrade.add_argument("--ready-timeout", type=float, default=30.0)
+    upgrade.add_argument("--refuse-downgrade", action="store_true")
+    install = commands.add_parser("install", help="record VERSION as a component host's package")
+    install.add_argument("node")
+    install.add_argument("--version", required=True)
+    install.add_argument("--refuse-downgrade", action="store_true")
     stop = commands.add_parser("stop", help="stop the node")
     stop.add_argument("node")
     arguments = parser.parse_args(argv)
     if arguments.command == "stop":
         stop_node(arguments.fleet_dir, arguments.node)
         return 0
+    if arguments.command == "install":
+        path = arguments.fleet_dir / "components" / f"{arguments.node}.version"
+        installed = path.read_text(encoding="utf-8").strip() if path.exists() else ""
+        if arguments.refuse_downgrade and _older(arguments.version, installed):
+            print(
+                f"package downgrade refused: {installed} installed, {arguments.version} asked",
+                file=sys.stderr,
+            )
+            return 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{arguments.version}\n", encoding="utf-8")
+        return 0
     previous = read_node(arguments.fleet_dir, arguments.node)
+    if arguments.refuse_downgrade and previous is not None and _older(arguments.version, previous.version):
+        print(
+            f"package downgrade refused: {previous.version} installed, {arguments.version} asked",
+            file=sys.stderr,
+        )
+        return 1
     try:
         start_node(
             arguments.fleet_dir,

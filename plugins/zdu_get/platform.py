@@ -2,9 +2,14 @@
 
 It provides the capability ``omnibus-nodes`` (:class:`zdu.platform.OmnibusNodes`): the inventory,
 Ansible playbooks, Terraform, and HAProxy's drain of one Rails node at a time, driven through its
-runtime API. Nodes are changed by Ansible (the ``get`` strategy), never started or scaled by the
-platform, so it has no ``instance-groups``; it still lists the Rails nodes grouped by the version each
-one answers (``/api/v4/version``) behind HAProxy, whose weights are on-off (ready or drained).
+runtime API, in every backend that lists the Rails nodes (GET: ``gitlab-rails`` with servers
+``gitlab-rails1..N`` numbered over the sorted Rails group, the registry's, the internal HAProxy's).
+That mapping, HAProxy's runtime API (GET's HAProxy has none until its ``stats socket`` line is added)
+and whether ``gitlab_version`` can choose the package at all are checked in preflight
+(:meth:`GetPlatform.check_health`), before anything changes. Nodes are changed by Ansible (the ``get``
+strategy), never started or scaled by the platform, so it has no ``instance-groups``; it still lists
+the Rails nodes grouped by the version each one answers (``/api/v4/version``) behind HAProxy, whose
+weights are on-off (ready or drained).
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ from zdu.plugins import (
     Instance,
     InstanceGroup,
     PlatformEnv,
+    PlatformError,
     Version,
     file_lock,
     inflight_requests,
     routed_versions,
 )
 from zdu_get.ansible import AnsibleEnvironment
-from zdu_get.config import GetPlatformConfig
+from zdu_get.config import GetPlatformConfig, RailsBackend
 from zdu_get.haproxy import HAProxyRuntime, ServerState
 from zdu_get.inventory import hosts_matching, set_inventory_version
 from zdu_get.terraform import TerraformRunner
@@ -92,8 +98,12 @@ class GetPlatform:
         self.state_dir = env.state_dir
         self.runtime = HAProxyRuntime(config.haproxy_socket)
         self.ansible = AnsibleEnvironment(
-            project_dir=config.ansible_dir, inventory=config.inventory, work_dir=env.state_dir / "ansible"
+            project_dir=config.ansible_dir,
+            inventory=config.inventory,
+            work_dir=env.state_dir / "ansible",
+            facts_dir=env.state_dir / "ansible-facts" if config.gather_facts else None,
         )
+        self._facts_gathered = False
         self._router = HAProxyRouter(self)
 
     @property
@@ -134,9 +144,19 @@ class GetPlatform:
         role: str | None = None,
         extravars: Mapping[str, Any] | None = None,
         on_task: Any = None,
+        envvars: Mapping[str, str] | None = None,
     ) -> None:
-        """Run ``playbook`` (or ``role``) through ansible-runner; ``on_task`` gets each TaskResult."""
-        self.ansible.run(label, hosts, playbook=playbook, role=role, extravars=extravars, on_task=on_task)
+        """Run ``playbook`` (or ``role``) through ansible-runner; ``on_task`` gets each TaskResult.
+
+        With ``gather_facts``, every host's facts are gathered into the fact cache before the first
+        run, so that a run limited to one host still sees the others'.
+        """
+        if self.config.gather_facts and not self._facts_gathered:
+            self.ansible.gather_facts("all")
+            self._facts_gathered = True
+        self.ansible.run(
+            label, hosts, playbook=playbook, role=role, extravars=extravars, on_task=on_task, envvars=envvars
+        )
 
     def infrastructure(self, version: Version) -> TerraformRunner | None:
         """:meth:`terraform`."""
@@ -144,27 +164,130 @@ class GetPlatform:
 
     def node_version(self, node: str) -> Version | None:
         """The version Rails node ``node`` answers at ``version_path``; None when it does not answer."""
-        return self.server_version(self.server(node))
+        return self.server_version(self.server(self.server_name(node)))
 
     def node_routed(self, node: str) -> bool:
-        """Whether HAProxy routes to ``node`` now."""
-        return self.server(node).routed
+        """Whether HAProxy routes to ``node`` now (in the users' backend)."""
+        return self.server(self.server_name(node)).routed
 
     def drain_node(self, node: str, *, wait: bool = True) -> None:
-        """``state drain`` in HAProxy; with ``wait``, :meth:`wait_drained`."""
-        self.runtime.set_state(self.config.backend, node, "drain")
+        """``state drain`` in every backend that lists the node; with ``wait``, :meth:`wait_drained`."""
+        for runtime, backend, server in self.node_servers(node):
+            runtime.set_state(backend, server, "drain")
         if wait:
             # Sessions reaching 0, or the node's own count of requests in flight reaching 0: a
             # websocket keeps its session open but is closed cleanly when the node stops.
             self.wait_drained(node)
 
     def return_node(self, node: str, *, undrain: bool = True) -> None:
-        """Wait for ``/-/readiness``, ``state ready`` (with ``undrain``), wait until HAProxy marks it UP."""
-        backend, timeout = self.config.backend, self.config.ready_timeout
-        self.runtime.wait_for(backend, node, self.node_ready, timeout, "/-/readiness answering 200")
-        if undrain:
-            self.runtime.set_state(backend, node, "ready")
-        self.runtime.wait_for(backend, node, lambda s: s.routed, timeout, "HAProxy marking it UP")
+        """Wait for ``/-/readiness``, ``state ready`` (with ``undrain``) in every backend, wait until UP."""
+        timeout = self.config.ready_timeout
+        name = self.server_name(node)
+        readiness = "/-/readiness answering 200"
+        self.runtime.wait_for(self.config.backend, name, self.node_ready, timeout, readiness)
+        for runtime, backend, server in self.node_servers(node):
+            if undrain:
+                runtime.set_state(backend, server, "ready")
+            runtime.wait_for(backend, server, lambda s: s.routed, timeout, "HAProxy marking it UP")
+
+    # -- the Rails nodes in HAProxy ------------------------------------------------------------------
+
+    def rails_backends(self) -> list[RailsBackend]:
+        """Every backend that lists the Rails nodes (``rails_backends``, else ``backend`` by host name)."""
+        return list(self.config.rails_backends) or [RailsBackend(self.config.backend)]
+
+    def _runtime(self, backend: RailsBackend) -> HAProxyRuntime:
+        if backend.socket is None or backend.socket == self.config.haproxy_socket:
+            return self.runtime
+        return HAProxyRuntime(backend.socket)
+
+    def rails_hosts(self) -> list[str]:
+        """The Rails group's hosts, sorted (the order ``{index}`` numbers them in)."""
+        return sorted(self.hosts(self.config.rails_group))
+
+    def expected_servers(self, backend: RailsBackend) -> dict[str, str]:
+        """Per Rails host, its server name in ``backend``."""
+        return {
+            host: backend.servers.format(host=host, index=index)
+            for index, host in enumerate(self.rails_hosts(), start=1)
+        }
+
+    def server_name(self, node: str) -> str:
+        """The node's server name in the users' backend (``backend``)."""
+        for backend in self.rails_backends():
+            if backend.backend == self.config.backend:
+                name = self.expected_servers(backend).get(node)
+                if name is None:
+                    raise PlatformError(f"{node} is not a host of Rails group {self.config.rails_group!r}")
+                return name
+        return node
+
+    def node_servers(self, node: str) -> list[tuple[HAProxyRuntime, str, str]]:
+        """Every (runtime API, backend, server) that routes to Rails node ``node``."""
+        found = []
+        for backend in self.rails_backends():
+            name = self.expected_servers(backend).get(node)
+            if name is None:
+                raise PlatformError(f"{node} is not a host of the Rails group {self.config.rails_group!r}")
+            found.append((self._runtime(backend), backend.backend, name))
+        return found
+
+    def check_mapping(self) -> list[str]:
+        """What does not match between the Rails group and the backends that list it (empty: all do).
+
+        Each backend must answer on its runtime API, at ``level admin``, and list exactly the servers
+        the Rails hosts map to: one missing, one too many or one named otherwise is a problem.
+        """
+        problems = []
+        for backend in self.rails_backends():
+            runtime = self._runtime(backend)
+            try:
+                level = runtime.command("show cli level").strip()
+                servers = {s.name for s in runtime.servers(backend.backend)}
+            except PlatformError as error:
+                problems.append(str(error))
+                continue
+            if level and level != "admin":
+                problems.append(
+                    f"HAProxy runtime API at {runtime.socket_path} is at level {level!r}, zdu needs "
+                    "'level admin' on its stats socket line to drain servers"
+                )
+            expected = self.expected_servers(backend)
+            if not expected:
+                problems.append(f"the inventory's Rails group {self.config.rails_group!r} has no host")
+                continue
+            missing = sorted(set(expected.values()) - servers)
+            extra = sorted(servers - set(expected.values()))
+            if missing or extra:
+                problems.append(
+                    f"HAProxy backend {backend.backend!r} does not match the Rails group "
+                    f"{self.config.rails_group!r} (servers {backend.servers!r} over its sorted hosts): "
+                    + "; ".join(
+                        part
+                        for part in (
+                            f"expected but absent: {', '.join(missing)}" if missing else "",
+                            f"listed but no such host: {', '.join(extra)}" if extra else "",
+                        )
+                        if part
+                    )
+                )
+        return problems
+
+    def check_version_overrides(self) -> list[str]:
+        """Hosts on which an inventory variable chooses the package instead of ``gitlab_version``."""
+        inventory = self.ansible.inventory_list()
+        hostvars = inventory.get("_meta", {}).get("hostvars", {})
+        found: dict[str, list[str]] = {}
+        for host, variables in hostvars.items():
+            for name in self.config.version_overrides:
+                if variables.get(name):
+                    found.setdefault(name, []).append(host)
+        return [
+            f"inventory variable {name} is set (on {', '.join(sorted(hosts))}): GET then installs that "
+            "package whatever gitlab_version says, so zdu cannot choose the release; unset it to upgrade "
+            "by gitlab_version"
+            for name, hosts in sorted(found.items())
+        ]
 
     # -- GET's tools ---------------------------------------------------------------------------------
 
@@ -177,6 +300,7 @@ class GetPlatform:
             directory=self.config.terraform_dir,
             plan_file=self.state_dir / "terraform" / f"upgrade-{version}.tfplan",
             variables=variables,
+            allow=tuple(self.config.terraform_allow),
         )
 
     # -- nodes ---------------------------------------------------------------------------------------
@@ -242,7 +366,7 @@ class GetPlatform:
             f" or {self.config.inflight_path} answering 0 requests" if self.config.inflight_path else ""
         )
         return self.runtime.wait_for(
-            self.config.backend, node, self.node_drained, self.config.drain_timeout, what
+            self.config.backend, self.server_name(node), self.node_drained, self.config.drain_timeout, what
         )
 
     # -- Platform and the Rails nodes by version -----------------------------------------------------
@@ -283,7 +407,15 @@ class GetPlatform:
 
         A drained node is not a problem; nor is one whose ``/-/readiness`` answers while HAProxy's
         health checks have not marked it UP yet (they catch up within ``rise`` checks).
+
+        Before that, :meth:`check_mapping` and :meth:`check_version_overrides`: an HAProxy zdu cannot
+        drain through, a backend that does not list the Rails hosts as the inventory has them, or an
+        inventory that installs a package ``gitlab_version`` does not choose is refused here, in
+        preflight, before anything changes.
         """
+        problems = self.check_mapping() + self.check_version_overrides()
+        if problems:
+            return problems
         return [
             f"{server.name} is {server.status} in HAProxy and not ready"
             for server in self.servers()

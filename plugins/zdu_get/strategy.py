@@ -1,16 +1,20 @@
-"""``get``: upgrade a GET environment in GitLab's zero-downtime order, draining each Rails node.
+"""``get``: upgrade a GET environment in GitLab's zero-downtime order, host by host, draining Rails nodes.
 
-What GET's own zero-downtime playbook does: Terraform, then Ansible component by component, back to
-front: consul → postgres → pgbouncer → redis → gitaly → praefect → the Rails deploy node (regular
-migrations, ``SKIP_POST_DEPLOYMENT_MIGRATIONS=true``) → the other Rails nodes one at a time → sidekiq;
-the post-deployment migrations on the deploy node come last (the ``get-post-deployment`` migration
-runner, in phase ``migrate(post)``, the point of no return).
+What GET's own zero-downtime upgrade does, on GET's layout (playbooks in ``ansible/playbooks/``, GET's
+inventory groups): Terraform, then Ansible component by component, back to front, **one host at a
+time** with the probes gating after each host: consul → postgres → pgbouncer → redis (or
+``redis_cache`` / ``redis_persistent``) → gitaly → praefect (the ``praefect_primary`` host first) → the
+Rails primary (``gitlab_rails_primary``: GET's Rails role migrates there) → the other Rails nodes →
+sidekiq. Every run has ``SKIP_POST_DEPLOYMENT_MIGRATIONS=true`` in its environment (GET reads the
+environment variable, not an extra var), so the primary runs the regular migrations only; the
+post-deployment ones come last (the ``get-post-deployment`` runner, in phase ``migrate(post)``, once
+every Rails and Sidekiq node runs the release: the point of no return).
 
-What zdu adds: Terraform's plan is checked before it is applied (no destroy, no replace); each Rails
-node leaves HAProxy before it is touched (``state drain``; its sessions reach 0, or the requests in
-flight the node counts at ``inflight_path`` do, so websockets do not hold it) and returns once its
-``/-/readiness`` answers (``state ready``); the probes gate every node; the first node that fails is put
-back on the old version and in HAProxy, and the nodes after it are never touched.
+What zdu adds: Terraform's plan is checked before it is applied (empty, or allow-listed in-place
+changes only); each Rails node leaves every HAProxy backend that lists it before it is touched and
+returns once its ``/-/readiness`` answers; a host no component covers, or a group set explicitly that
+matches nothing, is refused in preflight; a rollback that would need a package downgrade (GET installs
+without allowing one) is refused before it changes anything, unless ``allow_downgrade``.
 """
 
 from __future__ import annotations
@@ -21,13 +25,20 @@ from zdu.plugins import OmnibusNodes, PlatformError, Step, UpgradeContext, Usage
 from zdu_get.ansible import journal_tasks
 from zdu_get.config import COMPONENT_ORDER, GetStrategyConfig
 
-__all__ = ["GetStrategy", "NodeFailed"]
+__all__ = ["GetStrategy", "NodeFailed", "RollbackRefused"]
 
 BACKEND_COMPONENTS = COMPONENT_ORDER[: COMPONENT_ORDER.index("gitlab_rails")]
 
+#: GET's Rails role runs every migration unless this is set in its environment.
+SKIP_POST = {"SKIP_POST_DEPLOYMENT_MIGRATIONS": "true"}
+
 
 class NodeFailed(ZduError):
-    """A Rails node failed its upgrade; it was put back on the old version, later nodes untouched."""
+    """A Rails node failed its upgrade; later nodes untouched (it was put back, or left drained)."""
+
+
+class RollbackRefused(ZduError):
+    """A rollback would need a package downgrade GET cannot do; nothing was changed."""
 
 
 class GetStrategy:
@@ -39,40 +50,97 @@ class GetStrategy:
     # -- planning ------------------------------------------------------------------------------------
 
     def _hosts(self, omnibus: OmnibusNodes, component: str) -> list[str]:
-        return omnibus.hosts(self.config.group(component).hosts)
+        hosts = omnibus.hosts(self.config.group(component).hosts)
+        if component == "praefect":
+            primary = omnibus.hosts(self.config.praefect_primary_group)
+            hosts = [h for h in primary if h in hosts] + [h for h in hosts if h not in primary]
+        return hosts
+
+    def _deploy_node(self, omnibus: OmnibusNodes, nodes: list[str]) -> str:
+        if self.config.deploy_node:
+            deploy = self.config.deploy_node
+            where = "strategy.deploy_node"
+        else:
+            primary = omnibus.hosts(self.config.primary_group)
+            if len(primary) != 1:
+                raise UsageError(
+                    f"strategy.primary_group: the inventory group {self.config.primary_group!r} has "
+                    f"{len(primary)} hosts ({', '.join(primary) or 'none'}); GET's Rails role migrates on "
+                    "its one host: add it to the inventory, or set strategy.deploy_node"
+                )
+            deploy, where = primary[0], f"the {self.config.primary_group} host"
+        if deploy not in nodes:
+            raise UsageError(f"{where} {deploy!r} is not one of the Rails hosts {nodes}")
+        return deploy
 
     def _rails_nodes(self, omnibus: OmnibusNodes) -> list[str]:
         nodes = self._hosts(omnibus, "gitlab_rails")
-        deploy = self.config.deploy_node or (nodes[0] if nodes else "")
-        if deploy and deploy not in nodes:
-            raise UsageError(f"strategy.deploy_node: {deploy!r} is not one of the Rails hosts {nodes}")
-        return [deploy, *(n for n in nodes if n != deploy)] if deploy else []
+        if not nodes:
+            return []
+        deploy = self._deploy_node(omnibus, nodes)
+        return [deploy, *(n for n in nodes if n != deploy)]
+
+    def check_inventory(self, omnibus: OmnibusNodes) -> None:
+        """Refuse what would be skipped silently. Reads only.
+
+        A group set explicitly that matches nothing, a host that no component covers (nor
+        ``other_groups``), no Rails node at all.
+        """
+        for component in COMPONENT_ORDER:
+            if self.config.configured_hosts(component) and not self._hosts(omnibus, component):
+                raise UsageError(
+                    f"strategy.groups.{component}.hosts: {self.config.group(component).hosts!r} "
+                    "matches no host in the inventory"
+                )
+        if not self._hosts(omnibus, "gitlab_rails"):
+            raise UsageError(
+                f"no Rails node: {self.config.group('gitlab_rails').hosts!r} matches no host in the inventory"
+            )
+        covered = {h for c in COMPONENT_ORDER for h in self._hosts(omnibus, c)}
+        covered.update(h for group in self.config.other_groups for h in omnibus.hosts(group))
+        uncovered = [h for h in omnibus.hosts("all") if h not in covered]
+        if uncovered:
+            raise UsageError(
+                f"no component upgrades the inventory's hosts {', '.join(uncovered)}: add their group to "
+                "strategy.groups (the component that runs there) or to strategy.other_groups (upgraded "
+                "outside zdu); zdu does not skip them silently"
+            )
 
     def plan(self, ctx: UpgradeContext) -> list[Step]:
-        """Terraform, the inventory's version, then every component present in the inventory, in order."""
+        """Terraform, the inventory's version, then every host of every component, in order.
+
+        Refuses (UsageError, in preflight) an inventory :meth:`check_inventory` refuses.
+        """
         omnibus = ctx.omnibus_nodes
         version = ctx.release.version
+        self.check_inventory(omnibus)
         steps = []
         if omnibus.infrastructure(version) is not None:
             steps.append(
-                Step("rollout", "terraform", "plan to a file, refuse destroy/replace, apply that plan")
+                Step("rollout", "terraform", "plan to a file, refuse any change not allow-listed, apply it")
             )
         steps.append(Step("rollout", "inventory", f"gitlab_version: {version} in {omnibus.inventory_file}"))
         for component in COMPONENT_ORDER:
             hosts = self._hosts(omnibus, component)
             if not hosts:
-                steps.append(Step("rollout", "skip", f"{component}: no host in the inventory"))
+                pattern = self.config.group(component).hosts
+                steps.append(Step("rollout", "skip", f"{component}: {pattern!r} has no host"))
             elif component == "gitlab_rails":
                 for index, node in enumerate(self._rails_nodes(omnibus)):
                     how = "drain, upgrade, readiness, ready" if self.config.drain else "upgrade (no drain)"
-                    migrations = (
-                        " with regular migrations (SKIP_POST_DEPLOYMENT_MIGRATIONS=true)"
-                        if index == 0
-                        else ""
-                    )
+                    migrations = " with regular migrations" if index == 0 else ""
                     steps.append(Step("rollout", "rails node", f"{node}: {how}{migrations}; probes gate"))
             else:
-                steps.append(Step("rollout", "ansible", f"{component}: {', '.join(hosts)}"))
+                for host in hosts:
+                    steps.append(Step("rollout", "ansible", f"{component} on {host}; probes gate"))
+        if not self.config.allow_downgrade:
+            steps.append(
+                Step(
+                    "rollback",
+                    "refused",
+                    "once a node runs the release (GET installs without allowing a downgrade)",
+                )
+            )
         return steps
 
     # -- rollout -------------------------------------------------------------------------------------
@@ -80,6 +148,7 @@ class GetStrategy:
     def _run_component(
         self, ctx: UpgradeContext, omnibus: OmnibusNodes, component: str, version: Version
     ) -> None:
+        """The component's playbook on each of its hosts in turn, the probes gating after each."""
         group = self.config.group(component)
         hosts = self._hosts(omnibus, component)
         if not hosts:
@@ -89,15 +158,19 @@ class GetStrategy:
                 component=component,
             )
             return
-        with ctx.step(f"ansible {component} on {', '.join(hosts)}", component=component):
-            omnibus.run_playbook(
-                component,
-                group.hosts,
-                playbook=group.playbook or None,
-                role=group.role or None,
-                extravars={"gitlab_version": str(version)},
-                on_task=journal_tasks(ctx, component),
-            )
+        for host in hosts:
+            label = f"{component} on {host}"
+            with ctx.step(f"ansible {label}", component=component, node=host):
+                omnibus.run_playbook(
+                    label,
+                    host,
+                    playbook=group.playbook or None,
+                    role=group.role or None,
+                    extravars={"gitlab_version": str(version)},
+                    envvars=SKIP_POST,
+                    on_task=journal_tasks(ctx, label),
+                )
+            ctx.gate(f"ansible {label}")
 
     def _terraform(self, ctx: UpgradeContext, omnibus: OmnibusNodes) -> None:
         terraform = omnibus.infrastructure(ctx.release.version)
@@ -124,7 +197,6 @@ class GetStrategy:
             omnibus.set_inventory_version(version)
         for component in BACKEND_COMPONENTS:
             self._run_component(ctx, omnibus, component, version)
-            ctx.gate(f"ansible {component}")
         nodes = self._rails_nodes(omnibus)
         if not nodes:
             ctx.event("skipped", "gitlab_rails: no host in the inventory", component="gitlab_rails")
@@ -136,11 +208,18 @@ class GetStrategy:
                 self._upgrade_node(ctx, omnibus, node, version, deploy=index == 0)
                 ctx.gate(f"rails node {node} on {version}")
             except ZduError as error:
-                self._restore_node(ctx, omnibus, node)
                 untouched = nodes[index + 1 :]
+                rest = f"; not touched: {', '.join(untouched)}" if untouched else ""
+                if not self._can_restore(omnibus, node, ctx.from_version):
+                    omnibus.drain_node(node, wait=False)
+                    raise NodeFailed(
+                        f"rails node {node} failed: {error}; it is left drained (GET cannot reinstall "
+                        f"{ctx.from_version} over the release: no downgrade){rest}"
+                    ) from error
+                self._restore_node(ctx, omnibus, node)
                 raise NodeFailed(
                     f"rails node {node} failed: {error}; {node} is back on {ctx.from_version} in HAProxy"
-                    + (f"; not touched: {', '.join(untouched)}" if untouched else "")
+                    + rest
                 ) from error
         self._run_component(ctx, omnibus, "sidekiq", version)
 
@@ -153,8 +232,6 @@ class GetStrategy:
                 omnibus.drain_node(node)
         group = self.config.group("gitlab_rails")
         extravars: dict[str, Any] = {"gitlab_version": str(version)}
-        if deploy:
-            extravars["skip_post_deployment_migrations"] = True
         label = f"rails node {node}" + (" (deploy node)" if deploy else "")
         with ctx.step(f"ansible gitlab_rails on {node} to {version}", node=node, deploy=deploy):
             omnibus.run_playbook(
@@ -163,6 +240,7 @@ class GetStrategy:
                 playbook=group.playbook or None,
                 role=group.role or None,
                 extravars=extravars,
+                envvars=SKIP_POST,
                 on_task=journal_tasks(ctx, label),
             )
         self._back_in_service(ctx, omnibus, node)
@@ -183,6 +261,7 @@ class GetStrategy:
                 playbook=group.playbook or None,
                 role=group.role or None,
                 extravars={"gitlab_version": str(ctx.from_version)},
+                envvars=SKIP_POST,
                 on_task=journal_tasks(ctx, label),
             )
             omnibus.return_node(node)
@@ -190,25 +269,48 @@ class GetStrategy:
     def finalize(self, ctx: UpgradeContext) -> None:
         """Nothing to remove: the nodes were upgraded in place."""
 
+    def _can_restore(self, omnibus: OmnibusNodes, node: str, old: Version) -> bool:
+        """Whether ``node`` can be put back on ``old``: it runs ``old`` already, or downgrades are allowed."""
+        if self.config.allow_downgrade:
+            return True
+        try:
+            return omnibus.node_version(node) == old
+        except PlatformError:
+            return False
+
     def rollback(self, ctx: UpgradeContext) -> None:
         """The inventory's version back, Rails nodes on the new version back one by one, sidekiq back.
 
         Consul, PostgreSQL, PgBouncer, Redis, Gitaly and Praefect stay on the new version (GitLab does
         not support downgrading them; they serve the old Rails version) and Terraform's changes stay.
+        Without ``allow_downgrade``, a rollback that would reinstall the old package on a node that
+        runs (or may run) the release is refused before anything changes: GET's playbooks install the
+        package without allowing a downgrade, so the rollback would fail half-way.
         """
         omnibus = ctx.omnibus_nodes
-        with ctx.step(f"set gitlab_version {ctx.from_version} in {omnibus.inventory_file}"):
-            omnibus.set_inventory_version(ctx.from_version)
-        changed = False
-        for node in reversed(self._rails_nodes(omnibus)):
+        nodes = list(reversed(self._rails_nodes(omnibus)))
+        todo = []
+        for node in nodes:
             try:
                 if omnibus.node_version(node) == ctx.from_version and omnibus.node_routed(node):
                     continue
             except PlatformError:
-                continue
-            changed = True
+                pass
+            todo.append(node)
+        newer = [n for n in todo if not self._can_restore(omnibus, n, ctx.from_version)]
+        if newer:
+            raise RollbackRefused(
+                f"rollback to {ctx.from_version} refused before any change: {', '.join(newer)} run (or may "
+                f"run) {ctx.release.version} and GET installs the GitLab package without allowing a "
+                "downgrade; the fleet is left as it is. Roll forward (fix and upgrade again), or restore "
+                "the nodes as GitLab documents for a downgrade; set strategy.allow_downgrade only when "
+                "your playbooks can install an older package"
+            )
+        with ctx.step(f"set gitlab_version {ctx.from_version} in {omnibus.inventory_file}"):
+            omnibus.set_inventory_version(ctx.from_version)
+        for node in todo:
             self._restore_node(ctx, omnibus, node)
-        if changed:
+        if todo:
             self._run_component(ctx, omnibus, "sidekiq", ctx.from_version)
         ctx.event(
             "rollback-scope",

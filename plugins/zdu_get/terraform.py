@@ -1,12 +1,14 @@
 """Terraform through python-terraform: plan to a file, refuse destruction, apply that very plan.
 
-A version upgrade should change nothing in the infrastructure, or only in place. When the plan would
-destroy or replace anything (a node rebuilt from a new image, a disk recreated), zdu refuses before
-anything is applied and names the resources, so that a person decides outside the upgrade.
+A version upgrade should change nothing in the infrastructure. When the plan would destroy or replace
+anything (a node rebuilt from a new image, a disk recreated), or change anything in place that is not
+allow-listed (a machine type: the VM restarts), zdu refuses before anything is applied and names the
+resources, so that a person decides outside the upgrade.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import warnings
@@ -52,6 +54,8 @@ class TerraformRunner:
     plan_file: Path
     variables: Mapping[str, str] = attrs.field(factory=dict)
     binary: str = "terraform"
+    #: addresses (``*`` wildcards) that may change in place; any other change is refused
+    allow: tuple[str, ...] = ()
 
     def _terraform(self) -> Terraform:
         return Terraform(working_dir=str(self.directory), terraform_bin_path=self.binary)
@@ -97,12 +101,24 @@ class TerraformRunner:
         return changes
 
     def refuse_destruction(self, changes: Sequence[PlannedChange]) -> None:
-        """Raise TerraformPlanRefused naming every resource the plan would destroy or replace."""
+        """Raise TerraformPlanRefused naming every change that is destructive or not allow-listed.
+
+        A version upgrade expects an empty plan; in-place updates pass only for the addresses in
+        ``allow``; a destroy or a replace never does.
+        """
         destructive = [c for c in changes if c.destructive]
         if destructive:
             named = ", ".join(f"{c.address} ({'/'.join(c.actions)})" for c in destructive)
             raise TerraformPlanRefused(
                 f"terraform plan in {self.directory} would destroy or replace: {named}; nothing was applied"
+            )
+        unlisted = [c for c in changes if not any(fnmatch.fnmatchcase(c.address, a) for a in self.allow)]
+        if unlisted:
+            named = ", ".join(f"{c.address} ({'/'.join(c.actions)})" for c in unlisted)
+            raise TerraformPlanRefused(
+                f"terraform plan in {self.directory} would change {named}, not in platform.terraform_allow "
+                "(a version upgrade expects an empty plan; an in-place update can restart a machine); "
+                "nothing was applied"
             )
 
     def apply_saved_plan(self) -> None:

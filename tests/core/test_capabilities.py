@@ -194,8 +194,10 @@ def test_the_get_strategy_runs_with_omnibus_nodes_only(manager: ZduPluginManager
     strategy.rollout(ctx)
     assert fleet.serving_versions() == [NEW] and fleet.inventory_version == NEW
     assert set(fleet.nodes.values()) == {NEW}
-    strategy.rollback(ctx)
-    assert fleet.serving_versions() == [OLD] and fleet.inventory_version == OLD
+    # GET installs without allowing a downgrade: the rollback is refused before it changes anything
+    with pytest.raises(ZduError, match="refused before any change"):
+        strategy.rollback(ctx)
+    assert fleet.serving_versions() == [NEW] and fleet.inventory_version == NEW
 
 
 def test_the_get_post_deployment_runner_runs_on_the_deploy_node(manager: ZduPluginManager) -> None:
@@ -204,7 +206,7 @@ def test_the_get_post_deployment_runner_runs_on_the_deploy_node(manager: ZduPlug
     platform = restricted(fleet, record.requires)
     env = MigrationEnv(Target(name="t", platform="memory", version=str(OLD)), platform, Path("."))
     runner = record.factory(record.config(), env)
-    assert runner.pending(Stage.POST) == ["post_deployment_migrations.yml on rails-1"]
+    assert runner.pending(Stage.POST) == ["playbooks/post_deployment_migrations.yml on rails-1"]
     runner.run(Stage.POST, _context(platform, "get"))
     assert fleet.playbooks == [("post-deployment migrations on rails-1", "rails-1")]
 

@@ -236,11 +236,14 @@ def test_a_planted_version_token_and_url_password_leave_no_trace_in_a_get_upgrad
     make_fleet: Any,  # noqa: F811 - the fixture
 ) -> None:
     fleet = make_fleet(components={}, rails=("rails-1", "rails-2"), faults={"rails-1": ("5xx", GET_TO)})
+    # playbooks that can install an older package, and zdu told so: the failed upgrade rolls back
+    fleet.vars_file.write_text(fleet.vars_file.read_text() + "    gitlab_allow_downgrade: true\n")
     host = fleet.url.removeprefix("http://")
     raw = get_config(
         fleet,
         tmp_path / "state",
         platform={"url": f"http://root:{URL_PASSWORD}@{host}", "version_token": VERSION_TOKEN},
+        allow_downgrade=True,
     )
     config = tmp_path / "get.toml"
     config.write_text(_toml(raw))

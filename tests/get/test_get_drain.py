@@ -35,6 +35,7 @@ class Nodes:
 
     def __init__(self, directory: Path, *options: str) -> None:
         self.fleet = LocalGetFleet(directory, rails=("rails-1", "rails-2"))
+        self.fleet.write_inventory("16.5.0")  # the platform maps nodes to servers through it
         self.processes: dict[str, ProcessIdentity] = {}
         self.addresses: dict[str, str] = {}
         for node in self.fleet.rails:

@@ -32,7 +32,7 @@ def state_of(directory):
     return {r["address"]: r["values"] for r in resources}
 
 
-def runner(tmp_path, module, version):
+def runner(tmp_path, module, version, allow=()):
     directory = tmp_path / "terraform"
     directory.mkdir(exist_ok=True)
     (directory / "main.tf").write_text(module, encoding="utf-8")
@@ -40,6 +40,7 @@ def runner(tmp_path, module, version):
         directory=directory,
         plan_file=tmp_path / "plans" / f"{version}.tfplan",
         variables={"gitlab_version": version},
+        allow=allow,
     )
 
 
@@ -50,13 +51,24 @@ def test_init_works_offline_with_the_builtin_resource(tmp_path):
     assert not (terraform.directory / ".terraform" / "providers").exists()
 
 
-def test_an_in_place_change_is_applied_from_the_saved_plan(tmp_path):
+def test_an_in_place_change_not_allow_listed_is_refused_and_nothing_is_applied(tmp_path):
     first = runner(tmp_path, IN_PLACE, "16.5.0")
     first.apply_saved_plan() if first.plan() else None
-    second = runner(tmp_path, IN_PLACE, "16.6.0")
+    before = state_of(first.directory)
+    second = runner(tmp_path, IN_PLACE, "16.6.0", allow=("terraform_data.gitaly*",))
+    changes = second.plan()
+    with pytest.raises(TerraformPlanRefused, match=r"terraform_data\.rails \(update\), not in"):
+        second.refuse_destruction(changes)
+    assert state_of(second.directory) == before
+
+
+def test_an_allow_listed_in_place_change_is_applied_from_the_saved_plan(tmp_path):
+    first = runner(tmp_path, IN_PLACE, "16.5.0")
+    first.apply_saved_plan() if first.plan() else None
+    second = runner(tmp_path, IN_PLACE, "16.6.0", allow=("terraform_data.r*",))
     changes = second.plan()
     assert [(c.address, c.actions) for c in changes] == [("terraform_data.rails", ("update",))]
-    second.refuse_destruction(changes)  # an update is fine
+    second.refuse_destruction(changes)  # an allow-listed update is fine
     second.apply_saved_plan()
     assert state_of(second.directory)["terraform_data.rails"]["input"] == "16.6.0"
 

@@ -2,9 +2,10 @@
 
 Usage: ``stand_in_instrumentor.py STAGE TENANT_MODEL --inventory DIR --ansible-dir DIR``. Stage
 ``validate`` checks the tenant model's fields; stage ``configure`` upgrades the Rails nodes to the
-model's version through the same Ansible playbook the ``get`` strategy runs (``gitlab_rails.yml``, real
-ansible-playbook on localhost). Faults for tests: ``--fail-stage S`` exits 3 in stage S, ``--hang-stage
-S`` sleeps in stage S, both only when the model's version is ``--at-version``.
+model's version through the same Ansible playbook the ``get`` strategy runs
+(``playbooks/gitlab_rails.yml``, real ansible-playbook on localhost). Faults for tests: ``--fail-stage
+S`` exits 3 in stage S, ``--hang-stage S`` sleeps in stage S, both only when the model's version is
+``--at-version``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def main() -> int:
             "gitlab_rails",
             "-e",
             f"gitlab_version={version}",
-            "gitlab_rails.yml",
+            "playbooks/gitlab_rails.yml",
         ],
         cwd=arguments.ansible_dir,
         check=False,
