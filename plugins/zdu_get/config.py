@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from zdu.plugins import Secret
+from zdu_get.haproxy import runtime_address
 
 __all__ = [
     "COMPONENT_HOSTS",
@@ -100,6 +101,15 @@ def _server_template(_instance: Any, _attribute: attrs.Attribute[str], value: st
         raise ValueError(f"servers must contain {{host}} or {{index}}, got {value!r}")
 
 
+def _runtime_api(_instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    try:
+        runtime_address(value)
+    except ValueError as error:
+        raise ValueError(f"{attribute.name}: {error}") from None
+    if not value:
+        raise ValueError(f"{attribute.name} must be a socket's path or tcp://HOST:PORT, got ''")
+
+
 @attrs.frozen
 class RailsBackend:
     """An HAProxy backend that lists the Rails nodes, and how its servers are named.
@@ -108,12 +118,13 @@ class RailsBackend:
         backends list the Rails nodes too).
     :ivar servers: each server's name: ``{host}`` is the inventory host name, ``{index}`` the host's
         position (from 1) in the sorted Rails group (GET: ``gitlab-rails{index}``).
-    :ivar socket: the runtime API socket of the HAProxy that has it; empty: ``haproxy_socket``.
+    :ivar socket: the runtime API of the HAProxy that has it (a socket's path or ``tcp://HOST:PORT``);
+        empty: ``haproxy_socket``.
     """
 
     backend: str
     servers: str = attrs.field(default="{host}", validator=_server_template)
-    socket: Path | None = None
+    socket: str | None = attrs.field(default=None, validator=attrs.validators.optional(_runtime_api))
 
 
 @attrs.frozen
@@ -121,7 +132,9 @@ class GetPlatformConfig:
     """A GET environment: its Terraform and Ansible, and the HAProxy in front of its Rails nodes.
 
     :ivar url: where users (and the probes) reach GitLab: the HAProxy frontend.
-    :ivar haproxy_socket: HAProxy's runtime API socket (``stats socket ... level admin``).
+    :ivar haproxy_socket: HAProxy's runtime API (``stats socket ... level admin``): a UNIX socket's
+        path on this machine, or ``tcp://HOST:PORT`` for an HAProxy elsewhere (GET's runs in a container
+        on ``haproxy_external``: ``stats socket ipv4@ADDRESS:PORT level admin``).
     :ivar backend: the HAProxy backend of the Rails nodes that users reach (versions, serving); its
         server names are the inventory's host names unless ``rails_backends`` names it.
     :ivar rails_backends: every backend that lists the Rails nodes (GET: ``gitlab-rails`` with servers
@@ -155,7 +168,7 @@ class GetPlatformConfig:
     """
 
     url: str = attrs.field(validator=_http_url)
-    haproxy_socket: Path
+    haproxy_socket: str = attrs.field(validator=_runtime_api)
     ansible_dir: Path
     inventory: Path
     inventory_vars: Path

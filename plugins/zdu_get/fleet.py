@@ -92,6 +92,11 @@ _SOCKET_LINE = """\
     stats socket {socket} mode 600 level admin expose-fd listeners
 """
 
+_TCP_LINE = """\
+    # the runtime API over TCP, as an HAProxy in a container offers it to the controller
+    stats socket ipv4@127.0.0.1:{port} level admin
+"""
+
 _REGISTRY = """
 frontend gitlab-registry
     bind 127.0.0.1:{port}
@@ -146,10 +151,12 @@ def haproxy_config(
     backend: str = "gitlab_rails",
     registry: tuple[int, Mapping[str, str]] | None = None,
     stats_socket: bool = True,
+    stats_tcp: int = 0,
 ) -> str:
     """The local fleet's HAProxy configuration: ``servers`` (name: ``host:port``) behind ``port``.
 
-    Health-checked on ``/-/readiness``, runtime API on ``socket`` (with ``stats_socket``); no retry, no
+    Health-checked on ``/-/readiness``, runtime API on ``socket`` (with ``stats_socket``) and on
+    127.0.0.1:``stats_tcp`` (when not 0: how an HAProxy in a container is reached); no retry, no
     redispatch; websockets pass (``timeout tunnel``). ``registry``: a second frontend (its port) and
     backend ``gitlab-registry`` with its servers.
     """
@@ -160,7 +167,8 @@ def haproxy_config(
         registry_lines = [f"    server {name} {address} check" for name, address in registry[1].items()]
         extra = _REGISTRY.format(port=registry[0], servers="\n".join(registry_lines))
     return _HAPROXY.format(
-        stats_socket=_SOCKET_LINE.format(socket=socket) if stats_socket else "",
+        stats_socket=(_SOCKET_LINE.format(socket=socket) if stats_socket else "")
+        + (_TCP_LINE.format(port=stats_tcp) if stats_tcp else ""),
         port=port,
         servers="\n".join(lines),
         state=state,
@@ -191,8 +199,15 @@ class LocalGetFleet:
     layout: str = "zdu"
     #: whether HAProxy's configuration has the runtime API line (GET's has none)
     stats_socket: bool = True
+    #: whether zdu reaches the runtime API over TCP (``tcp://127.0.0.1:PORT``) instead of the socket
+    stats_tcp: bool = False
+    _tcp_port: int = 0
     _haproxy: ProcessIdentity | None = None
     _retiring: list[ProcessIdentity] = attrs.field(factory=list)
+
+    def __attrs_post_init__(self) -> None:
+        if self.stats_tcp and not self._tcp_port:
+            self._tcp_port = free_port("127.0.0.1")
 
     @property
     def retries(self) -> bool:
@@ -214,6 +229,11 @@ class LocalGetFleet:
     def socket(self) -> Path:
         """HAProxy's runtime API socket."""
         return self.directory / "haproxy.sock"
+
+    @property
+    def runtime_api(self) -> str:
+        """Where zdu reaches HAProxy's runtime API: the socket, or ``tcp://127.0.0.1:PORT``."""
+        return f"tcp://127.0.0.1:{self._tcp_port}" if self.stats_tcp else str(self.socket)
 
     @property
     def url(self) -> str:
@@ -239,7 +259,7 @@ class LocalGetFleet:
         """The ``[platform]`` table of the ``get`` platform for this fleet."""
         return {
             "url": self.url,
-            "haproxy_socket": str(self.socket),
+            "haproxy_socket": self.runtime_api,
             "ansible_dir": str(self.ansible_dir),
             "inventory": str(self.inventory),
             "inventory_vars": str(self.vars_file),
@@ -334,6 +354,7 @@ class LocalGetFleet:
                 backend=self.backend,
                 registry=registry,
                 stats_socket=self.stats_socket,
+                stats_tcp=self._tcp_port,
             ),
             encoding="utf-8",
         )
@@ -402,7 +423,7 @@ class LocalGetFleet:
         return HAProxyReload(old=old, new=new, held_connections=held)
 
     def _wait_up(self, timeout: float = 15.0) -> None:
-        runtime = HAProxyRuntime(self.socket)
+        runtime = HAProxyRuntime(self.runtime_api)
         deadline = time.monotonic() + timeout
         while True:
             # no runtime API to ask: wait until the frontend answers through a node

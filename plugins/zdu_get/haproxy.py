@@ -1,7 +1,10 @@
 """HAProxy's runtime API, over its stats socket: read servers' state, drain them and put them back.
 
-The socket must be declared with ``level admin`` (``stats socket /run/haproxy/admin.sock mode 600 level
-admin``). Every command is one connection: write the command line, read until HAProxy closes.
+The socket must be declared with ``level admin``: a UNIX socket on the machine zdu runs on (``stats
+socket /run/haproxy/admin.sock mode 600 level admin``), or a TCP one, ``tcp://HOST:PORT`` here, for an
+HAProxy on another host or in a container (``stats socket ipv4@10.0.0.5:9999 level admin``; anyone who
+reaches that port administers HAProxy, so bind it to an address only the controller reaches). Every
+command is one connection: write the command line, read until HAProxy closes.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import csv
 import io
 import socket
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +21,7 @@ import attrs
 
 from zdu.plugins import PlatformError
 
-__all__ = ["HAProxyRuntime", "ServerState"]
+__all__ = ["HAProxyRuntime", "ServerState", "runtime_address"]
 
 _POLL = 0.05
 
@@ -48,19 +52,55 @@ class ServerState:
         return self.status.startswith("UP") or self.status == "no check"
 
 
+def runtime_address(value: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``tcp://HOST:PORT`` runtime API address; None for a UNIX socket's path.
+
+    :raises ValueError: a ``tcp://`` address without a host or a port, or any other scheme.
+    """
+    if "://" not in value:
+        return None
+    parsed = urllib.parse.urlsplit(value)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if parsed.scheme != "tcp" or not parsed.hostname or port is None or parsed.path not in ("", "/"):
+        raise ValueError(f"expected a socket's path or tcp://HOST:PORT, got {value!r}")
+    return parsed.hostname, port
+
+
 @attrs.define
 class HAProxyRuntime:
-    """A client of HAProxy's runtime API at ``socket_path``."""
+    """A client of HAProxy's runtime API at ``socket_path``: a UNIX socket's path, or ``tcp://HOST:PORT``."""
 
-    socket_path: Path
+    socket_path: Path | str
     timeout: float = 5.0
+
+    def _connect(self) -> socket.socket:
+        address = runtime_address(str(self.socket_path))
+        if address is not None:
+            return socket.create_connection(address, timeout=self.timeout)
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            connection.settimeout(self.timeout)
+            connection.connect(str(self.socket_path))
+        except OSError:
+            connection.close()
+            raise
+        return connection
+
+    def fix(self) -> str:
+        """The line HAProxy's ``global`` section needs for this client to reach its runtime API."""
+        address = runtime_address(str(self.socket_path))
+        if address is None:
+            return f"stats socket {self.socket_path} mode 600 level admin"
+        host, port = address
+        return f"stats socket {'ipv6' if ':' in host else 'ipv4'}@{host}:{port} level admin"
 
     def command(self, line: str) -> str:
         """Send one command and return HAProxy's answer; raises PlatformError when HAProxy is not there."""
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-                connection.settimeout(self.timeout)
-                connection.connect(str(self.socket_path))
+            with self._connect() as connection:
                 connection.sendall(line.encode() + b"\n")
                 chunks = []
                 while chunk := connection.recv(65536):
@@ -68,8 +108,7 @@ class HAProxyRuntime:
         except OSError as error:
             raise PlatformError(
                 f"HAProxy runtime API at {self.socket_path}: {error}; GET's HAProxy has no runtime API "
-                f"until 'stats socket {self.socket_path} mode 600 level admin' is added to its global "
-                "section (docs/get-and-instrumentor.md)"
+                f"until '{self.fix()}' is added to its global section (docs/get-and-instrumentor.md)"
             ) from error
         return b"".join(chunks).decode("utf-8", "replace")
 

@@ -10,10 +10,15 @@ from __future__ import annotations
 import pytest
 
 from tests.get.conftest import FROM, TO, get_config, requires_haproxy, run_upgrade
+from zdu.config import structure
 from zdu.errors import PlatformError
-from zdu.model import UpgradeStatus
+from zdu.model import Target, UpgradeStatus
+from zdu.network import free_port
+from zdu.platform import PlatformEnv
+from zdu_get.config import GetPlatformConfig
 from zdu_get.haproxy import HAProxyRuntime
 from zdu_get.node import read_node
+from zdu_get.platform import GetPlatform
 
 pytestmark = [pytest.mark.slow, requires_haproxy]
 
@@ -160,3 +165,44 @@ def test_a_rollback_that_needs_a_downgrade_is_refused_before_it_starts(make_flee
     servers = {s.name: s for s in HAProxyRuntime(fleet.socket).servers("gitlab-rails")}
     assert not servers["gitlab-rails2"].routed  # drained (and DOWN: it never became ready)
     assert servers["gitlab-rails1"].routed and servers["gitlab-rails3"].routed
+
+
+def test_the_runtime_api_of_an_haproxy_elsewhere_is_reached_over_tcp(make_fleet, tmp_path):
+    # GET's HAProxy runs in a container on haproxy_external: zdu reaches 'stats socket ipv4@...'
+    fleet = get_fleet(make_fleet, stats_tcp=True)
+    config = structure(fleet.platform_options(), GetPlatformConfig, "platform")
+    assert config.haproxy_socket.startswith("tcp://127.0.0.1:")
+    target = Target(name="tcp", platform="get", version=FROM)
+    platform = GetPlatform(config, PlatformEnv(target=target, state_dir=tmp_path / "state"))
+    assert platform.check_mapping() == []
+    # checked through the UNIX socket, a second way in: drained and returned in both backends
+    local = HAProxyRuntime(fleet.socket)
+
+    def routed(server):
+        return [
+            s.routed
+            for backend in ("gitlab-rails", "gitlab-registry")
+            for s in local.servers(backend)
+            if s.name.endswith(server)
+        ]
+
+    platform.drain_node("gitlab-rails-2")
+    assert routed("2") == [False, False]
+    platform.return_node("gitlab-rails-2")
+    assert routed("2") == [True, True]
+    # the negative control: a port nothing answers on is refused with the line HAProxy needs
+    nobody = HAProxyRuntime(f"tcp://127.0.0.1:{free_port('127.0.0.1')}")
+    with pytest.raises(PlatformError, match=r"'stats socket ipv4@127\.0\.0\.1:\d+ level admin'"):
+        nobody.servers("gitlab-rails")
+
+
+@pytest.mark.parametrize("value", ["tcp://gitlab", "tcp://:9999", "http://haproxy:9999", ""])
+def test_a_runtime_api_that_is_neither_a_path_nor_tcp_is_refused_naming_it(value, tmp_path):
+    with pytest.raises(ValueError, match="haproxy_socket"):
+        GetPlatformConfig(
+            url="http://gitlab",
+            haproxy_socket=value,
+            ansible_dir=tmp_path,
+            inventory=tmp_path,
+            inventory_vars=tmp_path / "vars.yml",
+        )
