@@ -19,11 +19,9 @@ without allowing one) is refused before it changes anything, unless ``allow_down
 
 from __future__ import annotations
 
-from typing import Any
-
 from zdu.plugins import OmnibusNodes, PlatformError, Step, UpgradeContext, UsageError, Version, ZduError
 from zdu_get.ansible import journal_tasks
-from zdu_get.config import COMPONENT_ORDER, GetStrategyConfig
+from zdu_get.config import COMPONENT_ORDER, AnsibleGroup, GetStrategyConfig
 
 __all__ = ["GetStrategy", "NodeFailed", "RollbackRefused"]
 
@@ -161,15 +159,7 @@ class GetStrategy:
         for host in hosts:
             label = f"{component} on {host}"
             with ctx.step(f"ansible {label}", component=component, node=host):
-                omnibus.run_playbook(
-                    label,
-                    host,
-                    playbook=group.playbook or None,
-                    role=group.role or None,
-                    extravars={"gitlab_version": str(version)},
-                    envvars=SKIP_POST,
-                    on_task=journal_tasks(ctx, label),
-                )
+                _play(ctx, omnibus, group, label, host, version)
             ctx.gate(f"ansible {label}")
 
     def _terraform(self, ctx: UpgradeContext, omnibus: OmnibusNodes) -> None:
@@ -230,19 +220,9 @@ class GetStrategy:
         if self.config.drain:
             with ctx.step(f"drain {node}", node=node):
                 omnibus.drain_node(node)
-        group = self.config.group("gitlab_rails")
-        extravars: dict[str, Any] = {"gitlab_version": str(version)}
         label = f"rails node {node}" + (" (deploy node)" if deploy else "")
         with ctx.step(f"ansible gitlab_rails on {node} to {version}", node=node, deploy=deploy):
-            omnibus.run_playbook(
-                label,
-                node,
-                playbook=group.playbook or None,
-                role=group.role or None,
-                extravars=extravars,
-                envvars=SKIP_POST,
-                on_task=journal_tasks(ctx, label),
-            )
+            _play(ctx, omnibus, self.config.group("gitlab_rails"), label, node, version)
         self._back_in_service(ctx, omnibus, node)
 
     def _back_in_service(self, ctx: UpgradeContext, omnibus: OmnibusNodes, node: str) -> None:
@@ -254,16 +234,7 @@ class GetStrategy:
         with ctx.step(f"restore {node} to {ctx.from_version}", node=node):
             omnibus.drain_node(node, wait=False)
             group = self.config.group("gitlab_rails")
-            label = f"rails node {node} (restore)"
-            omnibus.run_playbook(
-                label,
-                node,
-                playbook=group.playbook or None,
-                role=group.role or None,
-                extravars={"gitlab_version": str(ctx.from_version)},
-                envvars=SKIP_POST,
-                on_task=journal_tasks(ctx, label),
-            )
+            _play(ctx, omnibus, group, f"rails node {node} (restore)", node, ctx.from_version)
             omnibus.return_node(node)
 
     def finalize(self, ctx: UpgradeContext) -> None:
@@ -316,3 +287,22 @@ class GetStrategy:
             "rollback-scope",
             "backend components (consul ... praefect) and Terraform's changes are left as they are",
         )
+
+
+def _play(
+    ctx: UpgradeContext, omnibus: OmnibusNodes, group: AnsibleGroup, label: str, host: str, version: Version
+) -> None:
+    """Run the component's playbook (or role) on ``host`` for ``version``.
+
+    Post-deployment migrations are skipped (GET reads the environment variable); every task result is
+    journaled.
+    """
+    omnibus.run_playbook(
+        label,
+        host,
+        playbook=group.playbook or None,
+        role=group.role or None,
+        extravars={"gitlab_version": str(version)},
+        envvars=SKIP_POST,
+        on_task=journal_tasks(ctx, label),
+    )
