@@ -178,6 +178,11 @@ class StandInApiServer:
         with self.lock:
             return self._write(copy.deepcopy(obj), "ADDED")
 
+    def remove(self, kind: str, name: str, namespace: str = "gitlab") -> None:
+        """Delete an object directly (as someone else would)."""
+        with self.lock:
+            self._remove(kind, namespace, name)
+
     def get(self, kind: str, name: str, namespace: str = "gitlab") -> Obj | None:
         with self.lock:
             obj = self.objects.get((kind, namespace, name))
