@@ -181,7 +181,11 @@ class JobCommandExecutor:
         timeout: float,
         on_output: Callable[[str], None] | None = None,
     ) -> CommandResult:
-        """Pause webservice and sidekiq, run ``argv`` in a Job to its end, resume sidekiq then webservice."""
+        """Pause webservice and sidekiq, run ``argv`` in a Job to its end, resume sidekiq then webservice.
+
+        In a dry run (``zdu plan``), the pauses and the Job are only checked by the API server: the
+        command does not run, and its result is a success with no output.
+        """
         if not argv:
             raise CommandError("no command to run: the command is empty")
         job = self._job(argv, env)  # a bad image is refused before anything is paused
@@ -249,6 +253,10 @@ class JobCommandExecutor:
         api = self.platform.api
         name = job["metadata"]["name"]
         api.create(job)
+        if api.dry_run:
+            # a plan: the API server checked the Job (validation, admission) and stored nothing
+            log.warning("job %s (%s) was checked by the API server, not run: a dry run", name, " ".join(argv))
+            return CommandResult(returncode=0, output="")
         log.info("job %s runs %s", name, " ".join(argv))
 
         def ended(obj: Obj | None) -> bool:

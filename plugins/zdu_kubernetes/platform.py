@@ -188,6 +188,20 @@ class KubernetesPlatform:
         return list(self.api.changes) if isinstance(self.api, OfflineApi) else []
 
     @contextlib.contextmanager
+    def dry_run(self) -> Iterator[None]:
+        """Within the block every create, replace and delete is a server dry run (``dryRun=All``).
+
+        The API server validates and admits each (an error names the field or the webhook) and
+        stores nothing: ``zdu plan`` against the cluster changes nothing. Reads see the cluster.
+        """
+        before = self.api.dry_run
+        self.api.dry_run = True
+        try:
+            yield
+        finally:
+            self.api.dry_run = before
+
+    @contextlib.contextmanager
     def hold_lock(self, holder: str) -> Iterator[None]:
         """Hold the Lease ``zdu-<target>`` in the namespace, renewed, for the upgrade's length."""
         lock = LeaseLock(
