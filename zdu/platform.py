@@ -30,7 +30,7 @@ finds the work done and returns. That is what lets an interrupted upgrade be res
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -61,6 +61,7 @@ __all__ = [
     "CanaryRoute",
     "Capability",
     "CommandHost",
+    "DryRunsChanges",
     "Infrastructure",
     "InfrastructureChange",
     "Instance",
@@ -71,6 +72,7 @@ __all__ = [
     "PlatformEnv",
     "PreviewRoute",
     "RecordsChanges",
+    "ReportsLockLoss",
     "RoutedGroups",
     "Router",
     "RoutesAssets",
@@ -174,6 +176,41 @@ class RecordsChanges(Protocol):
 
     def recorded_changes(self) -> list[dict[str, Any]]:
         """Every object (or change) sent so far, in order, as the platform's own JSON."""
+        ...
+
+
+@runtime_checkable
+class DryRunsChanges(Protocol):
+    """A platform that can have its changes checked without applying them (``zdu plan`` on the live platform).
+
+    .. versionadded:: 0.1
+    """
+
+    def dry_run(self) -> AbstractContextManager[None]:
+        """Within the block, every change is sent to the platform's own checks and none is applied.
+
+        ``zdu plan`` (without ``--offline``) runs in it, so that planning changes nothing while the
+        platform still validates what would be sent (a Kubernetes server dry run: validation and
+        admission). Reads see the platform as it is. A change the platform refuses raises
+        :class:`~zdu.errors.PlatformError` with the platform's message.
+        """
+        ...
+
+
+@runtime_checkable
+class ReportsLockLoss(Protocol):
+    """A platform whose upgrade lock can be lost while held (a lease another holder took over).
+
+    .. versionadded:: 0.1
+    """
+
+    def on_lock_lost(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(reason)`` once, from any thread, if the lock ``hold_lock`` holds is lost.
+
+        Registered by the orchestrator right after it took the lock; called at once when the lock was
+        lost already. The orchestrator then pauses the upgrade at its next safe point, recording
+        ``reason``. The registration ends when the lock is left.
+        """
         ...
 
 

@@ -31,7 +31,14 @@ from typing import Any
 import attrs
 
 from zdu.config import UpgradeConfig, load_config
-from zdu.context import ProbeGate, UpgradeAborted, UpgradeContext, UpgradeInfo, UpgradePaused
+from zdu.context import (
+    PAUSE_EVENT,
+    ProbeGate,
+    UpgradeAborted,
+    UpgradeContext,
+    UpgradeInfo,
+    UpgradePaused,
+)
 from zdu.errors import (
     GateFailed,
     PreflightError,
@@ -50,7 +57,15 @@ from zdu.migrations import (
 from zdu.model import Phase, Report, UpgradeStatus, Version
 from zdu.outputs import serving_outputs
 from zdu.phases import PHASES, PhaseSettings, PhaseWork
-from zdu.platform import Platform, PlatformEnv, RecordsChanges, RoutedGroups, running_versions
+from zdu.platform import (
+    DryRunsChanges,
+    Platform,
+    PlatformEnv,
+    RecordsChanges,
+    ReportsLockLoss,
+    RoutedGroups,
+    running_versions,
+)
 from zdu.policy import check_upgrade_path
 from zdu.probe import GateSettings, Probe
 from zdu.recorder import Recorder
@@ -134,6 +149,10 @@ class Upgrade:
         self.cancel = threading.Event()
         self._platform: Platform | None = None
         self._offline_snapshot: Path | None = None
+        # the target's lock lost while held (the reason), and the upgrade to pause for it
+        self._lock_guard = threading.Lock()
+        self._lock_lost: str | None = None
+        self._running_id: str | None = None
         #: where the metrics are served while :meth:`run` runs (``upgrade.metrics_address``)
         self.metrics_url: str | None = None
 
@@ -262,17 +281,23 @@ class Upgrade:
             if self._platform is not None:
                 raise UsageError("plan(offline=...) must come before the platform is used")
             self._offline_snapshot = offline
-        from_version = self._from_version()
-        runner = self._runner()
-        self._check_versions(from_version, runner)
-        recorder = Recorder(self.journal, self.manager, self._info("plan", from_version), "plan", time.time())
-        context = self._context(recorder, from_version, [], self._replicas(from_version))
-        context.dry_run = True
-        work = self._work(context, self._strategy(), self._layers(), runner, [])
-        steps = PHASES.plan(work)
-        changes: list[dict[str, Any]] = []
-        if offline is not None:
-            changes = self._dry_run(work)
+        platform = self.platform
+        # on the live platform, every change a plan makes (a status command's Job, say) is only checked
+        checked = platform.dry_run() if isinstance(platform, DryRunsChanges) else contextlib.nullcontext()
+        with checked:
+            from_version = self._from_version()
+            runner = self._runner()
+            self._check_versions(from_version, runner)
+            recorder = Recorder(
+                self.journal, self.manager, self._info("plan", from_version), "plan", time.time()
+            )
+            context = self._context(recorder, from_version, [], self._replicas(from_version))
+            context.dry_run = True
+            work = self._work(context, self._strategy(), self._layers(), runner, [])
+            steps = PHASES.plan(work)
+            changes: list[dict[str, Any]] = []
+            if offline is not None:
+                changes = self._dry_run(work)
         return Plan(
             target=self.config.target.name,
             from_version=str(from_version),
@@ -351,10 +376,45 @@ class Upgrade:
         # built before anything is recorded: a bad option of a part is bad input, not a failed upgrade
         parts = (self._strategy(), self._layers(), self._runner())
         with self.platform.hold_lock(_holder()):
-            if resume is None and (done := self._nothing_to_do(started)) is not None:
-                return done
-            with self._outputs():
-                return self._run(resume, started, parts, actor or default_actor())
+            if isinstance(self.platform, ReportsLockLoss):
+                self.platform.on_lock_lost(self._on_lock_lost)
+            try:
+                if resume is None and (done := self._nothing_to_do(started)) is not None:
+                    return done
+                with self._outputs():
+                    return self._run(resume, started, parts, actor or default_actor())
+            finally:
+                with self._lock_guard:
+                    self._running_id, self._lock_lost = None, None
+
+    def _on_lock_lost(self, reason: str) -> None:
+        """The target's lock was lost (from the platform's thread): pause at the next safe point."""
+        log.warning("the target's upgrade lock was lost: %s; pausing at the next safe point", reason)
+        with self._lock_guard:
+            self._lock_lost = reason
+            upgrade_id = self._running_id
+        if upgrade_id is not None:
+            self._request_pause(upgrade_id, reason)
+
+    def _started(self, upgrade_id: str) -> None:
+        """The upgrade ``upgrade_id`` runs now: a lock lost before is acted on at its first safe point."""
+        with self._lock_guard:
+            self._running_id = upgrade_id
+            lost = self._lock_lost
+        if lost is not None:
+            self._request_pause(upgrade_id, lost)
+
+    def _request_pause(self, upgrade_id: str, reason: str) -> None:
+        """Journal a pause request, as ``zdu pause ID`` does: the upgrade stops at its next safe point."""
+        by = f"zdu, the target's lock being lost ({reason})"
+        record = self.journal.get(upgrade_id)
+        self.journal.record(
+            upgrade_id,
+            (record.phase if record else "") or "",
+            PAUSE_EVENT,
+            f"pause requested by {by}",
+            {"by": by},
+        )
 
     def _nothing_to_do(self, started: float) -> Report | None:
         """The report of an upgrade that has nothing to do: the target already serves the release."""
@@ -404,6 +464,7 @@ class Upgrade:
             self.journal, self.manager, self._info(upgrade_id, from_version), "upgrade", started
         )
         recorder.started_upgrade()
+        self._started(upgrade_id)
         gates: list[ProbeGate] = []
         replicas = self._replicas(from_version, resume)
         ctx = self._context(recorder, from_version, gates, replicas)

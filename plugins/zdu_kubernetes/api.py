@@ -13,6 +13,10 @@ Faults handled here, for every request:
 * a watch that breaks is resumed from the last resourceVersion it delivered; a 410, as an HTTP status
   or as a watch ``ERROR`` event, re-lists; the stream is parsed here (any client version);
 * every wait has a deadline, and its error names what was awaited and what was last seen.
+
+With :attr:`ClusterApi.dry_run` set (``zdu plan`` against the cluster), every create, replace and
+delete is sent with ``dryRun=All``: the API server validates and admits it, answers with the object it
+would have stored, and stores nothing.
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ class Api(Protocol):
     """What the platform needs of the Kubernetes API, in one namespace."""
 
     namespace: str
+    #: send every create, replace and delete as a server dry run (validated and admitted, not stored)
+    dry_run: bool
 
     def get(self, kind: str, name: str) -> Obj | None:
         """The object, or ``None`` when there is none."""
@@ -98,8 +104,12 @@ class Api(Protocol):
         """Read, apply ``change`` (returns whether it changed anything), replace; re-read on 409."""
         ...
 
-    def delete(self, kind: str, name: str) -> None:
-        """Delete the object (its dependents in the background); nothing when it is gone."""
+    def delete(self, kind: str, name: str, preconditions: Mapping[str, str] | None = None) -> bool:
+        """Delete the object (its dependents in the background); whether it was deleted.
+
+        ``preconditions`` (``resourceVersion``, ``uid``): delete only the object in that state; an
+        object that changed meanwhile is left (False). Nothing when it is gone (False).
+        """
         ...
 
     def wait(
@@ -184,6 +194,11 @@ class ClusterApi:
         self.retries = 0
         self.conflicts = 0
         self.watch_resumes = 0
+        self.dry_run = False
+
+    def _writing(self) -> dict[str, Any]:
+        """The options of a create, replace or delete: ``dryRun=All`` in a dry run."""
+        return {"dry_run": "All"} if self.dry_run else {}
 
     def close(self) -> None:
         """Close the client's connection pool."""
@@ -286,7 +301,7 @@ class ClusterApi:
 
         kind, name = body["kind"], body["metadata"]["name"]
         try:
-            return self._json(kind, "create", body=body)
+            return self._json(kind, "create", body=body, **self._writing())
         except ApiException as error:
             if error.status == 409:
                 existing = self.get(kind, name)
@@ -310,7 +325,7 @@ class ClusterApi:
             if not change(current):
                 return current
             try:
-                return self._json(kind, "replace", name, body=current)
+                return self._json(kind, "replace", name, body=current, **self._writing())
             except ApiException as error:
                 if error.status == 409:
                     self.conflicts += 1
@@ -326,19 +341,31 @@ class ClusterApi:
             f"({_CONFLICT_ATTEMPTS} conflicts in a row)"
         )
 
-    def delete(self, kind: str, name: str) -> None:
-        """Delete the object, dependents in the background; nothing when it is gone."""
+    def delete(self, kind: str, name: str, preconditions: Mapping[str, str] | None = None) -> bool:
+        """Delete the object, dependents in the background; whether it was deleted.
+
+        With ``preconditions`` (``resourceVersion``, ``uid``), the API server deletes it only in that
+        state; a 409 (it changed meanwhile) leaves it and returns False, as a 404 (gone) does.
+        """
         from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
 
+        options: Obj = {"propagationPolicy": "Background"}
+        if preconditions:
+            options["preconditions"] = dict(preconditions)
         try:
-            self._call(kind, "delete", name, propagation_policy="Background")
+            self._call(kind, "delete", name, body=options, **self._writing())
         except ApiException as error:
-            if error.status != 404:
-                raise self._failed("delete", kind, name, error) from None
+            if error.status == 404:
+                return False
+            if error.status == 409 and preconditions:
+                log.info("%s %s changed since it was read: not deleted (%s)", kind, name, _message(error))
+                return False
+            raise self._failed("delete", kind, name, error) from None
         except Exception as error:
             if _transient(error):
                 raise self._failed("delete", kind, name, error) from None
             raise
+        return True
 
     def log(self, pod: str) -> str:
         """The log of ``pod``'s first container (empty when it has none yet)."""
@@ -529,6 +556,7 @@ class OfflineApi:
                 raise UsageError(f"--offline {snapshot}: items[{index}]: nested too deeply") from None
         self.changes: list[Obj] = []
         self._serial = 0
+        self.dry_run = False  # nothing is sent anyway
 
     def close(self) -> None:
         """Nothing to close."""
@@ -618,11 +646,17 @@ class OfflineApi:
         self._objects[(kind, name)] = current
         return copy.deepcopy(current)
 
-    def delete(self, kind: str, name: str) -> None:
-        """Record a delete."""
-        obj = self._objects.pop((kind, name), None)
-        if obj is not None:
-            self._record("delete", obj)
+    def delete(self, kind: str, name: str, preconditions: Mapping[str, str] | None = None) -> bool:
+        """Record a delete (when the object is in the state ``preconditions`` give)."""
+        obj = self._objects.get((kind, name))
+        if obj is None:
+            return False
+        metadata = obj.get("metadata") or {}
+        if any(metadata.get(key) != value for key, value in (preconditions or {}).items()):
+            return False
+        del self._objects[(kind, name)]
+        self._record("delete", obj)
+        return True
 
     def wait(
         self, kind: str, name: str, done: Callable[[Obj | None], bool], timeout: float, what: str

@@ -11,6 +11,11 @@ __all__ = ["KubernetesPlatformConfig"]
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _PERCENT_OR_COUNT = re.compile(r"^(\d+%?)$")
+#: an image reference: ``[registry[:port]/]repository[:tag][@digest]``, the repository in lowercase
+_IMAGE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[a-z0-9]+:[a-f0-9]{32,})?$"
+)
 
 
 def _dns_label(_instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
@@ -46,6 +51,18 @@ def _version_template(_instance: Any, attribute: attrs.Attribute[str], value: st
         ) from None
 
 
+def _image_template(_instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value:
+        return
+    _version_template(_instance, attribute, value)
+    image = value.format(version="16.6.0")
+    if not _IMAGE.match(image):
+        raise ValueError(
+            f"{attribute.name} {value!r} is not an image reference such as "
+            "'registry.example.com/gitlab/gitlab-toolbox-ee:v{version}'"
+        )
+
+
 @attrs.frozen
 class KubernetesPlatformConfig:
     """Where a GitLab chart deployment lives and how zdu acts on it. Defaults match the chart's names.
@@ -59,10 +76,14 @@ class KubernetesPlatformConfig:
     :ivar hpa: the chart's HorizontalPodAutoscaler of the webservice Deployment (same name by default);
         zdu holds its scaling during an upgrade and hands it the serving Deployment back; when missing,
         nothing to do.
-    :ivar toolbox_deployment: the Deployment whose pod template (volumes, environment) the migrations
-        Job copies; when missing, the Job has a bare container.
+    :ivar toolbox_deployment: the Deployment whose pod template the migrations Job is built from, as the
+        chart's migrations Job is: its init containers (``certificates``, ``configure``), volumes,
+        environment, resources and image (retagged to the release, keeping registry, repository and
+        flavour such as ``-ubi``); when missing, the newest of the chart's migrations Jobs
+        (label ``app=migrations``).
     :ivar image_tag: the tag every container image of a group of ``{version}`` gets.
-    :ivar toolbox_image: the migrations Job's image; ``{version}`` is the release.
+    :ivar toolbox_image: the migrations Job's image, overriding the one taken from the toolbox;
+        ``{version}`` is the release; empty (the default): the toolbox's image, retagged.
     :ivar max_surge: ``maxSurge`` of every webservice Deployment zdu writes (GitLab advises ``10%``).
     :ivar max_unavailable: ``maxUnavailable`` of those Deployments (GitLab advises ``0``).
     :ivar rollout_timeout: seconds a Deployment change has to be rolled out and available.
@@ -93,10 +114,7 @@ class KubernetesPlatformConfig:
     hpa: str = attrs.field(default="gitlab-webservice-default", validator=_dns_label)
     toolbox_deployment: str = attrs.field(default="gitlab-toolbox", validator=_dns_label)
     image_tag: str = attrs.field(default="v{version}", validator=_version_template)
-    toolbox_image: str = attrs.field(
-        default="registry.gitlab.com/gitlab-org/build/cng/gitlab-toolbox-ee:v{version}",
-        validator=_version_template,
-    )
+    toolbox_image: str = attrs.field(default="", validator=_image_template)
     max_surge: str = attrs.field(default="10%", validator=_surge)
     max_unavailable: str = attrs.field(default="0", validator=_surge)
     rollout_timeout: float = attrs.field(default=600.0, validator=_positive)

@@ -13,66 +13,105 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from zdu.plugins import CommandError, CommandResult, CommandTimeout
+from zdu.plugins import CommandError, CommandResult, CommandTimeout, Version
 from zdu_kubernetes.api import Obj, WaitTimeout
-from zdu_kubernetes.objects import MANAGED_BY, retag
+from zdu_kubernetes.config import KubernetesPlatformConfig
+from zdu_kubernetes.objects import MANAGED_BY, retag_pod, retag_release
 
 if TYPE_CHECKING:
     from zdu_kubernetes.platform import KubernetesPlatform
 
-__all__ = ["JobCommandExecutor", "migration_job"]
+__all__ = ["JobCommandExecutor", "migration_job", "toolbox_container"]
 
 log = logging.getLogger("zdu.kubernetes.jobs")
 
 TARGET_LABEL = "zdu.gitlab.com/target"
 
 
+#: the label of the chart's migrations Jobs (``gitlab-migrations-<revision>-<random>``)
+CHART_MIGRATIONS_LABELS = {"app": "migrations"}
+#: container fields of the toolbox's kept by the migrations container
+_CONTAINER_FIELDS = (
+    "envFrom",
+    "volumeMounts",
+    "resources",
+    "securityContext",
+    "workingDir",
+    "imagePullPolicy",
+)
+#: pod fields of the toolbox's kept by the migrations Job's pod
+_POD_FIELDS = (
+    "volumes",
+    "serviceAccountName",
+    "automountServiceAccountToken",
+    "securityContext",
+    "imagePullSecrets",
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "priorityClassName",
+    "enableServiceLinks",
+)
+
+
+def toolbox_container(template: Obj) -> Obj:
+    """The toolbox container of a pod template: ``toolbox`` or ``migrations`` by name, else the first."""
+    containers: list[Obj] = (template.get("spec") or {}).get("containers") or [{}]
+    for container in containers:
+        if container.get("name") in ("toolbox", "migrations"):
+            return container
+    return containers[0]
+
+
 def migration_job(
     name: str,
-    namespace: str,
     target: str,
     image: str,
     argv: Sequence[str],
     env: Mapping[str, str | None],
     template: Obj | None,
-    ttl: int,
+    version: Version,
+    config: KubernetesPlatformConfig,
 ) -> Obj:
-    """The Job that runs ``argv`` once: the toolbox pod template's volumes and environment, ``image``.
+    """The Job that runs ``argv`` once, built as the GitLab chart builds its migrations Job.
 
-    ``env`` changes the container's environment: a string sets a variable, ``None`` removes it.
+    From the toolbox's pod ``template``: its init containers (the chart's ``certificates`` and
+    ``configure``, which put the configuration and secrets in place), every one whose image names a
+    GitLab version retagged to ``version`` (flavour kept); its volumes, service account, security
+    context, pull secrets and scheduling; and the toolbox container's environment, mounts and
+    resources. The container runs ``image`` with ``argv`` as its ``args``: the image's own entrypoint
+    runs, as in the chart's Job. ``env`` changes the container's environment: a string sets a
+    variable, ``None`` removes it.
     """
-    pod: Obj = copy.deepcopy((template or {}).get("spec") or {})
-    source = (pod.get("containers") or [{}])[0]
+    source_template: Obj = copy.deepcopy(template or {})
+    pod: Obj = source_template.get("spec") or {}
+    source = toolbox_container(source_template)
     variables = [v for v in source.get("env") or [] if v.get("name") not in env]
     variables += [{"name": key, "value": value} for key, value in sorted(env.items()) if value is not None]
     container: Obj = {
         "name": "migrations",
         "image": image,
-        "command": list(argv),
+        "args": list(argv),
         **({"env": variables} if variables else {}),
     }
-    for key in ("envFrom", "volumeMounts", "resources", "securityContext", "workingDir"):
+    for key in _CONTAINER_FIELDS:
         if source.get(key):
             container[key] = copy.deepcopy(source[key])
-    keep = (
-        "volumes",
-        "serviceAccountName",
-        "securityContext",
-        "imagePullSecrets",
-        "nodeSelector",
-        "tolerations",
-    )
-    pod_spec: Obj = {key: pod[key] for key in keep if pod.get(key)}
+    pod_spec: Obj = {key: pod[key] for key in _POD_FIELDS if pod.get(key) is not None and pod[key] != []}
+    init = pod.get("initContainers") or []
+    if init:
+        retag_pod({"initContainers": init}, version, config)
+        pod_spec["initContainers"] = init
     pod_spec["restartPolicy"] = "Never"
     pod_spec["containers"] = [container]
     labels = {**MANAGED_BY, TARGET_LABEL: target}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "metadata": {"name": name, "namespace": config.namespace, "labels": labels},
         "spec": {
             "backoffLimit": 0,
-            "ttlSecondsAfterFinished": ttl,
+            "ttlSecondsAfterFinished": config.job_ttl,
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
@@ -95,14 +134,45 @@ class JobCommandExecutor:
     def __init__(self, platform: KubernetesPlatform) -> None:
         self.platform = platform
 
-    def _image(self) -> str:
+    def _version(self) -> Version:
+        return self.platform.env.release or self.platform.env.target.version
+
+    def _toolbox(self) -> tuple[Obj | None, str]:
+        """The pod template the Job is built from, and where it comes from (for errors)."""
+        api, config = self.platform.api, self.platform.config
+        toolbox = api.get("Deployment", config.toolbox_deployment)
+        if toolbox is not None:
+            return toolbox["spec"]["template"], f"Deployment {config.namespace}/{config.toolbox_deployment}"
+        jobs = [
+            job
+            for job in api.list("Job", CHART_MIGRATIONS_LABELS)
+            if (job["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") != "zdu"
+        ]
+        if jobs:
+            newest = max(jobs, key=lambda job: str(job["metadata"].get("creationTimestamp") or ""))
+            return newest["spec"]["template"], f"Job {config.namespace}/{newest['metadata']['name']}"
+        return None, ""
+
+    def _image(self, template: Obj | None, where: str) -> str:
+        """``toolbox_image`` when set, else the toolbox's image retagged to the release (flavour kept)."""
         config = self.platform.config
-        version = self.platform.env.release or self.platform.env.target.version
-        toolbox = self.platform.api.get("Deployment", config.toolbox_deployment)
-        if toolbox is not None and not config.toolbox_image:
-            image = toolbox["spec"]["template"]["spec"]["containers"][0]["image"]
-            return retag(image, config.image_tag.format(version=version))
-        return config.toolbox_image.format(version=version)
+        version = self._version()
+        if config.toolbox_image:
+            return config.toolbox_image.format(version=version)
+        if template is None:
+            raise CommandError(
+                f"no toolbox Deployment {config.namespace}/{config.toolbox_deployment} and no migrations "
+                "Job of the chart (label app=migrations) to take the migrations image from: set "
+                "platform.toolbox_deployment or platform.toolbox_image"
+            )
+        image = str(toolbox_container(template).get("image") or "")
+        retagged = retag_release(image, version, config)
+        if retagged is None:
+            raise CommandError(
+                f"the toolbox image {image!r} of {where} has no tag naming a GitLab version under "
+                f"platform.image_tag {config.image_tag!r}: set platform.toolbox_image"
+            )
+        return retagged
 
     def run(
         self,
@@ -111,14 +181,32 @@ class JobCommandExecutor:
         timeout: float,
         on_output: Callable[[str], None] | None = None,
     ) -> CommandResult:
-        """Pause webservice and sidekiq, run ``argv`` in a Job to its end, resume sidekiq then webservice."""
+        """Pause webservice and sidekiq, run ``argv`` in a Job to its end, resume sidekiq then webservice.
+
+        In a dry run (``zdu plan``), the pauses and the Job are only checked by the API server: the
+        command does not run, and its result is a success with no output.
+        """
         if not argv:
             raise CommandError("no command to run: the command is empty")
+        job = self._job(argv, env)  # a bad image is refused before anything is paused
         paused = self._pause()
         try:
-            return self._run_job(argv, env, timeout, on_output)
+            return self._run_job(job, argv, timeout, on_output)
         finally:
             self._resume(paused)
+
+    def _job(self, argv: Sequence[str], env: Mapping[str, str | None]) -> Obj:
+        template, where = self._toolbox()
+        return migration_job(
+            f"zdu-migrations-{secrets.token_hex(4)}",
+            self.platform.env.target.name,
+            self._image(template, where),
+            argv,
+            env,
+            template,
+            self._version(),
+            self.platform.config,
+        )
 
     def _pausable(self) -> list[str]:
         config = self.platform.config
@@ -160,27 +248,15 @@ class JobCommandExecutor:
             log.info("resumed %s", ", ".join(order))
 
     def _run_job(
-        self,
-        argv: Sequence[str],
-        env: Mapping[str, str | None],
-        timeout: float,
-        on_output: Callable[[str], None] | None,
+        self, job: Obj, argv: Sequence[str], timeout: float, on_output: Callable[[str], None] | None
     ) -> CommandResult:
         api = self.platform.api
-        config = self.platform.config
-        toolbox = api.get("Deployment", config.toolbox_deployment)
-        name = f"zdu-migrations-{secrets.token_hex(4)}"
-        job = migration_job(
-            name,
-            config.namespace,
-            self.platform.env.target.name,
-            self._image(),
-            argv,
-            env,
-            toolbox["spec"]["template"] if toolbox is not None else None,
-            config.job_ttl,
-        )
+        name = job["metadata"]["name"]
         api.create(job)
+        if api.dry_run:
+            # a plan: the API server checked the Job (validation, admission) and stored nothing
+            log.warning("job %s (%s) was checked by the API server, not run: a dry run", name, " ".join(argv))
+            return CommandResult(returncode=0, output="")
         log.info("job %s runs %s", name, " ".join(argv))
 
         def ended(obj: Obj | None) -> bool:

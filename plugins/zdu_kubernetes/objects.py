@@ -35,6 +35,7 @@ __all__ = [
     "image_version",
     "retag",
     "retag_pod",
+    "retag_release",
 ]
 
 GROUP_LABEL = "zdu.gitlab.com/group"
@@ -85,39 +86,64 @@ def retag(image: str, tag: str) -> str:
     return f"{name}:{tag}"
 
 
-def image_version(image: str, config: KubernetesPlatformConfig) -> Version | None:
-    """The GitLab version an image's tag names under ``image_tag`` (``v16.6.0``), or None.
+#: the flavours of GitLab's images published beside the plain one, as a suffix of the tag
+#: (``v16.6.0-ubi``, ``v16.6.0-ubi8``, ``v16.6.0-fips``): a retagged image keeps its flavour
+_FLAVOUR = re.compile(r"-(?:ubi\d*|fips)$")
 
-    Images the chart tags otherwise (``certificates``, ``gitlab-base`` of init containers) name none.
-    """
+
+def _release_tag(image: str, config: KubernetesPlatformConfig) -> tuple[Version, str] | None:
+    """The version an image's tag names under ``image_tag`` and the tag's flavour suffix, or None."""
     name = image.split("@", 1)[0]
     slash, colon = name.rfind("/"), name.rfind(":")
     if colon <= slash:
         return None
     tag = name[colon + 1 :]
+    flavour = _FLAVOUR.search(tag)
+    suffix_of_flavour = flavour.group(0) if flavour is not None else ""
+    bare = tag[: len(tag) - len(suffix_of_flavour)]
     prefix, _, suffix = config.image_tag.partition("{version}")
-    match = re.fullmatch(re.escape(prefix) + r"(?P<version>\d+\.\d+\.\d+\S*?)" + re.escape(suffix), tag)
+    match = re.fullmatch(re.escape(prefix) + r"(?P<version>\d+\.\d+\.\d+\S*?)" + re.escape(suffix), bare)
     if match is None:
         return None
     try:
-        return Version.parse(match["version"])
+        return Version.parse(match["version"]), suffix_of_flavour
     except ValueError:
         return None
+
+
+def image_version(image: str, config: KubernetesPlatformConfig) -> Version | None:
+    """The GitLab version an image's tag names under ``image_tag`` (``v16.6.0``, ``v16.6.0-ubi``), or None.
+
+    Images the chart tags otherwise (``certificates``, ``gitlab-base`` of init containers) name none.
+    """
+    found = _release_tag(image, config)
+    return found[0] if found is not None else None
+
+
+def retag_release(image: str, version: Version, config: KubernetesPlatformConfig) -> str | None:
+    """``image`` tagged for ``version``, keeping its registry, repository and flavour.
+
+    The flavour is a tag suffix such as ``-ubi`` or ``-fips``. None when the tag names no GitLab
+    version under ``image_tag``.
+    """
+    found = _release_tag(image, config)
+    if found is None:
+        return None
+    return retag(image, config.image_tag.format(version=version) + found[1])
 
 
 def retag_pod(pod: Obj, version: Version, config: KubernetesPlatformConfig) -> bool:
     """Retag, in place, every container of ``pod`` (a pod spec) whose image names a GitLab version.
 
-    Init containers of other images (the chart's ``certificates``, ``configure``) keep theirs.
-    Returns whether an image changed.
+    Registry, repository and flavour (``-ubi``, ``-fips``) are kept. Init containers of other images
+    (the chart's ``certificates``, ``configure``) keep theirs. Returns whether an image changed.
     """
-    tag = config.image_tag.format(version=version)
     changed = False
     for key in ("initContainers", "containers"):
         for container in pod.get(key) or []:
             image = container.get("image") or ""
-            if image_version(image, config) is not None:
-                new = retag(image, tag)
+            new = retag_release(image, version, config)
+            if new is not None:
                 changed = changed or new != image
                 container["image"] = new
     return changed

@@ -24,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from zdu.plugins import (
@@ -158,6 +159,9 @@ class KubernetesPlatform:
         self._router = KubernetesRouter(self)
         self._assets = KubernetesAssetStore(self)
         self._executor = JobCommandExecutor(self)
+        self._lease: LeaseLock | None = None
+        self._lock_listeners: list[Callable[[str], None]] = []
+        self._listeners_guard = threading.Lock()
 
     @property
     def router(self) -> KubernetesRouter:
@@ -188,13 +192,62 @@ class KubernetesPlatform:
         return list(self.api.changes) if isinstance(self.api, OfflineApi) else []
 
     @contextlib.contextmanager
-    def hold_lock(self, holder: str) -> Iterator[None]:
-        """Hold the Lease ``zdu-<target>`` in the namespace, renewed, for the upgrade's length."""
-        lock = LeaseLock(
-            self.api, f"zdu-{self.env.target.name}"[:63], self.env.target.name, self.config.lease_duration
-        )
-        with lock.held(holder):
+    def dry_run(self) -> Iterator[None]:
+        """Within the block every create, replace and delete is a server dry run (``dryRun=All``).
+
+        The API server validates and admits each (an error names the field or the webhook) and
+        stores nothing: ``zdu plan`` against the cluster changes nothing. Reads see the cluster.
+        """
+        before = self.api.dry_run
+        self.api.dry_run = True
+        try:
             yield
+        finally:
+            self.api.dry_run = before
+
+    @property
+    def lease(self) -> LeaseLock:
+        """The Lease ``zdu-<target>`` that is the target's lock (one per platform: it keeps what it saw)."""
+        if self._lease is None:
+            self._lease = LeaseLock(
+                self.api,
+                f"zdu-{self.env.target.name}"[:63].rstrip("-"),
+                self.env.target.name,
+                self.config.lease_duration,
+                on_lost=self._lock_lost,
+                observations=self.env.state_dir / "lease-observed.json",
+            )
+        return self._lease
+
+    @contextlib.contextmanager
+    def hold_lock(self, holder: str) -> Iterator[None]:
+        """Hold the Lease ``zdu-<target>`` in the namespace, renewed, for the upgrade's length.
+
+        Another holder's Lease is taken over only once this machine has seen it unchanged for its
+        duration (:mod:`zdu_kubernetes.lease`); before that, :class:`~zdu.errors.TargetBusy`.
+        """
+        with self.lease.held(holder):
+            try:
+                yield
+            finally:
+                with self._listeners_guard:
+                    self._lock_listeners.clear()
+
+    def on_lock_lost(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(reason)`` once if the Lease held now is lost (at once if it is already)."""
+        with self._listeners_guard:
+            lost = self._lease.lost if self._lease is not None else None
+            if lost is None:
+                self._lock_listeners.append(callback)
+        if lost is not None:
+            callback(lost)
+
+    def _lock_lost(self, reason: str) -> None:
+        with self._listeners_guard:
+            listeners = list(self._lock_listeners)
+            self._lock_listeners.clear()
+        for listener in listeners:
+            listener(reason)
 
     def close(self) -> None:
         """Close the client's connections."""

@@ -116,6 +116,33 @@ def test_pause_stops_at_a_safe_point_and_resume_finishes(tmp_path: Path) -> None
     assert ("pause-requested", "bob@ops") in kinds and ("resumed", "carol@ops") in kinds
 
 
+def test_a_lost_lock_pauses_the_upgrade_at_a_safe_point_saying_why(tmp_path: Path) -> None:
+    upgrade = blue_green(tmp_path)
+    callbacks: list[Any] = []
+    upgrade.platform.on_lock_lost = callbacks.append  # type: ignore[attr-defined]  # now ReportsLockLoss
+    running = Running(upgrade)
+    upgrade_id = running.wait_for("keep ")
+    assert len(callbacks) == 1  # registered once the lock was taken
+
+    callbacks[0]("Lease gitlab/zdu-cell-1 is now held by pipeline two")  # from the platform's thread
+    paused = running.end()
+
+    assert paused.status is UpgradeStatus.PAUSED
+    assert "the target's lock being lost (Lease gitlab/zdu-cell-1 is now held by pipeline two)" in (
+        paused.error or ""
+    )
+    journal = Journal(tmp_path / "journal.sqlite")
+    assert [e.kind for e in journal.events(upgrade_id)].count("pause-requested") == 1
+
+
+def test_a_lock_lost_before_the_upgrade_began_pauses_it_at_the_first_safe_point(tmp_path: Path) -> None:
+    upgrade = blue_green(tmp_path)
+    upgrade.platform.on_lock_lost = lambda callback: callback("Lease x was deleted")  # type: ignore[attr-defined]
+    report = upgrade.run()
+    assert report.status is UpgradeStatus.PAUSED
+    assert "lock being lost (Lease x was deleted) (at start of preflight)" in (report.error or "")
+
+
 def test_abort_rolls_back_to_the_old_version(tmp_path: Path) -> None:
     upgrade = blue_green(tmp_path)
     running = Running(upgrade)

@@ -26,16 +26,40 @@ LABELS = {"app": "webservice", "release": "gitlab"}
 
 
 def chart_objects(
-    version: str = FROM, replicas: int = 3, *, service_upstream: bool = True
+    version: str = FROM,
+    replicas: int = 3,
+    *,
+    service_upstream: bool = True,
+    registry: str = CNG,
+    edition: str = "ee",
+    flavour: str = "",
 ) -> list[dict[str, Any]]:
     """What the GitLab chart installs that zdu touches (trimmed to what matters here), its defaults.
 
     ``service_upstream=False``: the Ingress as a user who set the chart's serviceUpstream to false has it.
+    ``registry``, ``edition`` (``ee``, ``ce``) and ``flavour`` (``-ubi``, ``-fips``): where the images
+    come from, as the chart's ``global.image.registry``-style values and image suffixes set them.
+    The toolbox's pod template is the chart's shape: a ``certificates`` init container (an image not
+    tagged with the GitLab version) and a ``configure`` one (``gitlab-base``, tagged with it) that put
+    the configuration and secrets in place, and resource requests and limits.
     """
 
+    def image(name: str) -> str:
+        return f"{registry}/{name}:v{version}{flavour}"
+
     def deployment(
-        name: str, labels: dict[str, str], containers: list[dict[str, Any]], count: int
+        name: str,
+        labels: dict[str, str],
+        containers: list[dict[str, Any]],
+        count: int,
+        init: list[dict[str, Any]] | None = None,
+        volumes: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
+        pod: dict[str, Any] = {"containers": containers}
+        if init:
+            pod["initContainers"] = init
+        if volumes:
+            pod["volumes"] = volumes
         return {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -43,7 +67,7 @@ def chart_objects(
             "spec": {
                 "replicas": count,
                 "selector": {"matchLabels": dict(labels)},
-                "template": {"metadata": {"labels": dict(labels)}, "spec": {"containers": containers}},
+                "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
             },
         }
 
@@ -54,12 +78,12 @@ def chart_objects(
             [
                 {
                     "name": "webservice",
-                    "image": f"{CNG}/gitlab-webservice-ee:v{version}",
+                    "image": image(f"gitlab-webservice-{edition}"),
                     "ports": [{"containerPort": 8080}],
                 },
                 {
                     "name": "gitlab-workhorse",
-                    "image": f"{CNG}/gitlab-workhorse-ee:v{version}",
+                    "image": image(f"gitlab-workhorse-{edition}"),
                     "ports": [{"containerPort": 8181}],
                 },
             ],
@@ -68,7 +92,7 @@ def chart_objects(
         deployment(
             "gitlab-sidekiq-all-in-1-v2",
             {"app": "sidekiq", "release": "gitlab"},
-            [{"name": "sidekiq", "image": f"{CNG}/gitlab-sidekiq-ee:v{version}"}],
+            [{"name": "sidekiq", "image": image(f"gitlab-sidekiq-{edition}")}],
             1,
         ),
         deployment(
@@ -77,14 +101,43 @@ def chart_objects(
             [
                 {
                     "name": "toolbox",
-                    "image": f"{CNG}/gitlab-toolbox-ee:v{version}",
+                    "image": image(f"gitlab-toolbox-{edition}"),
                     "env": [{"name": "CONFIG_DIRECTORY", "value": "/srv/gitlab/config"}],
                     "volumeMounts": [{"name": "config", "mountPath": "/srv/gitlab/config"}],
+                    "resources": {
+                        "requests": {"cpu": "50m", "memory": "350M"},
+                        "limits": {"memory": "1600M"},
+                    },
                 }
             ],
             1,
-        )
-        | {},
+            init=[
+                {
+                    "name": "certificates",
+                    "image": f"{registry}/certificates:20230911-r0{flavour}",
+                    "volumeMounts": [{"name": "etc-ssl-certs", "mountPath": "/etc/ssl/certs"}],
+                },
+                {
+                    "name": "configure",
+                    "image": image("gitlab-base"),
+                    "command": ["sh", "/config/configure"],
+                    "volumeMounts": [
+                        {"name": "config", "mountPath": "/config", "readOnly": True},
+                        {"name": "init-secrets", "mountPath": "/init-config", "readOnly": True},
+                        {"name": "secrets", "mountPath": "/init-secrets"},
+                    ],
+                },
+            ],
+            volumes=[
+                {"name": "config", "configMap": {"name": "gitlab-toolbox"}},
+                {"name": "etc-ssl-certs", "emptyDir": {"medium": "Memory"}},
+                {
+                    "name": "init-secrets",
+                    "projected": {"sources": [{"secret": {"name": "gitlab-rails-secret"}}]},
+                },
+                {"name": "secrets", "emptyDir": {"medium": "Memory"}},
+            ],
+        ),
         {
             "apiVersion": "v1",
             "kind": "Service",
@@ -173,7 +226,6 @@ def helm_upgrade(server: StandInApiServer, version: str) -> None:
     does not set (zdu's annotations, a selector's extra label). Waits for the Deployments to settle.
     """
     objects = chart_objects(version)
-    _toolbox_volumes(objects)
     for manifest in objects:
         live = server.get(manifest["kind"], manifest["metadata"]["name"])
         if manifest["kind"] == "Deployment" and manifest["metadata"]["name"] == "gitlab-webservice-default":
@@ -205,14 +257,6 @@ def settle(server: StandInApiServer, timeout: float = 20) -> None:
         assert server.changed.wait_for(settled, timeout=timeout), "the Deployments did not settle"
 
 
-def _toolbox_volumes(objects: list[dict[str, Any]]) -> None:
-    for obj in objects:
-        if obj["metadata"]["name"] == "gitlab-toolbox":
-            obj["spec"]["template"]["spec"]["volumes"] = [
-                {"name": "config", "configMap": {"name": "gitlab-toolbox"}}
-            ]
-
-
 def seed(server: StandInApiServer, objects: list[dict[str, Any]]) -> None:
     for obj in objects:
         server.put(obj)
@@ -234,7 +278,6 @@ def seed(server: StandInApiServer, objects: list[dict[str, Any]]) -> None:
 def apiserver() -> Iterator[StandInApiServer]:
     server = StandInApiServer().start()
     objects = chart_objects()
-    _toolbox_volumes(objects)
     seed(server, objects)
     yield server
     server.stop()

@@ -10,8 +10,14 @@ condition) and Jobs (a pod that "runs" by asking :attr:`StandInApiServer.job_han
 Faults on demand: :meth:`StandInApiServer.inject` answers the next matching requests with 409, 429
 (with ``Retry-After``) or 500; :meth:`StandInApiServer.break_watches` cuts the next watch streams
 before their first event (a chunk cut short); :meth:`StandInApiServer.expire_watches` answers the
-next watches with an ``ERROR`` event carrying a 410 Status. It is no validation of the objects: the
-schema tests do that.
+next watches with an ``ERROR`` event carrying a 410 Status.
+
+As the API server does: ``dryRun=All`` on a create, replace or delete validates and admits the
+request and answers with the would-be object, persisting nothing (no resourceVersion, no event);
+a delete honours ``preconditions`` (``resourceVersion``, ``uid``) with a 409. Validation is a small
+part of the real one (names, containers with a name and an image, a Job's restart policy: a 422
+``Invalid`` naming the field); :attr:`StandInApiServer.admission` stands for admission webhooks
+(a denial is a 400 naming the webhook). The schema tests validate the objects in full.
 """
 
 from __future__ import annotations
@@ -106,6 +112,11 @@ class StandInApiServer:
         self.job_logs: dict[str, str] = {}
         self.jobs_stalled = False
         self.hpa_writes: list[tuple[str, int, int]] = []
+        #: an admission webhook: (method, object) -> a denial message, or None to admit
+        self.admission: Callable[[str, Obj], str | None] = lambda method, obj: None
+        #: every create, replace and delete: (method, kind, name, dry run)
+        self.writes: list[tuple[str, str, str, bool]] = []
+        self._serial = 0
         self._stop = threading.Event()
         server = self
 
@@ -178,6 +189,11 @@ class StandInApiServer:
         with self.lock:
             return self._write(copy.deepcopy(obj), "ADDED")
 
+    def remove(self, kind: str, name: str, namespace: str = "gitlab") -> None:
+        """Delete an object directly (as someone else would)."""
+        with self.lock:
+            self._remove(kind, namespace, name)
+
     def get(self, kind: str, name: str, namespace: str = "gitlab") -> Obj | None:
         with self.lock:
             obj = self.objects.get((kind, namespace, name))
@@ -198,9 +214,10 @@ class StandInApiServer:
         namespace = obj["metadata"].setdefault("namespace", "gitlab")
         self.version += 1
         obj["metadata"]["resourceVersion"] = str(self.version)
-        obj["metadata"].setdefault(
-            "uid", hashlib.sha1(f"{kind}/{obj['metadata']['name']}".encode()).hexdigest()
-        )
+        if "uid" not in obj["metadata"]:
+            self._serial += 1
+            seed = f"{kind}/{obj['metadata']['name']}/{self._serial}"
+            obj["metadata"]["uid"] = hashlib.sha1(seed.encode()).hexdigest()
         self.objects[(kind, namespace, obj["metadata"]["name"])] = obj
         self.events.append((self.version, kind, event, copy.deepcopy(obj)))
         self.changed.notify_all()
@@ -299,6 +316,10 @@ class StandInApiServer:
             if log:
                 return 200, self.job_logs.get(name or "", "")
             return 200, copy.deepcopy(self.objects[key])
+        dry_run = query.get("dryRun") == "All"
+        if method in ("POST", "PUT", "DELETE"):
+            written = (body or {}).get("metadata", {}).get("name") if method == "POST" else name
+            self.writes.append((method, kind, str(written or ""), dry_run))
         if method == "POST":
             assert body is not None
             body["metadata"]["namespace"] = namespace
@@ -306,9 +327,14 @@ class StandInApiServer:
                 return 409, _status(
                     409, "AlreadyExists", f"{kind.lower()}s {body['metadata']['name']!r} already exists"
                 )
+            refused = self._refused(method, kind, body)
+            if refused is not None:
+                return refused
             body.setdefault("apiVersion", API_VERSIONS[kind])
             body["metadata"]["generation"] = 1
             body["metadata"]["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            if dry_run:
+                return 201, body
             return 201, copy.deepcopy(self._write(body, "ADDED"))
         if method == "PUT":
             assert body is not None
@@ -322,6 +348,9 @@ class StandInApiServer:
                     "Conflict",
                     "the object has been modified; please apply your changes to the latest version",
                 )
+            refused = self._refused(method, kind, body)
+            if refused is not None:
+                return refused
             body["metadata"]["namespace"] = namespace
             generation = int(current["metadata"].get("generation", 1))
             if body.get("spec") != current.get("spec"):
@@ -329,8 +358,29 @@ class StandInApiServer:
             body["metadata"]["generation"] = generation
             body["metadata"]["creationTimestamp"] = current["metadata"].get("creationTimestamp")
             body["status"] = current.get("status", {})
+            if dry_run:
+                body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                return 200, body
             return 200, copy.deepcopy(self._write(body, "MODIFIED"))
         if method == "DELETE":
+            current = self.objects.get(key)
+            if current is None:
+                return 404, _status(404, "NotFound", f"{kind.lower()}s {name!r} not found")
+            preconditions = (body or {}).get("preconditions") or {}
+            for field, have in (
+                ("uid", current["metadata"].get("uid")),
+                ("resourceVersion", current["metadata"].get("resourceVersion")),
+            ):
+                wanted = preconditions.get(field)
+                if wanted and wanted != have:
+                    return 409, _status(
+                        409,
+                        "Conflict",
+                        f"Precondition failed: {field} in precondition: {wanted}, "
+                        f"{field} in object meta: {have}",
+                    )
+            if dry_run:
+                return 200, copy.deepcopy(current)
             obj = self._remove(kind, namespace, name or "")
             if obj is None:
                 return 404, _status(404, "NotFound", f"{kind.lower()}s {name!r} not found")
@@ -339,6 +389,21 @@ class StandInApiServer:
                     self._remove("Pod", namespace, pod["metadata"]["name"])
             return 200, _status(200, "", "deleted") | {"status": "Success"}
         return 405, _status(405, "MethodNotAllowed", method)
+
+    def _refused(self, method: str, kind: str, body: Obj) -> tuple[int, Obj] | None:
+        """A 422 for an invalid object, a 400 for one an admission webhook denies, else None."""
+        name = str(body.get("metadata", {}).get("name") or "")
+        problems = _invalid(kind, body)
+        if problems:
+            group = API_VERSIONS[kind].split("/")[0] if "/" in API_VERSIONS[kind] else ""
+            qualified = f"{kind}.{group}" if group else kind
+            return 422, _status(422, "Invalid", f'{qualified} "{name}" is invalid: {", ".join(problems)}')
+        denial = self.admission(method, body)
+        if denial is not None:
+            return 400, _status(
+                400, "BadRequest", f'admission webhook "policy.stand-in.example" denied the request: {denial}'
+            )
+        return None
 
     def _watch(
         self, handler: BaseHTTPRequestHandler, kind: str, namespace: str, query: dict[str, str]
@@ -608,6 +673,37 @@ class StandInApiServer:
                 ],
             }
         self._write(updated, "MODIFIED")
+
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _invalid(kind: str, obj: Obj) -> list[str]:
+    """Some of the API server's validation: names, containers, a Job's restart policy."""
+    problems = []
+    name = str(obj.get("metadata", {}).get("name") or "")
+    if not _DNS_SUBDOMAIN.match(name):
+        problems.append(f"metadata.name: Invalid value: {name!r}: a lowercase RFC 1123 subdomain is required")
+    template = (obj.get("spec") or {}).get("template") if kind in ("Deployment", "Job") else None
+    pod = (template or {}).get("spec") if kind != "Pod" else obj.get("spec")
+    if pod is None:
+        return problems
+    where = "spec" if kind == "Pod" else "spec.template.spec"
+    for key in ("initContainers", "containers"):
+        for index, container in enumerate(pod.get(key) or []):
+            if not _DNS_LABEL.match(str(container.get("name") or "")):
+                problems.append(f"{where}.{key}[{index}].name: Invalid value: {container.get('name')!r}")
+            if not container.get("image"):
+                problems.append(f"{where}.{key}[{index}].image: Required value")
+    if not pod.get("containers"):
+        problems.append(f"{where}.containers: Required value")
+    if kind == "Job" and pod.get("restartPolicy") not in ("Never", "OnFailure"):
+        problems.append(
+            f"{where}.restartPolicy: Unsupported value: {pod.get('restartPolicy')!r}: "
+            'supported values: "OnFailure", "Never"'
+        )
+    return problems
 
 
 def _ready(pod: Obj) -> bool:

@@ -189,7 +189,7 @@ def test_the_migrations_job_runs_the_release_toolbox_and_pauses_around_it(
         "SKIP_POST_DEPLOYMENT_MIGRATIONS": "true",
     }
     assert seen["paused"] == {"gitlab-webservice-default": True, "gitlab-sidekiq-all-in-1-v2": True}
-    assert seen["volumes"] == [{"name": "config", "configMap": {"name": "gitlab-toolbox"}}]
+    assert [v["name"] for v in seen["volumes"]] == ["config", "etc-ssl-certs", "init-secrets", "secrets"]  # type: ignore[attr-defined]
     for name in ("gitlab-webservice-default", "gitlab-sidekiq-all-in-1-v2"):
         assert not (apiserver.get("Deployment", name) or {})["spec"].get("paused")
     patches = [path for method, path in apiserver.requests if method == "PUT" and "/deployments/" in path]
@@ -206,7 +206,7 @@ def test_a_failed_migrations_job_surfaces_its_log_and_status(
     apiserver: StandInApiServer, tmp_path: Path
 ) -> None:
     def handler(job: dict) -> tuple[int, str]:
-        if job["spec"]["template"]["spec"]["containers"][0]["command"] == BACKGROUND_STATUS:
+        if job["spec"]["template"]["spec"]["containers"][0]["args"] == BACKGROUND_STATUS:
             return 0, ""  # preflight: no batched background migration is queued
         return 1, "== AddThing: migrating\nPG::DuplicateColumn: column exists\n"
 
@@ -228,7 +228,7 @@ def test_an_upgrade_with_migrations_in_jobs_succeeds(apiserver: StandInApiServer
     def handler(job: dict) -> tuple[int, str]:
         container = job["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
-        commands.append((container["command"], env.get("SKIP_POST_DEPLOYMENT_MIGRATIONS")))
+        commands.append((container["args"], env.get("SKIP_POST_DEPLOYMENT_MIGRATIONS")))
         return 0, "ok\n"
 
     apiserver.job_handler = handler

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from zdu.cli import cli
+from zdu.model import Version
 from zdu_kubernetes.config import KubernetesPlatformConfig
 from zdu_kubernetes.jobs import migration_job
 from zdu_kubernetes.lease import lease_object
@@ -113,13 +114,17 @@ def test_the_migrations_job_and_the_lease_pass_the_schemas() -> None:
     toolbox = chart_objects()[2]
     job = migration_job(
         "zdu-migrations-0a1b2c3d",
-        "gitlab",
         "cell",
         "registry.gitlab.com/gitlab-org/build/cng/gitlab-toolbox-ee:v16.6.0",
         ["gitlab-rake", "db:migrate"],
         {"SKIP_POST_DEPLOYMENT_MIGRATIONS": "true", "REMOVED": None},
         toolbox["spec"]["template"],
-        KubernetesPlatformConfig().job_ttl,
+        Version.parse(TO),
+        KubernetesPlatformConfig(),
     )
+    assert [c["name"] for c in job["spec"]["template"]["spec"]["initContainers"]] == [
+        "certificates",
+        "configure",
+    ]
     _validate(job)
     _validate(lease_object("zdu-cell", "gitlab", "zdu pid 1 on runner", 60))

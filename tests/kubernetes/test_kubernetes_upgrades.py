@@ -169,24 +169,3 @@ def test_a_held_lease_refuses_a_second_upgrade(apiserver: StandInApiServer, tmp_
     assert apiserver.get("Deployment", CLONE) is None
     first.close()
     second.close()
-
-
-def test_an_expired_lease_is_taken_over(apiserver: StandInApiServer, tmp_path: Path) -> None:
-    apiserver.put(
-        {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": "zdu-cell", "namespace": "gitlab"},
-            "spec": {
-                "holderIdentity": "a crashed pipeline",
-                "leaseDurationSeconds": 15,
-                "renewTime": "2020-01-01T00:00:00.000000Z",
-            },
-        }
-    )
-    upgrade = upgrade_for(apiserver, tmp_path)
-    with upgrade.platform.hold_lock("pipeline two"):
-        lease = apiserver.get("Lease", "zdu-cell")
-        assert lease is not None
-        assert lease["spec"]["holderIdentity"] == "pipeline two" and lease["spec"]["leaseTransitions"] == 1
-    upgrade.close()
