@@ -83,7 +83,8 @@ def tests(session: nox.Session) -> None:
         "prometheus-pushgateway",
         "chromium",
     )
-    session.install("-e", ".[all,test]")
+    # lint too: the import-contract tests run import-linter against planted violations
+    session.install("-e", ".[all,test,lint]")
     ensure_gitlab_ci_local(session)
     session.run("pytest", *session.posargs)
     # the suite above ran the newest kubernetes client the extra allows; now the oldest
