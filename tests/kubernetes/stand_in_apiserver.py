@@ -155,6 +155,17 @@ class StandInApiServer:
             threading.Thread(target=self._control_loop, daemon=True),
         ]
 
+    def capture_jobs(self, output: str = "") -> list[Obj]:
+        """From now on every Job "runs" successfully printing ``output``; returns the list they land in."""
+        jobs: list[Obj] = []
+
+        def handler(job: Obj) -> tuple[int, str]:
+            jobs.append(job)
+            return 0, output
+
+        self.job_handler = handler
+        return jobs
+
     def start(self) -> StandInApiServer:
         for thread in self._threads:
             thread.start()

@@ -48,21 +48,10 @@ def _platform(server: StandInApiServer, tmp_path: Path, **options: Any) -> Kuber
     return KubernetesPlatform(config, env)
 
 
-def _capture(server: StandInApiServer) -> list[dict[str, Any]]:
-    jobs: list[dict[str, Any]] = []
-
-    def handler(job: dict[str, Any]) -> tuple[int, str]:
-        jobs.append(job)
-        return 0, "ok\n"
-
-    server.job_handler = handler
-    return jobs
-
-
 def test_the_job_is_built_from_the_toolbox_the_chart_runs(
     private_ubi: StandInApiServer, tmp_path: Path
 ) -> None:
-    jobs = _capture(private_ubi)
+    jobs = private_ubi.capture_jobs("ok\n")
     platform = _platform(private_ubi, tmp_path)
     result = platform.command_executor.run(
         ["gitlab-rake", "db:migrate"], {"SKIP_POST_DEPLOYMENT_MIGRATIONS": "true"}, 20
@@ -95,7 +84,7 @@ def test_the_job_is_built_from_the_toolbox_the_chart_runs(
 def test_an_upgrade_of_a_ubi_chart_keeps_the_flavour_everywhere(
     private_ubi: StandInApiServer, tmp_path: Path
 ) -> None:
-    jobs = _capture(private_ubi)
+    jobs = private_ubi.capture_jobs("ok\n")
     upgrade = upgrade_for(
         private_ubi, tmp_path, migrations={"name": "gitlab-rake", "status_command": [], "timeout": 20}
     )
@@ -138,7 +127,7 @@ def test_without_a_toolbox_deployment_the_chart_migrations_job_is_the_template(
     }
     chart_job["spec"]["template"]["spec"]["containers"][0]["name"] = "migrations"
     private_ubi.put(chart_job)
-    jobs = _capture(private_ubi)
+    jobs = private_ubi.capture_jobs("ok\n")
     platform = _platform(private_ubi, tmp_path)
     assert platform.command_executor.run(["gitlab-rake", "db:migrate"], {}, 20).returncode == 0
     platform.close()
@@ -149,7 +138,7 @@ def test_without_a_toolbox_deployment_the_chart_migrations_job_is_the_template(
 
 
 def test_an_explicit_image_overrides_the_toolbox_image(private_ubi: StandInApiServer, tmp_path: Path) -> None:
-    jobs = _capture(private_ubi)
+    jobs = private_ubi.capture_jobs("ok\n")
     platform = _platform(private_ubi, tmp_path, toolbox_image="mirror.example/toolbox-fips:v{version}-fips")
     assert platform.command_executor.run(["gitlab-rake", "db:migrate"], {}, 20).returncode == 0
     platform.close()

@@ -35,21 +35,10 @@ def _quiet_state(server: StandInApiServer) -> str:
                 return json.dumps(sorted(server.objects.items()), sort_keys=True)
 
 
-def _ran(server: StandInApiServer) -> list[dict[str, Any]]:
-    jobs: list[dict[str, Any]] = []
-
-    def handler(job: dict[str, Any]) -> tuple[int, str]:
-        jobs.append(job)
-        return 0, ""
-
-    server.job_handler = handler
-    return jobs
-
-
 def test_an_online_plan_sends_every_write_as_a_dry_run_and_changes_nothing(
     apiserver: StandInApiServer, tmp_path: Path
 ) -> None:
-    ran = _ran(apiserver)
+    ran = apiserver.capture_jobs()
     before = _quiet_state(apiserver)
     upgrade = upgrade_for(apiserver, tmp_path, migrations=MIGRATIONS)
     plan = upgrade.plan()
