@@ -212,25 +212,26 @@ class GetPlatform:
             for index, host in enumerate(self.rails_hosts(), start=1)
         }
 
+    def _server_of(self, backend: RailsBackend, node: str) -> str:
+        """The server name of Rails node ``node`` in ``backend``; PlatformError when not in the group."""
+        name = self.expected_servers(backend).get(node)
+        if name is None:
+            raise PlatformError(f"{node} is not a host of the Rails group {self.config.rails_group!r}")
+        return name
+
     def server_name(self, node: str) -> str:
         """The node's server name in the users' backend (``backend``)."""
         for backend in self.rails_backends():
             if backend.backend == self.config.backend:
-                name = self.expected_servers(backend).get(node)
-                if name is None:
-                    raise PlatformError(f"{node} is not a host of Rails group {self.config.rails_group!r}")
-                return name
+                return self._server_of(backend, node)
         return node
 
     def node_servers(self, node: str) -> list[tuple[HAProxyRuntime, str, str]]:
         """Every (runtime API, backend, server) that routes to Rails node ``node``."""
-        found = []
-        for backend in self.rails_backends():
-            name = self.expected_servers(backend).get(node)
-            if name is None:
-                raise PlatformError(f"{node} is not a host of the Rails group {self.config.rails_group!r}")
-            found.append((self._runtime(backend), backend.backend, name))
-        return found
+        return [
+            (self._runtime(backend), backend.backend, self._server_of(backend, node))
+            for backend in self.rails_backends()
+        ]
 
     def check_mapping(self) -> list[str]:
         """What does not match between the Rails group and the backends that list it (empty: all do).
